@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates .venv and installs graphrnn into it first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test graphviz bench gallery
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Graphviz's `dot` draws the diagrams; .dot output works without it.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || \
+	  { (apt-get install -y -qq graphviz >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq graphviz >/dev/null 2>&1) || \
+	     sudo -n apt-get install -y -qq graphviz >/dev/null 2>&1) || \
+	    echo "note: could not install Graphviz (apt-get install graphviz); only .dot diagrams will render"; }
+
+demo: $(VENV)/.installed graphviz
+	$(VENV)/bin/graphrnn demo
+
+test: $(VENV)/.installed graphviz
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/graphrnn bench
+
+gallery: $(VENV)/.installed graphviz
+	$(PY) -m graphrnn.render --gallery docs/gallery

@@ -1,0 +1,74 @@
+"""The array module (numpy, or cupy on a GPU) and the dtype policy.
+
+Every op asks this module for ``xp`` instead of importing numpy, so the same
+code runs on the GPU once ``set_backend("cupy")`` (or ``GRAPHRNN_BACKEND=cupy``)
+is in force.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy
+
+FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+_state = {"name": "numpy", "xp": numpy}
+
+
+class BackendError(RuntimeError):
+    """The requested array backend cannot be used on this machine."""
+
+
+def set_backend(name: str):
+    """Switch every op to ``"numpy"`` or ``"cupy"``; returns the array module."""
+    if name == "numpy":
+        _state.update(name="numpy", xp=numpy)
+        return numpy
+    if name != "cupy":
+        raise BackendError(f"unknown backend {name!r}: use 'numpy' or 'cupy'")
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendError(
+            "backend 'cupy' needs CuPy: pip install 'graphrnn[gpu]' on a machine with a CUDA GPU"
+        ) from exc
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise BackendError("backend 'cupy': CuPy is installed but no CUDA GPU is visible")
+    except cupy.cuda.runtime.CUDARuntimeError as exc:
+        raise BackendError(f"backend 'cupy': no usable CUDA GPU ({exc})") from exc
+    _state.update(name="cupy", xp=cupy)
+    return cupy
+
+
+def get_backend() -> str:
+    return _state["name"]
+
+
+def xp():
+    """The array module in force."""
+    return _state["xp"]
+
+
+def to_numpy(a):
+    """A host (numpy) copy of an array from either backend."""
+    if hasattr(a, "get"):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def asarray(a, dtype=None):
+    """An array of the backend in force (moves host data to the GPU when needed)."""
+    return _state["xp"].asarray(a, dtype=dtype)
+
+
+def check_float_dtype(dtype, what: str) -> numpy.dtype:
+    dtype = numpy.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{what}: dtype {dtype} is not supported; use float32 or float64")
+    return dtype
+
+
+_env = os.environ.get("GRAPHRNN_BACKEND", "").strip().lower()
+if _env:
+    set_backend(_env)

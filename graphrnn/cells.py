@@ -1,0 +1,120 @@
+"""Built-in cells, each a short declaration that reads like its equations.
+
+Parameter layouts (tests, checkpoints and users rely on them):
+
+- ``rnn``:  Wx (D, H), Wh (H, H), b (H);  h' = act(x Wx + b + h Wh)
+- ``gru``:  Wx (D, 3H), Wh (H, 3H), b (3H), column blocks z | r | h~
+  (the book's GRU: r multiplies h *before* Wh; PyTorch applies r after W_hn h)
+- ``lstm``: Wx (D, 4H), Wh (H, 4H), b (4H), column blocks f | g | i | o
+  (the book's order; PyTorch's is i | f | g | o)
+- ``lstm_nico``: one weight (D+H, H) and bias (H) per gate g, i, f, o over
+  concat([x, h]); states h and s; h' = s' * o (no tanh on the cell state)
+
+Gates are declared one by one; the compiler fuses the matmuls that share a left
+operand, so the declaration stays readable and the run stays packed.
+"""
+from __future__ import annotations
+
+from .graph import CellBuilder, GraphError, concat, relu, sigmoid, tanh
+
+ACTIVATIONS = {"tanh": tanh, "sigmoid": sigmoid, "relu": relu}
+
+
+def rnn(input_size, hidden_size, activation="tanh", bias=True):
+    """Elman RNN: h' = act(x Wx + b + h Wh)."""
+    if activation not in ACTIVATIONS:
+        raise GraphError(f"rnn: unknown activation {activation!r}; use one of {sorted(ACTIVATIONS)}")
+    c = CellBuilder("rnn")
+    x = c.input("x", input_size)
+    h = c.state("h", hidden_size)
+    Wx = c.param("Wx", (input_size, hidden_size))
+    Wh = c.param("Wh", (hidden_size, hidden_size))
+    a = x @ Wx
+    if bias:
+        a = a + c.param("b", (hidden_size,), init="zeros")
+    c.update(h=ACTIVATIONS[activation](a + h @ Wh))
+    return c.build()
+
+
+def gru(input_size, hidden_size):
+    """GRU, blocks z | r | h~ (book form: r gates h before Wh)."""
+    H = hidden_size
+    c = CellBuilder("gru")
+    x = c.input("x", input_size)
+    h = c.state("h", H)
+    Wx = c.param("Wx", (input_size, 3 * H))
+    Wh = c.param("Wh", (H, 3 * H))
+    b = c.param("b", (3 * H,), init="zeros")
+    xw = x @ Wx + b
+    z = sigmoid(xw[:, :H] + h @ Wh[:, :H])
+    r = sigmoid(xw[:, H:2 * H] + h @ Wh[:, H:2 * H])
+    h_hat = tanh(xw[:, 2 * H:] + (r * h) @ Wh[:, 2 * H:])
+    c.update(h=(1 - z) * h + z * h_hat)
+    return c.build()
+
+
+def lstm(input_size, hidden_size):
+    """LSTM, blocks f | g | i | o; c' = f*c + g*i, h' = o*tanh(c')."""
+    H = hidden_size
+    cb = CellBuilder("lstm")
+    x = cb.input("x", input_size)
+    h = cb.state("h", H)
+    c = cb.state("c", H)
+    Wx = cb.param("Wx", (input_size, 4 * H))
+    Wh = cb.param("Wh", (H, 4 * H))
+    b = cb.param("b", (4 * H,), init="zeros")
+    xw = x @ Wx + b
+    f = sigmoid(xw[:, :H] + h @ Wh[:, :H])
+    g = tanh(xw[:, H:2 * H] + h @ Wh[:, H:2 * H])
+    i = sigmoid(xw[:, 2 * H:3 * H] + h @ Wh[:, 2 * H:3 * H])
+    o = sigmoid(xw[:, 3 * H:] + h @ Wh[:, 3 * H:])
+    c_next = f * c + g * i
+    cb.update(h=o * tanh(c_next), c=c_next)
+    return cb.build()
+
+
+def lstm_nico(input_size, hidden_size):
+    """The LSTM of Nico Jimenez's lstm.py: gates over concat([x, h]), h' = s' * o."""
+    H = hidden_size
+    cb = CellBuilder("lstm_nico")
+    x = cb.input("x", input_size)
+    h = cb.state("h", H)
+    s = cb.state("s", H)
+    xc = concat([x, h])
+    gate = {}
+    for name in ("g", "i", "f", "o"):
+        W = cb.param(f"W{name}", (input_size + H, H), init="uniform(-0.1, 0.1)")
+        bias = cb.param(f"b{name}", (H,), init="uniform(-0.1, 0.1)")
+        gate[name] = xc @ W + bias
+    g = tanh(gate["g"])
+    i, f, o = (sigmoid(gate[k]) for k in "ifo")
+    s_next = g * i + s * f
+    cb.update(h=s_next * o, s=s_next)
+    return cb.build()
+
+
+def mgu(input_size, hidden_size):
+    """Minimal gated unit (Zhou et al. 2016), as declared in DESIGN.md."""
+    H = hidden_size
+    c = CellBuilder("mgu")
+    x = c.input("x", input_size)
+    h = c.state("h", H)
+    Wx = c.param("Wx", (input_size, 2 * H))
+    Wh = c.param("Wh", (H, 2 * H))
+    b = c.param("b", (2 * H,), init="zeros")
+    xw = x @ Wx + b
+    f = sigmoid(xw[:, :H] + h @ Wh[:, :H])
+    h_hat = tanh(xw[:, H:] + (f * h) @ Wh[:, H:])
+    c.update(h=(1 - f) * h + f * h_hat)
+    return c.build()
+
+
+CELLS = {"rnn": rnn, "gru": gru, "lstm": lstm, "lstm_nico": lstm_nico, "mgu": mgu}
+
+
+def get(name):
+    """The factory of a built-in cell by name, with an error listing the known ones."""
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise GraphError(f"unknown cell {name!r}; built-in cells: {', '.join(CELLS)}") from None

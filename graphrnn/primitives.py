@@ -1,0 +1,291 @@
+"""The primitives: a shape rule, a forward and a hand-written local backward each.
+
+Shapes are tuples whose first entry may be the symbol ``"N"`` (the batch, unknown
+until run time). A primitive instance belongs to one node: ``shape`` records the
+input shapes it was checked against, so ``backward`` knows how to undo
+broadcasting or slicing without saving anything at run time.
+
+``saves`` lists what ``backward`` reads: input positions (0, 1, ...) and/or
+``"y"`` (the forward's output). The planner keeps exactly those values per time
+step and nothing else. ``backward(xp, dy, xs, y, needs)`` receives the inputs
+(``None`` where not saved) and returns one gradient per input, computing only
+those whose ``needs`` flag is true (``None`` for the others).
+"""
+from __future__ import annotations
+
+N = "N"  # the batch dimension, symbolic until run time
+
+
+class GraphError(ValueError):
+    """A cell declaration or a run's inputs do not fit; the message names the node."""
+
+
+def fmt_shape(shape) -> str:
+    if len(shape) == 1:
+        return f"({shape[0]},)"
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def broadcast_shapes(a, b, where: str):
+    """numpy broadcasting over shapes that may hold the symbol N."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            raise GraphError(f"{where}: shapes {fmt_shape(a)} and {fmt_shape(b)} do not broadcast")
+    return tuple(reversed(out))
+
+
+def unbroadcast(xp, g, shape):
+    """Sum a gradient of the broadcast shape back down to an input's ``shape``."""
+    if g.ndim > len(shape):
+        g = g.sum(axis=tuple(range(g.ndim - len(shape))))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g
+
+
+class Primitive:
+    name = ""
+    arity = 1
+    saves: tuple = ()
+    linear = False  # backward is the transpose of forward and needs no saved value
+
+    def __init__(self):
+        self.in_shapes = ()
+
+    def check(self, where: str, *shapes):
+        """Run the shape rule, remember the input shapes, return the output shape."""
+        self.in_shapes = tuple(shapes)
+        return self.shape(where, *shapes)
+
+    def shape(self, where, *shapes):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def attrs(self) -> dict:
+        """Static attributes, for labels and for comparing nodes."""
+        return {}
+
+    def __repr__(self):
+        extra = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())
+        return f"{self.name}({extra})"
+
+
+class Elementwise(Primitive):
+    def shape(self, where, *shapes):
+        return shapes[0]
+
+
+class Binary(Primitive):
+    arity = 2
+
+    def shape(self, where, a, b):
+        return broadcast_shapes(a, b, where)
+
+
+# --------------------------------------------------------------------------- linear
+
+class MatMul(Primitive):
+    """y = a @ w;  da = dy @ wᵀ,  dw = aᵀ dy   (rows of a are independent)"""
+    name = "matmul"
+    arity = 2
+    saves = (0, 1)
+
+    def shape(self, where, a, w):
+        if len(w) != 2 or w[0] == N:
+            raise GraphError(f"{where}: the right operand must be a 2-D parameter-like value, got {fmt_shape(w)}")
+        if len(a) < 1 or a[-1] != w[0]:
+            raise GraphError(f"{where}: inner sizes differ: {fmt_shape(a)} @ {fmt_shape(w)}")
+        return tuple(a[:-1]) + (w[1],)
+
+    def forward(self, xp, a, w, out=None):
+        return xp.matmul(a, w, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        a, w = xs
+        da = dy @ w.T if needs[0] else None
+        dw = None
+        if needs[1]:
+            k = a.shape[-1]
+            dw = a.reshape(-1, k).T @ dy.reshape(-1, dy.shape[-1])
+        return da, dw
+
+
+class Add(Binary):
+    """y = a + b;  da = dy,  db = dy   (summed over broadcast axes)"""
+    name = "add"
+    linear = True
+
+    def forward(self, xp, a, b, out=None):
+        return xp.add(a, b, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        sa, sb = self.in_shapes
+        return (unbroadcast(xp, dy, sa) if needs[0] else None,
+                unbroadcast(xp, dy, sb) if needs[1] else None)
+
+
+class Sub(Binary):
+    """y = a - b;  da = dy,  db = -dy"""
+    name = "sub"
+    linear = True
+
+    def forward(self, xp, a, b, out=None):
+        return xp.subtract(a, b, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        sa, sb = self.in_shapes
+        return (unbroadcast(xp, dy, sa) if needs[0] else None,
+                -unbroadcast(xp, dy, sb) if needs[1] else None)
+
+
+class Neg(Elementwise):
+    """y = -x;  dx = -dy"""
+    name = "neg"
+    linear = True
+
+    def forward(self, xp, x, out=None):
+        return xp.negative(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (-dy,)
+
+
+class Slice(Primitive):
+    """y = x[..., start:stop];  dx = zeros with dy placed at [..., start:stop]"""
+    name = "slice"
+    linear = True
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def attrs(self):
+        return {"start": self.start, "stop": self.stop}
+
+    def shape(self, where, x):
+        if len(x) == 0:
+            raise GraphError(f"{where}: cannot slice a scalar")
+        if not 0 <= self.start < self.stop <= x[-1]:
+            raise GraphError(f"{where}: slice [{self.start}:{self.stop}] is empty or outside "
+                             f"the last axis of {fmt_shape(x)}")
+        return tuple(x[:-1]) + (self.stop - self.start,)
+
+    def forward(self, xp, x, out=None):
+        return x[..., self.start:self.stop]
+
+    def backward(self, xp, dy, xs, y, needs):
+        dx = xp.zeros(dy.shape[:-1] + (self.in_shapes[0][-1],), dtype=dy.dtype)
+        dx[..., self.start:self.stop] = dy
+        return (dx,)
+
+
+class Concat(Primitive):
+    """y = [x1 | x2 | ...] along the last axis;  dxi = dy[..., offset_i : offset_i + width_i]"""
+    name = "concat"
+    arity = None  # any number of inputs
+    linear = True
+
+    def shape(self, where, *shapes):
+        if len(shapes) < 1:
+            raise GraphError(f"{where}: concat needs at least one value")
+        lead = shapes[0][:-1]
+        for s in shapes:
+            if len(s) == 0 or tuple(s[:-1]) != tuple(lead):
+                raise GraphError(f"{where}: cannot concatenate shapes "
+                                 + " and ".join(fmt_shape(t) for t in shapes)
+                                 + " along the last axis")
+        return tuple(lead) + (sum(s[-1] for s in shapes),)
+
+    def forward(self, xp, *xs, out=None):
+        return xp.concatenate(xs, axis=-1, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        grads, lo = [], 0
+        for s, need in zip(self.in_shapes, needs):
+            hi = lo + s[-1]
+            grads.append(dy[..., lo:hi] if need else None)
+            lo = hi
+        return tuple(grads)
+
+
+# --------------------------------------------------------------------------- nonlinear
+
+class Mul(Binary):
+    """y = a * b;  da = dy * b,  db = dy * a"""
+    name = "mul"
+    saves = (0, 1)
+
+    def forward(self, xp, a, b, out=None):
+        return xp.multiply(a, b, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        a, b = xs
+        sa, sb = self.in_shapes
+        return (unbroadcast(xp, dy * b, sa) if needs[0] else None,
+                unbroadcast(xp, dy * a, sb) if needs[1] else None)
+
+
+class Tanh(Elementwise):
+    """y = tanh(x);  dx = dy * (1 - y²)   (reuses the forward's output)"""
+    name = "tanh"
+    saves = ("y",)
+
+    def forward(self, xp, x, out=None):
+        return xp.tanh(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy * (1 - y * y),)
+
+
+class Sigmoid(Elementwise):
+    """y = 1 / (1 + e⁻ˣ);  dx = dy * y * (1 - y)"""
+    name = "sigmoid"
+    saves = ("y",)
+
+    def forward(self, xp, x, out=None):
+        # 0.5·tanh(0.5x) + 0.5 equals the logistic function but never overflows
+        # exp(-x) for large negative x, and costs three ufunc calls in place.
+        y = xp.multiply(x, 0.5, out=out)
+        xp.tanh(y, out=y)
+        y *= 0.5
+        y += 0.5
+        return y
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy * y * (1 - y),)
+
+
+class Relu(Elementwise):
+    """y = max(x, 0);  dx = dy * [y > 0]"""
+    name = "relu"
+    saves = ("y",)
+
+    def forward(self, xp, x, out=None):
+        return xp.maximum(x, 0, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy * (y > 0),)
+
+
+class Exp(Elementwise):
+    """y = eˣ;  dx = dy * y"""
+    name = "exp"
+    saves = ("y",)
+
+    def forward(self, xp, x, out=None):
+        return xp.exp(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy * y,)
+
+
+PRIMITIVES = {cls.name: cls for cls in (
+    MatMul, Add, Sub, Neg, Mul, Slice, Concat, Tanh, Sigmoid, Relu, Exp,
+)}

@@ -1,0 +1,500 @@
+"""The scheduler: forward over T steps, backpropagation through time in reverse.
+
+Buffers are time-major. A state s lives in one array S of shape (T+1, N, H):
+S[0] is the initial state and the node that computes the next value writes
+straight into S[t+1], so carrying a state costs no copy. Hoisted values are
+(T*N, width) arrays whose rows t*N .. t*N+N-1 belong to step t.
+
+Truncated BPTT is a run started from the previous chunk's ``run.state``: its
+backward stops at that state (``g.state0`` is returned, not propagated).
+``Recurrent(cell, stateful=True)`` does that bookkeeping for models.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .graph import GraphError
+from .plan import HOISTED, RECURRENT, STATIC, compile_cell, needed_saved
+from .primitives import Slice, fmt_shape
+
+
+class Grads:
+    """Gradients of a run: ``params`` (dict), ``xs`` (N, T, D) or None, ``state0`` (dict)."""
+
+    def __init__(self, params, xs, state0):
+        self.params, self.xs, self.state0 = params, xs, state0
+
+    def __repr__(self):
+        return f"<Grads params={list(self.params)} xs={None if self.xs is None else self.xs.shape}>"
+
+
+class _Acc:
+    """Gradient accumulation that never writes into an array it does not own."""
+
+    __slots__ = ("g", "own")
+
+    def __init__(self):
+        self.g, self.own = {}, set()
+
+    def add(self, n, d):
+        cur = self.g.get(n)
+        if cur is None:
+            self.g[n] = d
+        elif n in self.own:
+            cur += d
+        else:
+            self.g[n] = cur + d
+            self.own.add(n)
+
+    def add_slice(self, xp, n, d, lo, hi, width):
+        # Slice's transpose rule, done in place: no zero-filled temporary per use.
+        cur = self.g.get(n)
+        if cur is None:
+            cur = xp.zeros(d.shape[:-1] + (width,), dtype=d.dtype)
+            self.g[n] = cur
+            self.own.add(n)
+        elif n not in self.own:
+            cur = cur.copy()
+            self.g[n] = cur
+            self.own.add(n)
+        cur[..., lo:hi] += d
+
+
+def _check_array(xp, a, what, shape, dtype):
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        a = xp.asarray(a)
+    if dtype is not None and a.dtype != dtype:
+        raise GraphError(f"{what} is {a.dtype} but the parameters are {dtype}; convert all arrays "
+                         "to one dtype (no silent promotion)")
+    if tuple(a.shape) != tuple(shape):
+        raise GraphError(f"{what} has shape {fmt_shape(tuple(a.shape))}, expected {fmt_shape(tuple(shape))}")
+    return xp.asarray(a)
+
+
+def _prepare(cell, params, xs, state0):
+    xp = backend.xp()
+    dtype = cell.check_params(params)
+    if not hasattr(xs, "shape"):
+        xs = np.asarray(xs, dtype=dtype)
+    if xs.ndim != 3 or xs.shape[2] != cell.input_size:
+        raise GraphError(f"cell {cell.name!r}: xs has shape {fmt_shape(tuple(xs.shape))}, expected "
+                         f"(N, T, {cell.input_size}) for input {cell.input_name!r} of size {cell.input_size}")
+    n, t = xs.shape[0], xs.shape[1]
+    if n < 1 or t < 1:
+        raise GraphError(f"cell {cell.name!r}: xs has shape {fmt_shape(tuple(xs.shape))}; N and T must be >= 1")
+    xs = _check_array(xp, xs, f"cell {cell.name!r}: xs", xs.shape, dtype)
+    state0 = dict(state0 or {})
+    sizes = cell.state_sizes()
+    unknown = [k for k in state0 if k not in sizes]
+    if unknown:
+        raise GraphError(f"cell {cell.name!r}: state0 names unknown state {unknown[0]!r} "
+                         f"(states: {', '.join(sizes)})")
+    s0 = {}
+    for name, size in sizes.items():
+        if name in state0 and state0[name] is not None:
+            s0[name] = _check_array(xp, state0[name], f"cell {cell.name!r}: state0[{name!r}]", (n, size), dtype)
+        else:
+            s0[name] = None
+    return xp, dtype, xs, s0, n, t
+
+
+def unroll(cell, params, xs, state0=None, *, fuse=True):
+    """Run ``cell`` over xs (N, T, D) from ``state0`` (zeros where missing); returns a ``Run``."""
+    xp, dtype, xs, s0, n, t = _prepare(cell, params, xs, state0)
+    return Run(compile_cell(cell, fuse), xp, params, xs, s0, n, t, dtype)
+
+
+class Run:
+    """One forward pass over T steps, holding what BPTT needs.
+
+    ``hs`` (N, T, output size) and ``state`` (final value of each state) are the
+    results; ``backward(dhs, dstate)`` runs BPTT once for these inputs.
+    """
+
+    def __init__(self, plan, xp, params, xs, s0, n, t, dtype):
+        self.plan, self.xp, self.n, self.t, self.dtype = plan, xp, n, t, dtype
+        g = plan.graph
+        nodes = g.nodes
+        self.params = params
+        self.xs_shape = xs.shape
+
+        # static: once per call
+        sv = {}
+        for name, node in plan.params.items():
+            sv[node] = params[name]
+        for node in g.nodes:
+            if nodes[node]["kind"] == "const":
+                sv[node] = xp.asarray(nodes[node]["value"], dtype=dtype)
+        for node in plan.static_ops:
+            a = nodes[node]
+            sv[node] = a["op"].forward(xp, *[sv[p] for p in a["args"]])
+        self.sv = sv
+
+        # hoisted: once for all T*N rows, time-major
+        hv = {plan.input_node: xp.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(t * n, -1)}
+        for node in plan.hoisted_ops:
+            a = nodes[node]
+            hv[node] = a["op"].forward(xp, *[hv[p] if p in hv else sv[p] for p in a["args"]])
+        self.hv = hv
+
+        # recurrent: per step, into time-major buffers
+        S = {}
+        for name, snode, _ in plan.states:
+            width = nodes[snode]["shape"][1]
+            buf = xp.empty((t + 1, n, width), dtype=dtype)
+            buf[0] = 0 if s0[name] is None else s0[name]
+            S[snode] = buf
+        store = {}  # node -> (T, N, w) array holding its value at each step
+        copies = []  # (S, source node) for states whose update is not written in place
+        for name, snode, unode in plan.states:
+            if plan.kind[unode] == RECURRENT and nodes[unode]["kind"] == "op" and unode not in store:
+                store[unode] = S[snode][1:]
+            else:
+                copies.append((S[snode], unode))
+        for node in plan.recurrent_ops:
+            if node in plan.stored and node not in store:
+                store[node] = xp.empty((t, n, nodes[node]["shape"][1]), dtype=dtype)
+        self.S, self.store = S, store
+
+        def source(p):  # where a node's value at step t is found
+            if p in S:
+                return S[p], True
+            if p in store:
+                return store[p], True
+            if p in hv:
+                return hv[p].reshape(t, n, -1), True
+            if p in sv:
+                return sv[p], False
+            return None, False
+        self._source = source
+
+        boundary = [(p, hv[p].reshape(t, n, -1)) for p in plan.boundary]
+        program = []
+        for node in plan.recurrent_ops:
+            a = nodes[node]
+            op = a["op"]
+            buf = store.get(node)
+            mode = 0 if buf is None else (2 if isinstance(op, Slice) else 1)
+            program.append((op.forward, a["args"], node, buf, mode))
+        states = [(snode, S[snode]) for _, snode, _ in plan.states]
+        vals = dict(sv)
+        for step in range(t):
+            for p, arr in boundary:
+                vals[p] = arr[step]
+            for snode, arr in states:
+                vals[snode] = arr[step]
+            for fwd, args, node, buf, mode in program:
+                if mode == 1:
+                    vals[node] = fwd(xp, *[vals[p] for p in args], out=buf[step])
+                elif mode == 0:
+                    vals[node] = fwd(xp, *[vals[p] for p in args])
+                else:
+                    o = buf[step]
+                    o[...] = fwd(xp, *[vals[p] for p in args])
+                    vals[node] = o
+            for arr, src in copies:
+                arr[step + 1] = vals[src]
+        out, _ = source(plan.output_node)
+        if plan.output_node in S:
+            out = out[:-1]
+        self._hs_tm = out
+        self.hs = out.transpose(1, 0, 2)
+        self.state = {name: S[snode][t].copy() for name, snode, _ in plan.states}
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, dhs=None, dstate=None, *, need_xs=True):
+        """BPTT through the T steps of this run.
+
+        ``dhs`` (N, T, output size) is dL/dhs and ``dstate`` maps a state name to
+        dL/d(final state); either may be None. With ``need_xs=False`` the input
+        gradient is skipped (one GEMM less for data inputs).
+        """
+        plan, xp, n, t, dtype = self.plan, self.xp, self.n, self.t, self.dtype
+        g = plan.graph
+        nodes = g.nodes
+        kind = plan.kind
+        req = plan.requires[bool(need_xs)]
+        out_w = nodes[plan.output_node]["shape"][1]
+        cname = plan.cell.name
+        if dhs is not None:
+            dhs = _check_array(xp, dhs, f"cell {cname!r}: dhs", (n, t, out_w), dtype)
+            dhs_tm = dhs.transpose(1, 0, 2)
+        dstate = dict(dstate or {})
+        for k in dstate:
+            if k not in plan.cell.states:
+                raise GraphError(f"cell {cname!r}: dstate names unknown state {k!r}")
+        carry = {}
+        for name, snode, _ in plan.states:
+            if dstate.get(name) is not None:
+                carry[snode] = _check_array(xp, dstate[name], f"cell {cname!r}: dstate[{name!r}]",
+                                            (n, nodes[snode]["shape"][1]), dtype)
+        source = self._source
+
+        # Hoisted nodes read by the loop collect their per-step gradients here.
+        dH = {p: xp.zeros((t, n, nodes[p]["shape"][1]), dtype=dtype) for p in plan.boundary if req[p]}
+        dbuf = {node: xp.zeros((t, n, nodes[node]["shape"][1]), dtype=dtype) for node in plan.deferred}
+
+        program = []
+        for node in reversed(plan.recurrent_ops):
+            a = nodes[node]
+            op = a["op"]
+            args = a["args"]
+            needs = tuple(kind[p] != STATIC and req[p] for p in args)
+            saved = needed_saved(op, needs)
+            srcs = tuple((i, *source(args[i])) for i in sorted(x for x in saved if x != "y"))
+            ysrc = self.store.get(node) if "y" in saved else None
+            targets = tuple((i, p, kind[p] == HOISTED) for i, p in enumerate(args) if needs[i])
+            slice_info = (op.start, op.stop, op.in_shapes[0][-1]) if isinstance(op, Slice) else None
+            program.append((node, op, len(args), srcs, ysrc, targets, dbuf.get(node), slice_info, needs))
+
+        injections = [(snode, unode) for _, snode, unode in plan.states]
+        out_node = plan.output_node
+        for step in range(t - 1, -1, -1):
+            acc = _Acc()
+            for snode, unode in injections:
+                d = carry.get(snode)
+                if d is not None:
+                    self._inject(acc, dH, unode, d, step)
+            if dhs is not None:
+                self._inject(acc, dH, out_node, dhs_tm[step], step)
+            for node, op, nargs, srcs, ysrc, targets, db, slice_info, needs in program:
+                d = acc.g.get(node)
+                if d is None:
+                    continue
+                if db is not None:
+                    db[step] = d
+                if slice_info is not None:
+                    lo, hi, width = slice_info
+                    for _, p, hoisted in targets:
+                        if hoisted:
+                            dH[p][step][..., lo:hi] += d
+                        else:
+                            acc.add_slice(xp, p, d, lo, hi, width)
+                    continue
+                xs = [None] * nargs
+                for i, arr, per_step in srcs:
+                    xs[i] = arr[step] if per_step else arr
+                res = op.backward(xp, d, xs, None if ysrc is None else ysrc[step], needs)
+                for i, p, hoisted in targets:
+                    if hoisted:
+                        dH[p][step] += res[i]
+                    else:
+                        acc.add(p, res[i])
+            carry = {snode: acc.g.get(snode) for snode, _ in injections}
+
+        sg = _Acc()  # gradients of static nodes
+        # deferred static gradients: one batched call per node over all T*N rows
+        for node in plan.deferred:
+            a = nodes[node]
+            op, args = a["op"], a["args"]
+            needs = tuple(kind[p] == STATIC and req[p] for p in args)
+            xs = [None] * len(args)
+            for i in needed_saved(op, needs):
+                if i == "y":
+                    continue
+                xs[i] = self._stacked(args[i])
+            y = self._stacked(node) if "y" in needed_saved(op, needs) else None
+            d = dbuf[node].reshape(t * n, -1)
+            res = op.backward(xp, d, xs, y, needs)
+            for i, p in enumerate(args):
+                if needs[i]:
+                    sg.add(p, res[i])
+
+        # hoisted part: one call per node over all rows
+        hg = _Acc()
+        for p, arr in dH.items():
+            hg.g[p] = arr.reshape(t * n, -1)
+            hg.own.add(p)
+        hv, sv = self.hv, self.sv
+        for node in reversed(plan.hoisted_ops):
+            d = hg.g.get(node)
+            if d is None:
+                continue
+            a = nodes[node]
+            op, args = a["op"], a["args"]
+            needs = tuple(req[p] for p in args)
+            if isinstance(op, Slice):
+                (acc_, p) = (hg if kind[args[0]] == HOISTED else sg), args[0]
+                acc_.add_slice(xp, p, d, op.start, op.stop, op.in_shapes[0][-1])
+                continue
+            saved = needed_saved(op, needs)
+            xs = [(hv[p] if p in hv else sv[p]) if i in saved else None for i, p in enumerate(args)]
+            res = op.backward(xp, d, xs, hv[node] if "y" in saved else None, needs)
+            for i, p in enumerate(args):
+                if needs[i]:
+                    (hg if kind[p] == HOISTED else sg).add(p, res[i])
+
+        for node in reversed(plan.static_ops):
+            d = sg.g.get(node)
+            if d is None:
+                continue
+            a = nodes[node]
+            op, args = a["op"], a["args"]
+            needs = tuple(req[p] for p in args)
+            if isinstance(op, Slice):
+                sg.add_slice(xp, args[0], d, op.start, op.stop, op.in_shapes[0][-1])
+                continue
+            saved = needed_saved(op, needs)
+            xs = [sv[p] if i in saved else None for i, p in enumerate(args)]
+            res = op.backward(xp, d, xs, sv[node] if "y" in saved else None, needs)
+            for i, p in enumerate(args):
+                if needs[i]:
+                    sg.add(p, res[i])
+
+        gparams = {}
+        for name, node in plan.params.items():
+            d = sg.g.get(node)
+            if d is None:
+                d = xp.zeros(nodes[node]["shape"], dtype=dtype)
+            elif node not in sg.own:
+                d = d.copy()
+            gparams[name] = d
+        gxs = None
+        if need_xs:
+            d = hg.g.get(plan.input_node)
+            gxs = (xp.zeros(self.xs_shape, dtype=dtype) if d is None
+                   else d.reshape(t, n, -1).transpose(1, 0, 2))
+        gstate0 = {}
+        for name, snode, _ in plan.states:
+            d = carry.get(snode)
+            gstate0[name] = (xp.zeros((n, nodes[snode]["shape"][1]), dtype=dtype) if d is None
+                             else d.copy())
+        return Grads(gparams, gxs, gstate0)
+
+    def _inject(self, acc, dH, node, d, step):
+        """Add an external per-step gradient (from the loss or the next step)."""
+        k = self.plan.kind[node]
+        if k == RECURRENT:
+            acc.add(node, d)
+        elif node in dH:
+            dH[node][step] += d
+
+    def _stacked(self, p):
+        """A node's value over all steps as (T*N, width) rows (static values as they are)."""
+        t, n = self.t, self.n
+        if p in self.S:
+            return self.S[p][:-1].reshape(t * n, -1)
+        if p in self.store:
+            return self.store[p].reshape(t * n, -1)
+        if p in self.hv:
+            return self.hv[p]
+        return self.sv[p]
+
+
+# --------------------------------------------------------------------------- naive reference
+
+def unroll_naive(cell, params, xs, state0=None):
+    """A deliberately simple interpreter of the *declared* graph, step by step.
+
+    No rewrites, no hoisting, no buffers: every node is evaluated at every step
+    and every local backward runs at every step. It exists to check the
+    compiled plan (differential testing) and is the reference for how the
+    engine composes local backwards.
+    """
+    xp, dtype, xs, s0, n, t = _prepare(cell, params, xs, state0)
+    return NaiveRun(cell, xp, params, xs, s0, n, t, dtype)
+
+
+class NaiveRun:
+    def __init__(self, cell, xp, params, xs, s0, n, t, dtype):
+        self.cell, self.xp, self.params, self.xs, self.n, self.t, self.dtype = cell, xp, params, xs, n, t, dtype
+        g = cell.graph
+        self.order = cell.topo_order()
+        state = {name: (xp.zeros((n, size), dtype) if s0[name] is None else s0[name])
+                 for name, size in cell.state_sizes().items()}
+        self.steps = []
+        hs = []
+        for step in range(t):
+            v = {}
+            for node in self.order:
+                a = g.nodes[node]
+                if a["kind"] == "input":
+                    v[node] = xs[:, step]
+                elif a["kind"] == "state":
+                    v[node] = state[a["name"]]
+                elif a["kind"] == "param":
+                    v[node] = params[a["name"]]
+                elif a["kind"] == "const":
+                    v[node] = xp.asarray(a["value"], dtype=dtype)
+                else:
+                    v[node] = a["op"].forward(xp, *[v[p] for p in a["args"]])
+            self.steps.append(v)
+            state = {name: v[cell.updates[name]] for name in cell.states}
+            hs.append(v[cell.output_node])
+        self.hs = xp.stack(hs, axis=1)
+        self.state = state
+
+    def backward(self, dhs=None, dstate=None, *, need_xs=True):
+        cell, xp, g = self.cell, self.xp, self.cell.graph
+        dparams = {name: xp.zeros(s, self.dtype) for name, s in cell.param_shapes().items()}
+        dxs = xp.zeros(self.xs.shape, self.dtype)
+        carry = {name: (None if not dstate or dstate.get(name) is None else dstate[name])
+                 for name in cell.states}
+        for step in range(self.t - 1, -1, -1):
+            v = self.steps[step]
+            grads = {}
+
+            def add(node, d):
+                grads[node] = d if node not in grads else grads[node] + d
+            for name, d in carry.items():
+                if d is not None:
+                    add(cell.updates[name], d)
+            if dhs is not None:
+                add(cell.output_node, dhs[:, step])
+            for node in reversed(self.order):
+                a = g.nodes[node]
+                if node not in grads:
+                    continue
+                if a["kind"] == "param":
+                    dparams[a["name"]] += grads[node]
+                elif a["kind"] == "input":
+                    dxs[:, step] += grads[node]
+                elif a["kind"] == "op":
+                    res = a["op"].backward(xp, grads[node], [v[p] for p in a["args"]], v[node],
+                                           (True,) * len(a["args"]))
+                    for p, r in zip(a["args"], res):
+                        add(p, r)
+            carry = {name: grads.get(node) for name, node in cell.states.items()}
+        state0 = {name: (xp.zeros((self.n, size), self.dtype) if carry[name] is None else carry[name])
+                  for name, size in cell.state_sizes().items()}
+        return Grads(dparams, dxs if need_xs else None, state0)
+
+
+# --------------------------------------------------------------------------- layer
+
+class Recurrent:
+    """A sequence layer over a cell, in the style of the textbook's time layers.
+
+    ``forward(xs)`` returns hs (N, T, H); ``backward(dhs)`` returns dxs and sets
+    ``grads``. With ``stateful=True`` each forward starts from the state the last
+    one ended in (truncated BPTT across calls) until ``reset_state()``.
+    """
+
+    def __init__(self, cell, params=None, *, stateful=False, seed=0, dtype=np.float64):
+        self.cell = cell
+        self.params = params if params is not None else cell.init_params(seed=seed, dtype=dtype)
+        self.grads = {k: backend.xp().zeros_like(v) for k, v in self.params.items()}
+        self.stateful = stateful
+        self.state = None
+        self.run = None
+
+    def reset_state(self):
+        self.state = None
+
+    def forward(self, xs):
+        state0 = self.state if self.stateful else None
+        if state0 is not None and next(iter(state0.values())).shape[0] != xs.shape[0]:
+            state0 = None  # a new batch size starts a new sequence
+        self.run = unroll(self.cell, self.params, xs, state0)
+        if self.stateful:
+            self.state = self.run.state
+        return self.run.hs
+
+    def backward(self, dhs, dstate=None, *, need_xs=True):
+        if self.run is None:
+            raise GraphError(f"Recurrent({self.cell.name!r}): backward called before forward")
+        g = self.run.backward(dhs, dstate, need_xs=need_xs)
+        for k, v in g.params.items():
+            self.grads[k][...] = v
+        return g.xs
