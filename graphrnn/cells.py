@@ -118,3 +118,26 @@ def get(name):
         return CELLS[name]
     except KeyError:
         raise GraphError(f"unknown cell {name!r}; built-in cells: {', '.join(CELLS)}") from None
+
+
+def from_spec(spec: str, input_size: int, hidden_size: int):
+    """A cell from a command line: a built-in name, or ``module:function`` for a
+    user's factory called as ``function(input_size, hidden_size)``."""
+    if ":" not in spec:
+        return get(spec)(input_size, hidden_size)
+    import importlib
+
+    module_name, _, func_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise GraphError(f"cannot import module {module_name!r} for cell {spec!r}: {exc}") from None
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise GraphError(f"module {module_name!r} has no function {func_name!r} (cell {spec!r})")
+    cell = factory(input_size, hidden_size)
+    from .graph import Cell
+
+    if not isinstance(cell, Cell):
+        raise GraphError(f"{spec} returned {type(cell).__name__}, not a gr.Cell (did you call c.build()?)")
+    return cell

@@ -1,0 +1,145 @@
+"""The ``graphrnn`` command.
+
+Each subcommand has a ``_add_<name>(sub)`` that declares its arguments and a
+``_run_<name>(args)`` that does the work, importing what it needs lazily so
+``graphrnn --help`` stays fast. Errors a user can cause (bad names, bad sizes,
+missing files) print one line and exit 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit status 2."""
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+# ----------------------------------------------------------------------------- demo
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="declare a cell, check its gradients, train it briefly, draw it")
+    p.add_argument("--out", default="runs/demo", help="folder for the diagrams (default runs/demo)")
+
+
+def _run_demo(args):
+    from .demo import demo
+    return demo(args.out)
+
+
+# ------------------------------------------------------------------------ gradcheck
+
+def _add_gradcheck(sub):
+    p = sub.add_parser("gradcheck", help="compare a cell's backward with central differences")
+    p.add_argument("cell", help="a built-in cell name or module:function")
+    p.add_argument("--input-size", type=_positive, default=3)
+    p.add_argument("--hidden-size", type=_positive, default=4)
+    p.add_argument("--batch", type=_positive, default=2)
+    p.add_argument("--steps", type=_positive, default=3)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_gradcheck(args):
+    from .testing import gradcheck_main
+    return gradcheck_main(args)
+
+
+# --------------------------------------------------------------------------- render
+
+def _add_render(sub):
+    p = sub.add_parser("render", help="draw a cell, its unrolled form or its backward pass")
+    p.add_argument("cell", help="a built-in cell name or module:function")
+    p.add_argument("-o", "--output", default=None, help="file to write (.svg, .png, .pdf, .dot)")
+    p.add_argument("--unroll", type=_positive, default=None, metavar="T")
+    p.add_argument("--backward", action="store_true")
+    p.add_argument("--input-size", type=_positive, default=3)
+    p.add_argument("--hidden-size", type=_positive, default=4)
+
+
+def _run_render(args):
+    from .render import render_main
+    return render_main(args)
+
+
+# ---------------------------------------------------------------------------- bench
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="time forward+backward against hand-written layers (and PyTorch)")
+    p.add_argument("--quick", action="store_true", help="tiny and small sizes only, few repeats")
+    p.add_argument("--out", default="benchmarks/results", help="folder for JSON and markdown results")
+
+
+def _run_bench(args):
+    from .bench import bench_main
+    return bench_main(args)
+
+
+# ---------------------------------------------------------------------------- train
+
+def _add_train(sub):
+    from .train import add_train_arguments
+    p = sub.add_parser("train", help="run one of the classic experiments")
+    add_train_arguments(p)
+
+
+def _run_train(args):
+    from .train import train_main
+    return train_main(args)
+
+
+def _add_sample(sub):
+    from .train import add_sample_arguments
+    p = sub.add_parser("sample", help="generate from a trained checkpoint")
+    add_sample_arguments(p)
+
+
+def _run_sample(args):
+    from .train import sample_main
+    return sample_main(args)
+
+
+COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="graphrnn",
+        description="Recurrent cells as graphs of primitives: declare, check, draw, train.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    g = globals()
+    for name in COMMANDS:
+        try:
+            g[f"_add_{name}"](sub)
+        except ImportError:  # a room not built yet must not break the others
+            pass
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .primitives import GraphError
+    try:
+        rc = globals()[f"_run_{args.command}"](args)
+    except (UsageError, GraphError, FileNotFoundError) as exc:
+        print(f"graphrnn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"graphrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
