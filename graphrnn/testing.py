@@ -1,0 +1,739 @@
+"""Public gradient checking for cells and primitives, and Hypothesis strategies.
+
+Three entry points for users and for the test suite:
+
+- ``check_gradients(cell, ...)``: the engine's BPTT (``gr.unroll(...).backward``)
+  against float64 central differences, for every parameter, the inputs and
+  the initial states. The loss weighs both the outputs and the final states
+  with random weights, so both gradient paths (dhs and dstate) are exercised.
+- ``check_primitive(name, shapes, ...)``: one primitive's hand-written backward
+  against its full numeric Jacobian.
+- ``check_against_naive(cell, ...)``: the compiled plan against the naive
+  step-by-step interpreter (differential testing of compiler passes).
+
+A failure raises ``GradientCheckError`` (an ``AssertionError``, so pytest shows
+it as a test failure) naming the check, the node, the element index, both
+values and a relative error that is defined at zero.
+
+Tolerances come from a per-dtype table and are *not* scaled by the size of the
+array (a gradient does not get less exact because the matrix is larger).
+Numeric differences are always taken in float64, whatever dtype is under test.
+
+The Hypothesis strategies (``cell_sizes``, ``unroll_args``, ``random_cells``)
+and profiles (``ci``, ``dev``, ``deep``) are importable from a user's own
+pytest suite; importing this module needs Hypothesis only for those.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import backend
+from .primitives import PRIMITIVES, Primitive
+
+# --------------------------------------------------------------------------- tolerances
+
+# dtype under test -> (atol, rtol). An entry passes when
+# |engine - reference| <= atol + rtol * |reference|. float32 is looser because
+# the engine's own rounding (the numeric side is float64) limits agreement.
+TOLERANCES = {
+    np.dtype(np.float64): (1e-6, 1e-5),
+    np.dtype(np.float32): (1e-3, 1e-2),
+}
+
+# Central-difference step, applied in float64: truncation error ~EPS² and
+# rounding error ~1e-16/EPS both stay near 1e-10 for these smooth functions.
+EPS = 1e-6
+
+# Arrays with more elements than this are checked along random directions
+# (mode="auto") instead of element by element.
+FULL_LIMIT = 4096
+
+CHECK_KINDS = ("primitive", "cell", "unroll", "compiled-vs-naive")
+
+
+def tolerance(dtype, atol=None, rtol=None):
+    """(atol, rtol) for a dtype, with explicit values taking precedence."""
+    t_atol, t_rtol = TOLERANCES[np.dtype(dtype)]
+    return (t_atol if atol is None else atol), (t_rtol if rtol is None else rtol)
+
+
+def rel_error(a, b):
+    """|a - b| / max(|a|, |b|), taken as 0 where both are 0 (never divides by zero)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    diff = np.abs(a - b)
+    scale = np.maximum(np.abs(a), np.abs(b))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(scale > 0, diff / np.where(scale > 0, scale, 1.0), 0.0)
+    return np.where(np.isnan(diff), np.inf, r)
+
+
+# --------------------------------------------------------------------------- reports
+
+class GradientCheckError(AssertionError):
+    """An engine gradient differs from its reference; the message names the worst entry.
+
+    Attributes: ``kind`` (primitive / cell / unroll / compiled-vs-naive),
+    ``subject`` (the cell or primitive), ``entry`` (the parameter, input or
+    state), ``index`` (element index in that entry), ``got`` (the engine's
+    value), ``expected`` (the reference), ``abs_err``, ``rel_err``, ``atol``,
+    ``rtol``, and ``report`` (the full report, or None).
+    """
+
+    def __init__(self, kind, subject, entry, index, got, expected, atol, rtol, report=None,
+                 reference="central difference"):
+        self.kind, self.subject, self.entry, self.index = kind, subject, entry, index
+        self.got, self.expected = float(got), float(expected)
+        self.abs_err = abs(self.got - self.expected) if not (math.isnan(self.got) or math.isnan(self.expected)) else math.inf
+        self.rel_err = float(rel_error(self.got, self.expected))
+        self.atol, self.rtol, self.report, self.reference = atol, rtol, report, reference
+        msg = (f"{kind} gradient check failed for {subject}: {entry} at index {tuple(index)}: "
+               f"engine {self.got:.10g} vs {reference} {self.expected:.10g} "
+               f"(abs err {self.abs_err:.3g}, rel err {self.rel_err:.3g}; "
+               f"allowed {atol:g} + {rtol:g}*|expected|)")
+        if report is not None:
+            msg += "\n" + str(report)
+        super().__init__(msg)
+
+
+@dataclass
+class EntryResult:
+    """The comparison of one gradient array (a parameter, xs or a state0)."""
+    name: str
+    shape: tuple
+    max_abs: float
+    max_rel: float
+    ok: bool
+    worst_index: tuple
+    got: float
+    expected: float
+    excess: float  # worst |got - expected| / (atol + rtol*|expected|); <= 1 passes
+    mode: str = "full"
+
+
+@dataclass
+class GradCheckReport:
+    """Per-entry maximum errors of one check; ``str()`` is a table."""
+    kind: str
+    subject: str
+    dtype: str
+    atol: float
+    rtol: float
+    entries: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.entries)
+
+    @property
+    def max_abs(self) -> float:
+        return max((e.max_abs for e in self.entries), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((e.max_rel for e in self.entries), default=0.0)
+
+    def worst(self):
+        return max(self.entries, key=lambda e: e.excess, default=None)
+
+    def __getitem__(self, name):
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def __str__(self):
+        rows = [(e.name, _fmt_shape(e.shape), f"{e.max_abs:.2e}", f"{e.max_rel:.2e}",
+                 "ok" if e.ok else "FAIL") for e in self.entries]
+        head = ("param/input", "shape", "max abs err", "max rel err", "ok")
+        widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+        line = "  ".join("{:<%d}" % w for w in widths)
+        out = [f"{self.kind} check of {self.subject} ({self.dtype}, atol {self.atol:g}, rtol {self.rtol:g})",
+               line.format(*head), line.format(*("-" * w for w in widths))]
+        out += [line.format(*r) for r in rows]
+        return "\n".join(out)
+
+    def raise_if_failed(self, reference="central difference"):
+        w = self.worst()
+        if w is not None and not w.ok:
+            raise GradientCheckError(self.kind, self.subject, w.name, w.worst_index, w.got, w.expected,
+                                     self.atol, self.rtol, self, reference)
+        return self
+
+
+def _fmt_shape(shape):
+    return "(" + ", ".join(str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+
+
+def compare(name, got, expected, atol, rtol, mode="full", shape=None) -> EntryResult:
+    """Compare two arrays allclose-style and describe the worst element."""
+    got = np.asarray(backend.to_numpy(got), dtype=np.float64)
+    expected = np.asarray(backend.to_numpy(expected), dtype=np.float64)
+    if got.shape != expected.shape:
+        raise GradientCheckError("compare", name, name, (), np.nan, np.nan, atol, rtol,
+                                 reference=f"shape {expected.shape} (engine gave {got.shape})")
+    shape = tuple(got.shape) if shape is None else tuple(shape)
+    if got.size == 0:
+        return EntryResult(name, shape, 0.0, 0.0, True, (), 0.0, 0.0, 0.0, mode)
+    diff = np.abs(got - expected)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    denom = atol + rtol * np.abs(expected)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        excess = np.where(diff == 0, 0.0, diff / np.where(denom > 0, denom, 0.0))
+    k = np.unravel_index(int(np.argmax(excess)), got.shape)
+    return EntryResult(name, shape, float(diff.max()), float(rel_error(got, expected).max()),
+                       bool(excess[k] <= 1.0), tuple(int(i) for i in k), float(got[k]),
+                       float(expected[k]), float(excess[k]), mode)
+
+
+# --------------------------------------------------------------------------- cells
+
+def _loss_weights(rng, run, cell):
+    """Random weights for L = Σ w_h·hs + Σ_s w_s·state_s (both BPTT paths matter)."""
+    wh = rng.uniform(-1, 1, tuple(run.hs.shape))
+    ws = {k: rng.uniform(-1, 1, tuple(v.shape)) for k, v in run.state.items()}
+    return wh, ws
+
+
+def _loss(run, wh, ws):
+    hs = backend.to_numpy(run.hs).astype(np.float64)
+    val = float(np.sum(wh * hs))
+    for k, w in ws.items():
+        val += float(np.sum(w * backend.to_numpy(run.state[k]).astype(np.float64)))
+    return val
+
+
+def _numeric_grad(f, x, eps, mode, directions, rng):
+    """Central differences of scalar f at x (float64, changed in place and restored).
+
+    Returns (analytic-side projector, numeric values): with mode "full" every
+    element is perturbed; with "projection" each random unit direction u gives
+    ⟨u, ∇f⟩ ≈ (f(x + εu) − f(x − εu)) / 2ε.
+    """
+    if mode == "full":
+        g = np.zeros(x.shape)
+        flat = x.reshape(-1)
+        gf = g.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            fp = f()
+            flat[i] = old - eps
+            fm = f()
+            flat[i] = old
+            gf[i] = (fp - fm) / (2 * eps)
+        return None, g
+    us = rng.normal(size=(directions,) + x.shape)
+    us /= np.sqrt((us ** 2).reshape(directions, -1).sum(axis=1)).reshape((directions,) + (1,) * x.ndim)
+    vals = np.zeros(directions)
+    base = x.copy()
+    for k in range(directions):
+        x[...] = base + eps * us[k]
+        fp = f()
+        x[...] = base - eps * us[k]
+        fm = f()
+        vals[k] = (fp - fm) / (2 * eps)
+    x[...] = base
+    return us, vals
+
+
+def _draw(rng, shape, dtype):
+    return rng.uniform(-1, 1, shape).astype(dtype)
+
+
+def check_gradients(cell, params=None, xs=None, state0=None, *, batch=2, steps=3, seed=0,
+                    atol=None, rtol=None, dtype=None, mode="auto", directions=8,
+                    fuse=True, kind=None, raise_on_failure=True) -> GradCheckReport:
+    """Check ``gr.unroll(cell, ...).backward`` against float64 central differences.
+
+    Missing ``params``/``xs``/``state0`` are drawn from ``seed`` (uniform in
+    [-1, 1], xs of shape (batch, steps, input size)). The loss is
+    ``Σ w·hs + Σ_s v_s·state_s`` with random weights w, v. Every parameter, xs
+    and every initial state is checked, element by element (``mode="full"``),
+    along ``directions`` random unit directions (``mode="projection"``), or
+    full for arrays up to ``FULL_LIMIT`` elements and projected above
+    (``mode="auto"``). The dtype under test is that of ``params`` (default
+    float64); the numeric side always runs in float64.
+
+    Returns a ``GradCheckReport``; raises ``GradientCheckError`` naming the worst
+    entry unless ``raise_on_failure=False``.
+    """
+    from .unroll import unroll
+
+    if mode not in ("auto", "full", "projection"):
+        raise ValueError(f"mode must be 'auto', 'full' or 'projection', got {mode!r}")
+    rng = np.random.default_rng(seed)
+    if params is None:
+        params = {k: _draw(rng, s, dtype or np.float64) for k, s in cell.param_shapes().items()}
+    dtype = np.dtype(dtype or next(iter(params.values())).dtype)
+    atol, rtol = tolerance(dtype, atol, rtol)
+    if xs is None:
+        xs = _draw(rng, (batch, steps, cell.input_size), dtype)
+    n = xs.shape[0]
+    if state0 is None:
+        state0 = {k: _draw(rng, (n, s), dtype) for k, s in cell.state_sizes().items()}
+    state0 = {k: v for k, v in state0.items() if v is not None}
+
+    # The engine, in the dtype under test.
+    run = unroll(cell, params, xs, state0, fuse=fuse)
+    wh, ws = _loss_weights(rng, run, cell)
+    xp = backend.xp()
+    g = run.backward(xp.asarray(wh, dtype=dtype), {k: xp.asarray(v, dtype=dtype) for k, v in ws.items()})
+
+    # The reference: the same engine forward on float64 host copies.
+    p64 = {k: backend.to_numpy(v).astype(np.float64) for k, v in params.items()}
+    x64 = backend.to_numpy(xs).astype(np.float64)
+    s64 = {k: backend.to_numpy(v).astype(np.float64) for k, v in state0.items()}
+
+    def f():
+        r = unroll(cell, {k: backend.asarray(v) for k, v in p64.items()}, backend.asarray(x64),
+                   {k: backend.asarray(v) for k, v in s64.items()}, fuse=fuse)
+        return _loss(r, wh, ws)
+
+    targets = [(f"param {k!r}", p64[k], g.params[k]) for k in cell.param_shapes()]
+    targets.append(("xs", x64, g.xs))
+    targets += [(f"state0[{k!r}]", s64[k], g.state0[k]) for k in cell.state_sizes() if k in s64]
+
+    subject = f"cell {cell.name!r}"
+    if kind is None:
+        kind = "unroll" if xs.shape[1] > 1 else "cell"
+    report = GradCheckReport(kind, subject, str(dtype), atol, rtol)
+    for name, arr, analytic in targets:
+        m = mode if mode != "auto" else ("full" if arr.size <= FULL_LIMIT else "projection")
+        us, numeric = _numeric_grad(f, arr, EPS, m, directions, rng)
+        analytic = backend.to_numpy(analytic).astype(np.float64)
+        if us is not None:  # compare projections ⟨u, ∇L⟩
+            analytic = (us * analytic).reshape(directions, -1).sum(axis=1)
+        report.entries.append(compare(name, analytic, numeric, atol, rtol, m, shape=arr.shape))
+    if raise_on_failure:
+        report.raise_if_failed()
+    return report
+
+
+def check_against_naive(cell, params, xs, state0=None, *, dhs=None, dstate=None, fuse=True,
+                        seed=0, atol=1e-10, rtol=1e-10, raise_on_failure=True) -> GradCheckReport:
+    """Compiled plan (``gr.unroll``) against ``gr.unroll_naive``: hs, final states and
+    every gradient. ``dhs``/``dstate`` default to random weights drawn from ``seed``."""
+    from .unroll import unroll, unroll_naive
+
+    xp = backend.xp()
+    fast = unroll(cell, params, xs, state0, fuse=fuse)
+    slow = unroll_naive(cell, params, xs, state0)
+    rng = np.random.default_rng(seed)
+    dtype = fast.hs.dtype
+    if dhs is None:
+        dhs = xp.asarray(rng.uniform(-1, 1, tuple(fast.hs.shape)), dtype=dtype)
+    if dstate is None:
+        dstate = {k: xp.asarray(rng.uniform(-1, 1, tuple(v.shape)), dtype=dtype) for k, v in fast.state.items()}
+    gf = fast.backward(dhs, dstate)
+    gs = slow.backward(dhs, dstate)
+    report = GradCheckReport("compiled-vs-naive", f"cell {cell.name!r} (fuse={fuse})", str(dtype), atol, rtol)
+    report.entries.append(compare("hs", fast.hs, slow.hs, atol, rtol))
+    for k in cell.state_sizes():
+        report.entries.append(compare(f"state[{k!r}]", fast.state[k], slow.state[k], atol, rtol))
+    for k in cell.param_shapes():
+        report.entries.append(compare(f"grad param {k!r}", gf.params[k], gs.params[k], atol, rtol))
+    report.entries.append(compare("grad xs", gf.xs, gs.xs, atol, rtol))
+    for k in cell.state_sizes():
+        report.entries.append(compare(f"grad state0[{k!r}]", gf.state0[k], gs.state0[k], atol, rtol))
+    if raise_on_failure:
+        report.raise_if_failed(reference="naive interpreter")
+    return report
+
+
+# --------------------------------------------------------------------------- primitives
+
+def make_primitive(name_or_op, attrs=()) -> Primitive:
+    if isinstance(name_or_op, Primitive):
+        return name_or_op
+    if isinstance(name_or_op, type) and issubclass(name_or_op, Primitive):
+        return name_or_op(*attrs)
+    try:
+        cls = PRIMITIVES[name_or_op]
+    except KeyError:
+        raise ValueError(f"unknown primitive {name_or_op!r}; known: {', '.join(PRIMITIVES)}") from None
+    return cls(*attrs)
+
+
+def primitive_jacobians(op, xs, eps=1e-6):
+    """(analytic, numeric) Jacobians of ``op`` at inputs ``xs`` (float64 arrays).
+
+    The analytic Jacobian of input i is built row by row from ``op.backward``
+    with one-hot ``dy``; the backward receives only what ``op.saves`` declares
+    (other inputs are None), so a rule that reads an undeclared value fails.
+    The numeric one is built column by column by central differences. Each
+    Jacobian has shape ``y.shape + x.shape``: an index names the output element,
+    then the input element.
+    """
+    xp = np
+    y = op.forward(xp, *xs)
+    y = np.array(y, dtype=np.float64)
+    saved_xs = [x if i in op.saves else None for i, x in enumerate(xs)]
+    saved_y = y if "y" in op.saves else None
+    needs = tuple(True for _ in xs)
+    analytic = [np.zeros((y.size, np.size(x))) for x in xs]
+    for k in range(y.size):
+        dy = np.zeros(y.shape)
+        dy.reshape(-1)[k] = 1.0
+        grads = op.backward(xp, dy, saved_xs, saved_y, needs)
+        for i, gi in enumerate(grads):
+            gi = np.asarray(gi, dtype=np.float64)
+            if gi.shape != np.shape(xs[i]):
+                raise GradientCheckError("primitive", op.name, f"input {i}", (), np.nan, np.nan, 0, 0,
+                                         reference=f"gradient of shape {np.shape(xs[i])} "
+                                                   f"(backward returned {gi.shape})")
+            analytic[i][k] = gi.reshape(-1)
+    numeric = []
+    for i, x in enumerate(xs):
+        x = np.array(x, dtype=np.float64)
+        jac = np.zeros((y.size, x.size))
+        flat = x.reshape(-1)
+        for j in range(x.size):
+            old = flat[j]
+            args = list(xs)
+            flat[j] = old + eps
+            args[i] = x.copy()
+            yp = np.asarray(op.forward(xp, *args), dtype=np.float64).reshape(-1)
+            flat[j] = old - eps
+            args[i] = x.copy()
+            ym = np.asarray(op.forward(xp, *args), dtype=np.float64).reshape(-1)
+            flat[j] = old
+            jac[:, j] = (yp - ym) / (2 * eps)
+        numeric.append(jac.reshape(y.shape + x.shape))
+        analytic[i] = analytic[i].reshape(y.shape + x.shape)
+    return analytic, numeric
+
+
+def check_primitive(name_or_op, shapes, *, attrs=(), values=None, seed=0, atol=None, rtol=None,
+                    raise_on_failure=True) -> GradCheckReport:
+    """Full-Jacobian float64 check of one primitive on inputs of concrete ``shapes``.
+
+    ``shapes`` holds one tuple per input (``()`` for a Python-scalar operand);
+    ``attrs`` are the primitive's constructor arguments (``(start, stop)`` for
+    slice); ``values`` optionally gives the inputs (else uniform [-1, 1] from
+    ``seed``). Also checks that ``backward`` honours ``needs`` (None where not
+    needed, the same values where needed). Entries are named ``dy/d(input i)``;
+    their index is the output element's index followed by the input element's.
+    """
+    op = make_primitive(name_or_op, attrs)
+    atol, rtol = tolerance(np.float64, atol, rtol)
+    op.check(f"gradcheck of {op.name}", *[tuple(s) for s in shapes])
+    rng = np.random.default_rng(seed)
+    if values is None:
+        values = [rng.uniform(-1, 1, s) if len(s) else float(rng.uniform(-1, 1)) for s in shapes]
+    xs = [np.array(v, dtype=np.float64) if np.ndim(v) else np.float64(v) for v in values]
+    analytic, numeric = primitive_jacobians(op, xs, EPS)
+    report = GradCheckReport("primitive", f"primitive {op!r} on {', '.join(_fmt_shape(s) for s in shapes)}",
+                             "float64", atol, rtol)
+    for i, (a, n_) in enumerate(zip(analytic, numeric)):
+        report.entries.append(compare(f"dy/d(input {i})", a, n_, atol, rtol))
+    # needs: each input alone; the others must come back as None
+    y = op.forward(np, *xs)
+    dy = rng.uniform(-1, 1, np.shape(y))
+    saved_xs = [x if i in op.saves else None for i, x in enumerate(xs)]
+    full = op.backward(np, dy, saved_xs, y if "y" in op.saves else None, tuple(True for _ in xs))
+    if len(xs) > 1:
+        for i in range(len(xs)):
+            needs = tuple(j == i for j in range(len(xs)))
+            part = op.backward(np, dy, saved_xs, y if "y" in op.saves else None, needs)
+            for j, gj in enumerate(part):
+                if j != i and gj is not None:
+                    raise GradientCheckError("primitive", op.name, f"input {j}", (), np.nan, np.nan, 0, 0,
+                                             reference=f"None for an input not in needs={needs}")
+            report.entries.append(compare(f"needs only input {i}", part[i], full[i], 0.0, 0.0))
+    if raise_on_failure:
+        report.raise_if_failed()
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+
+def gradcheck_main(args) -> int:
+    """``graphrnn gradcheck CELL``: a per-parameter table; exit status 1 on failure."""
+    from .cells import from_spec
+
+    cell = from_spec(args.cell, args.input_size, args.hidden_size)
+    rng = np.random.default_rng(args.seed)
+    params = {k: v * 1.0 for k, v in cell.init_params(seed=args.seed, dtype=np.float64).items()}
+    # Non-zero biases: a zero-initialised bias would leave part of the rule untested.
+    for k, v in params.items():
+        if not np.any(backend.to_numpy(v)):
+            params[k] = backend.asarray(rng.uniform(-0.5, 0.5, v.shape))
+    report = check_gradients(cell, params, batch=args.batch, steps=args.steps, seed=args.seed,
+                             raise_on_failure=False)
+    print(report)
+    w = report.worst()
+    if report.ok:
+        print(f"ok: all {len(report.entries)} gradients of cell {cell.name!r} match central differences "
+              f"(worst rel err {report.max_rel:.2e})")
+        return 0
+    print(f"FAILED: {w.name} at index {w.worst_index}: engine {w.got:.10g} vs central difference "
+          f"{w.expected:.10g}")
+    return 1
+
+
+# --------------------------------------------------------------------------- Hypothesis
+
+PROFILES = {
+    "ci": dict(derandomize=True, database=None, max_examples=15, deadline=None, print_blob=True),
+    "dev": dict(max_examples=8, deadline=None),
+    "deep": dict(max_examples=300, deadline=None),
+}
+
+
+def register_profiles():
+    """Register the ``ci``, ``dev`` and ``deep`` Hypothesis profiles (idempotent)."""
+    from hypothesis import HealthCheck, settings
+
+    for name, kw in PROFILES.items():
+        settings.register_profile(name, suppress_health_check=[HealthCheck.too_slow], **kw)
+
+
+def scaled_examples(n_ci: int) -> int:
+    """``n_ci`` examples under the ``ci`` profile, scaled for the profile in force
+    (for tests whose examples are expensive and set their own ``max_examples``)."""
+    from hypothesis import settings
+
+    ratio = settings.default.max_examples / PROFILES["ci"]["max_examples"]
+    return max(1, int(round(n_ci * ratio)))
+
+
+try:  # the strategies need Hypothesis; the checks above do not
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+except ImportError:  # pragma: no cover
+    st = None
+else:
+    register_profiles()
+
+
+def _elements(dtype, lo=-1.0, hi=1.0):
+    dtype = np.dtype(dtype)
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False,
+                     width=32 if dtype == np.float32 else 64)
+
+
+def cell_sizes(max_input=4, max_hidden=4):
+    """(input_size, hidden_size), each from 1."""
+    return st.tuples(st.integers(1, max_input), st.integers(1, max_hidden))
+
+
+@dataclass
+class UnrollArgs:
+    params: dict
+    xs: object
+    state0: dict
+
+    def __iter__(self):
+        return iter((self.params, self.xs, self.state0))
+
+
+def unroll_args(cell, dtype=np.float64, max_batch=3, max_steps=4, bound=1.0):
+    """``UnrollArgs(params, xs, state0)`` for ``cell``: batch 1..max_batch, T
+    1..max_steps, every value in [-bound, bound], no subnormals (so that a
+    flush-to-zero GPU and numpy agree). Unpacks as ``params, xs, state0 = args``."""
+    dtype = np.dtype(dtype)
+    el = _elements(dtype, -bound, bound)
+
+    @st.composite
+    def build(draw):
+        n = draw(st.integers(1, max_batch))
+        t = draw(st.integers(1, max_steps))
+        params = {k: backend.asarray(draw(hnp.arrays(dtype, s, elements=el)))
+                  for k, s in cell.param_shapes().items()}
+        xs = backend.asarray(draw(hnp.arrays(dtype, (n, t, cell.input_size), elements=el)))
+        state0 = {k: backend.asarray(draw(hnp.arrays(dtype, (n, s), elements=el)))
+                  for k, s in cell.state_sizes().items()}
+        return UnrollArgs(params, xs, state0)
+    return build()
+
+
+# Bounds on |value| keep random cells finite over a few steps: exp only of
+# values bounded by EXP_MAX, no value above VALUE_MAX (inputs, states and
+# params are taken to lie in [-1, 1]).
+EXP_MAX = 2.0
+VALUE_MAX = 30.0
+
+_UNARY = ("tanh", "sigmoid", "relu", "exp", "neg")
+_SQUASH = {"tanh": 1.0, "sigmoid": 1.0}
+
+
+def random_cells(max_ops=8, max_states=2, max_width=4):
+    """Random valid cells built from the primitives through ``CellBuilder``.
+
+    Random wiring with consistent shapes: one input, 1..max_states states and
+    parameters of random sizes; ops drawn from every primitive (matmul by a
+    parameter, by a parameter slice or by a block of adjacent slices of one
+    parameter so that fusion has work to do; add/sub/mul with another value,
+    a bias row or a Python scalar on either side; neg, tanh, sigmoid, relu,
+    exp; slices; concat; static ops on parameters). Every state is updated
+    (through tanh or sigmoid, so states stay bounded), every parameter and the
+    input are used, and sometimes the output is a separate value. For
+    compiler-pass writers: compare ``gr.unroll`` with ``gr.unroll_naive``
+    (``check_against_naive``) on what this draws.
+    """
+    from .graph import CellBuilder, concat, exp, relu, sigmoid, tanh
+
+    fns = {"tanh": tanh, "sigmoid": sigmoid, "relu": relu, "exp": exp, "neg": lambda v: -v}
+
+    @st.composite
+    def build(draw):
+        c = CellBuilder("random")
+        width = st.integers(1, max_width)
+        d = draw(width)
+        pool = []  # (value, bound) of per-example (N, w) values
+        x = c.input("x", d)
+        pool.append((x, 1.0))
+        states = []
+        for i in range(draw(st.integers(1, max_states))):
+            s = c.state(f"s{i}", draw(width))
+            states.append(s)
+            pool.append((s, 1.0))
+        counter = [0]
+        dangling = {v.node: v for v, _ in pool}
+
+        def new_param(shape, static_ok=True):
+            counter[0] += 1
+            p = c.param(f"p{counter[0]}", shape)
+            # sometimes a static op on the parameter: slice, scale, squash
+            if static_ok and draw(st.integers(0, 4)) == 0:
+                choice = draw(st.sampled_from(["scale", "tanh", "neg"]))
+                if choice == "scale":
+                    return p * 0.5
+                return tanh(p) if choice == "tanh" else -p
+            return p
+
+        def use(v):
+            dangling.pop(v.node, None)
+            return v
+
+        def add(v, b):
+            pool.append((v, b))
+            dangling[v.node] = v
+            return v
+
+        def matmul_to(v, b, m):
+            """v @ (a fresh param or a slice of a wider one), width m."""
+            w = v.shape[-1]
+            if draw(st.booleans()):
+                extra = draw(st.integers(1, 3))
+                lo = draw(st.integers(0, extra))
+                W = new_param((w, m + extra), static_ok=False)
+                return v @ W[:, lo:lo + m], b * w
+            return v @ new_param((w, m)), b * w
+
+        n_ops = draw(st.integers(1, max_ops))
+        for _ in range(n_ops):
+            op = draw(st.sampled_from(["matmul", "gates", "add", "sub", "mul", "bias", "scalar",
+                                       "unary", "slice", "concat"]))
+            i = draw(st.integers(0, len(pool) - 1))
+            v, b = pool[i]
+            w = v.shape[-1]
+            if op == "matmul":
+                out, ob = matmul_to(use(v), b, draw(width))
+            elif op == "gates":
+                # one parameter, 2-3 adjacent column blocks, one matmul + gate each (fusable)
+                k, m = draw(st.integers(2, 3)), draw(width)
+                W = new_param((w, k * m), static_ok=False)
+                use(v)
+                gates = []
+                act = draw(st.sampled_from(["sigmoid", "tanh"]))
+                for j in range(k):
+                    gates.append(fns[act](v @ W[:, j * m:(j + 1) * m]))
+                out, ob = gates[0], 1.0
+                for gj in gates[1:]:
+                    if draw(st.booleans()):
+                        out = out * gj  # a product of gates stays within [-1, 1]
+                    else:
+                        out, ob = out + gj, ob + 1.0
+            elif op in ("add", "sub", "mul"):
+                same = [(u, ub) for u, ub in pool if u.shape[-1] == w]
+                u, ub = same[draw(st.integers(0, len(same) - 1))]
+                use(v)
+                use(u)
+                if draw(st.booleans()):
+                    v, u, b, ub = u, v, ub, b
+                if op == "add":
+                    out, ob = v + u, b + ub
+                elif op == "sub":
+                    out, ob = v - u, b + ub
+                else:
+                    out, ob = v * u, b * ub
+            elif op == "bias":
+                brow = new_param((w,))
+                use(v)
+                kind = draw(st.sampled_from(["add", "sub", "mul"]))
+                left = draw(st.booleans())
+                if kind == "add":
+                    out = v + brow if left else brow + v
+                    ob = b + 1.0
+                elif kind == "sub":
+                    out = v - brow if left else brow - v
+                    ob = b + 1.0
+                else:
+                    out = v * brow if left else brow * v
+                    ob = b
+            elif op == "scalar":
+                k = draw(st.sampled_from([0.5, 1.0, 2.0, -1.5]))
+                form = draw(st.sampled_from(["k+v", "v+k", "k-v", "v-k", "k*v", "v*k", "v/k"]))
+                use(v)
+                out = {"k+v": lambda: k + v, "v+k": lambda: v + k, "k-v": lambda: k - v,
+                       "v-k": lambda: v - k, "k*v": lambda: k * v, "v*k": lambda: v * k,
+                       "v/k": lambda: v / k}[form]()
+                ob = b * abs(k) if form in ("k*v", "v*k") else b / abs(k) if form == "v/k" else b + abs(k)
+            elif op == "unary":
+                name = draw(st.sampled_from(_UNARY))
+                if name == "exp" and b > EXP_MAX:
+                    name = "tanh"
+                use(v)
+                out = fns[name](v)
+                ob = _SQUASH.get(name, math.exp(b) if name == "exp" else b)
+            elif op == "slice":
+                if w < 2:
+                    continue
+                lo = draw(st.integers(0, w - 1))
+                hi = draw(st.integers(lo + 1, w))
+                out, ob = use(v)[:, lo:hi], b
+            else:  # concat
+                j = draw(st.integers(0, len(pool) - 1))
+                u, ub = pool[j]
+                if u.shape[-1] + w > 2 * max_width:
+                    continue
+                out, ob = concat([use(v), use(u)]), max(b, ub)
+            if ob > VALUE_MAX:
+                # too large to stay finite through exp and time: squash it
+                out, ob = tanh(out), 1.0
+            add(out, ob)
+
+        # Optionally a separate output (may be hoisted: it need not depend on a state).
+        output = None
+        if draw(st.booleans()):
+            v, b = pool[draw(st.integers(0, len(pool) - 1))]
+            output = use(v) if v.node not in {s.node for s in states} else None
+            if output is not None and len(pool) and draw(st.booleans()):
+                output = tanh(output)
+
+        # Fold every value nothing reads yet into the state updates, so that the
+        # input and every parameter reach an update.
+        rest = [v for k, v in dangling.items()]
+        for si, s in enumerate(states):
+            mine = rest[si::len(states)] or [pool[draw(st.integers(0, len(pool) - 1))][0]]
+            h = s.shape[-1]
+            acc = None
+            for v in mine:
+                term = v if v.shape[-1] == h and draw(st.booleans()) else v @ new_param((v.shape[-1], h))
+                acc = term if acc is None else acc + term
+            squash = draw(st.sampled_from(["tanh", "sigmoid", "gru"]))
+            if squash == "gru":  # convex mix with the old state, as gated cells do
+                z = sigmoid(acc)
+                nxt = (1 - z) * s + z * tanh(acc)
+            else:
+                nxt = fns[squash](acc)
+            c.update(**{f"s{si}": nxt})
+        if output is not None:
+            c.output(output)
+        return c.build()
+    return build()
