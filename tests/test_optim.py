@@ -40,7 +40,7 @@ def test_adam_first_step_moves_each_element_by_lr():
     # with bias correction the first Adam step is lr * sign(g) (up to eps)
     p = {"w": np.array([0.0, 0.0, 0.0])}
     opt = optim.Adam(p, lr=0.01)
-    opt.step({"w": np.array([3.0, -0.001, 100.0])})
+    opt.step({"w": np.array([3.0, -0.1, 100.0])})
     np.testing.assert_allclose(p["w"], [-0.01, 0.01, -0.01], rtol=1e-4)
 
 
