@@ -1,0 +1,24 @@
+"""The classic experiments, runnable as ``graphrnn train TASK``.
+
+The task code lives here, inside the package, so the command works from an
+installed graphrnn; the scripts in the repository's ``tasks/`` folder are thin
+wrappers that call the same trainer.
+"""
+from __future__ import annotations
+
+from .base import Task, TaskError
+from .binary_addition import BinaryAddition
+from .dinosaurs import Dinosaurs
+from .primes import Primes
+
+TASKS = {t.name: t for t in (BinaryAddition, Primes, Dinosaurs)}
+
+
+def get(name):
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise TaskError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
+
+
+__all__ = ["TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs"]

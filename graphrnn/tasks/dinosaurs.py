@@ -1,0 +1,137 @@
+"""Dinosaur names (Andrew Ng's deep-learning course, "Dinosaurus Island").
+
+Character-level generation over 27 symbols (newline, a-z). Each name is one
+sequence: a zero vector first, then the one-hot characters; the targets are
+the characters shifted by one, ending in newline. tanh RNN with 50 units and a
+softmax output layer, cross-entropy summed over the name, weights
+normal(0, 0.01), zero biases, SGD 0.01 with every gradient clipped to [-5, 5],
+one name per iteration in a shuffled order, the hidden state carried from one
+name to the next (the gradient is not), a smoothed loss 0.999 old + 0.001 new
+starting at 7 ln 27.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend, data, optim
+from ..layers import Affine, SoftmaxCrossEntropy, softmax
+from ..unroll import unroll
+from .base import Task, TaskError
+
+VOCAB = len(data.DINO_CHARS)
+
+
+def _normal_weights(std):
+    def draw(rng, shape, name):
+        if len(shape) == 1:  # biases start at zero and take no draws
+            return np.zeros(shape)
+        return rng.randn(*shape) * std
+    return draw
+
+
+class Dinosaurs(Task):
+    name = "dinosaurs"
+    description = "generate dinosaur names with a character-level 50-unit tanh RNN"
+    defaults = {"iterations": 35_000, "lr": 0.01, "seed": 0, "cell": "rnn", "hidden": 50,
+                "optimizer": "sgd", "log_every": 2000, "clip": 5.0, "samples": 7,
+                "max_length": 50, "data": None}
+    headline = ("smoothed_loss",)
+
+    @classmethod
+    def resolve_config(cls, overrides):
+        config = super().resolve_config(overrides)
+        if not float(config["clip"]) > 0:
+            raise TaskError(f"clip must be positive, got {config['clip']}")
+        for k in ("samples", "max_length"):
+            if int(config[k]) < 0 or (k == "max_length" and int(config[k]) < 1):
+                raise TaskError(f"{k.replace('_', '-')} must be positive, got {config[k]}")
+        return config
+
+    def __init__(self, config):
+        super().__init__(config)
+        try:
+            self.names = data.load_dinos(config["data"])
+        except data.DataError as exc:
+            raise TaskError(str(exc)) from None
+        self.cell = self.make_cell(VOCAB)
+        self.out = Affine(self.cell.output_size, VOCAB, bias=True)
+        self.loss_fn = SoftmaxCrossEntropy()
+        shapes = dict(self.cell.param_shapes())
+        self.cell_names = list(shapes)
+        shapes.update(self.out.param_shapes())
+        self.params = self.init_params(shapes, _normal_weights(0.01), transposed=True)
+        self.opt = self.make_optimizer()
+        self.order = np.arange(len(self.names))
+        self.rng.shuffle(self.order)
+        xp = backend.xp()
+        # Each name's one-hot inputs and target indices, built once.
+        self.examples = []
+        eye = np.eye(VOCAB)
+        for name in self.names:
+            inputs, targets = data.dino_indices(name)
+            xs = np.zeros((1, len(inputs), VOCAB))
+            xs[0, 1:] = eye[inputs[1:]]
+            self.examples.append((xp.asarray(xs), xp.asarray(np.array(targets)[None])))
+        self.state = None          # the hidden state carried from name to name
+        self.smoothed = 7 * math.log(VOCAB)
+        self.clip = float(config["clip"])
+
+    def step(self, i):
+        xs, targets = self.examples[self.order[i % len(self.order)]]
+        params = self.params
+        run = unroll(self.cell, self.cell_params(), xs, self.state)
+        z = self.out.forward(params, run.hs)
+        loss = self.loss_fn.forward(z, targets)
+        grads = {}
+        dhs = self.out.backward(params, self.loss_fn.backward(), grads)
+        grads.update(run.backward(dhs, need_xs=False).params)
+        optim.clip_elementwise(grads, self.clip)
+        self.opt.step(grads)
+        self.state = run.state
+        self.smoothed = self.smoothed * 0.999 + loss * 0.001
+        return loss
+
+    def sample(self, n, seed):
+        """``n`` names drawn from the model, each stopping at newline or max_length characters."""
+        xp = backend.xp()
+        rng = np.random.RandomState(seed)
+        cp = self.cell_params()
+        W, b = self.params[self.out.w], self.params[self.out.b]
+        eye = xp.eye(VOCAB)
+        names = []
+        for _ in range(n):
+            x = xp.zeros((1, 1, VOCAB))
+            state = None
+            chars = []
+            while len(chars) < self.config["max_length"]:
+                run = unroll(self.cell, cp, x, state)
+                state = run.state
+                p = backend.to_numpy(softmax(xp, run.hs[0, -1] @ W + b))
+                idx = rng.choice(VOCAB, p=p / p.sum())
+                if idx == 0:
+                    break
+                chars.append(data.DINO_CHARS[idx])
+                x = eye[idx][None, None]
+            names.append("".join(chars))
+        return names
+
+    def log(self, i, loss):
+        # The sampling stream is seeded from (seed, i): it never touches training draws.
+        names = self.sample(self.config["samples"], [self.config["seed"], i])
+        rec = {"iteration": i, "loss": loss, "smoothed_loss": self.smoothed, "samples": names}
+        lines = [f"iteration {i}: smoothed loss {self.smoothed:.6f}"] + [f"  {s}" for s in names]
+        return rec, lines
+
+    def final_metrics(self):
+        return {"smoothed_loss": self.smoothed}
+
+    def extra_state(self):
+        arrays = {f"state.{k}": v for k, v in (self.state or {}).items()}
+        return arrays, {"smoothed_loss": self.smoothed}
+
+    def load_extra_state(self, arrays, meta):
+        st = {k[len("state."):]: backend.asarray(v) for k, v in arrays.items() if k.startswith("state.")}
+        self.state = st or None
+        self.smoothed = float(meta["smoothed_loss"])

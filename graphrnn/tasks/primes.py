@@ -1,0 +1,59 @@
+"""Primes (Nico Jimenez's lstm.py, primes variant).
+
+The primes below 100, divided by 100. Sample i is the 50 consecutive primes
+starting at index i (the index wrapping around the 25 primes); its target is
+the prime after them. The 10 samples form one sequence of 10 steps, and the
+target of step t is compared with the first hidden unit: L = sum_t (h_t[0] - y_t)^2.
+Cell lstm_nico with 100 units, weights and biases uniform in [-0.1, 0.1], SGD.
+"""
+from __future__ import annotations
+
+from .. import backend, data
+from ..layers import SquaredError
+from ..unroll import unroll
+from .base import Task, uniform
+
+
+class Primes(Task):
+    name = "primes"
+    description = "predict the next prime from the 50 before it with a 100-unit LSTM"
+    defaults = {"iterations": 10_000, "lr": 0.01, "seed": 0, "cell": "lstm_nico", "hidden": 100,
+                "optimizer": "sgd", "log_every": 1000}
+    headline = ("loss", "max_abs_error")
+
+    def __init__(self, config):
+        super().__init__(config)
+        xs, ys = data.primes_sequence(samples=10, width=50, limit=100)
+        xp = backend.xp()
+        self.xs = xp.asarray(xs[None])       # (1, 10, 50): one sequence of 10 steps
+        self.ys = xp.asarray(ys)
+        self.cell = self.make_cell(xs.shape[1])
+        shapes = dict(self.cell.param_shapes())
+        self.cell_names = list(shapes)
+        self.params = self.init_params(shapes, uniform(-0.1, 0.1), transposed=True)
+        self.opt = self.make_optimizer()
+        self.loss_fn = SquaredError()
+        self.dhs = xp.zeros((1, xs.shape[0], self.cell.output_size))
+
+    def step(self, i):
+        run = unroll(self.cell, self.cell_params(), self.xs)
+        loss = self.loss_fn.forward(run.hs[0, :, 0], self.ys)
+        self.dhs[0, :, 0] = self.loss_fn.backward()
+        g = run.backward(self.dhs, need_xs=False)
+        self.opt.step(g.params)
+        return loss
+
+    def predictions(self):
+        run = unroll(self.cell, self.cell_params(), self.xs)
+        return backend.to_numpy(run.hs[0, :, 0])
+
+    def log(self, i, loss):
+        return {"iteration": i, "loss": loss}, [f"iteration {i}: loss {loss:.6e}"]
+
+    def final_metrics(self):
+        pred = self.predictions()
+        ys = backend.to_numpy(self.ys)
+        err = pred - ys
+        return {"loss": float((err * err).sum()), "max_abs_error": float(abs(err).max()),
+                "predictions": [round(float(p), 6) for p in pred],
+                "targets": [float(y) for y in ys]}
