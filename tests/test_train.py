@@ -1,0 +1,193 @@
+"""The trainer: exact resume, Ctrl-C, NaN stop, refused checkpoints, CLI errors."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from graphrnn import checkpoint, cli, train
+from graphrnn.checkpoint import CheckpointError
+
+SMALL = {
+    "binary-addition": {"iterations": 160, "log_every": 40},
+    "dinosaurs": {"iterations": 160, "log_every": 40, "hidden": 12, "samples": 2},
+    "primes": {"iterations": 160, "log_every": 40, "hidden": 8, "optimizer": "adam", "lr": 0.01},
+}
+
+
+def trainer(name, out, **kw):
+    return train.build(name, dict(SMALL[name]), out=str(out), quiet=True, **kw)
+
+
+def interrupt_at(tr, k):
+    """Deliver a real SIGINT (Ctrl-C) while iteration k runs."""
+    step = tr.task.step
+
+    def wrapped(i):
+        if i == k:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(i)
+    tr.task.step = wrapped
+
+
+def log_lines(folder):
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        return [json.loads(ln) for ln in f]
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_ends(tmp_path, name):
+    whole = trainer(name, tmp_path / "whole")
+    assert whole.run() == 0
+
+    part = trainer(name, tmp_path / "part", checkpoint_every=25)
+    interrupt_at(part, 97)
+    assert part.run() == 130          # Ctrl-C: checkpoint, message, exit status 130
+    manifest = checkpoint.read_manifest(str(tmp_path / "part"))
+    assert manifest["step"] == 98     # the iteration under way was finished first
+    assert not os.path.exists(tmp_path / "part" / "metrics.json")
+
+    again = train.resume(str(tmp_path / "part"), quiet=True)
+    assert again.step == 98
+    assert again.run() == 0
+
+    for k, v in whole.task.params.items():
+        assert np.array_equal(v, again.task.params[k]), k
+    assert whole.losses == again.losses
+    assert log_lines(tmp_path / "whole") == log_lines(tmp_path / "part")
+    a = json.load(open(tmp_path / "whole" / "metrics.json"))
+    b = json.load(open(tmp_path / "part" / "metrics.json"))
+    for d in (a, b):
+        d.pop("train_s")
+        d.pop("iterations_per_s")
+    assert a == b
+    assert os.path.getsize(tmp_path / "part" / "loss.png") > 1000
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    tr = trainer("primes", tmp_path / "r", checkpoint_every=10)
+    step = tr.task.step
+    tr.task.step = lambda i: float("nan") if i == 33 else step(i)
+    with pytest.raises(train.TrainingError, match=r"became nan at iteration 33.*iteration 30"):
+        tr.run()
+    manifest, arrays = checkpoint.load(str(tmp_path / "r"))
+    assert manifest["step"] == 30
+    assert all(np.isfinite(a).all() for a in arrays.values())
+    again = train.resume(str(tmp_path / "r"), quiet=True)
+    assert again.step == 30 and again.run() == 0
+
+
+def test_nan_stop_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch):
+    from graphrnn.tasks import primes
+    real = primes.Primes.step
+    monkeypatch.setattr(primes.Primes, "step", lambda self, i: float("inf") if i == 5 else real(self, i))
+    rc = cli.main(["train", "primes", "--hidden", "4", "--iterations", "20", "--out",
+                   str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "became inf at iteration 5" in err and "Traceback" not in err
+
+
+def test_checkpoint_for_another_model_is_refused_naming_the_difference(tmp_path):
+    out = tmp_path / "r"
+    assert trainer("dinosaurs", out).run() == 0
+    path = out / "checkpoint.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["hidden"] = 13
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"'Wx' has shape \(27, 12\), expected \(27, 13\)"):
+        train.resume(str(out))
+    manifest["config"]["hidden"] = 12
+    manifest["config"]["cell"] = "gru"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"'Wh' has shape \(12, 12\), expected \(12, 36\)"):
+        train.resume(str(out))
+
+
+def test_arrays_that_differ_from_the_manifest_are_refused(tmp_path):
+    out = tmp_path / "r"
+    assert trainer("dinosaurs", out).run() == 0
+    manifest = checkpoint.read_manifest(str(out))
+    npz = out / manifest["arrays_file"]
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["param/Wh"] = arrays["param/Wh"].astype(np.float32)
+    del arrays["param/out.b"]
+    np.savez(npz, **arrays)
+    with pytest.raises(CheckpointError, match=r"missing 'param/out.b'.*'param/Wh' has dtype float32, "
+                                              r"expected float64"):
+        train.resume(str(out))
+    rc = cli.main(["sample", "dinosaurs", "--checkpoint", str(out)])
+    assert rc == 2
+
+
+def test_checkpoint_files_are_complete_and_never_pickled(tmp_path):
+    checkpoint.save(str(tmp_path), 1, {"a": np.arange(3.0)}, {"config": {}})
+    checkpoint.save(str(tmp_path), 2, {"a": np.arange(4.0)}, {"config": {}})
+    files = sorted(os.listdir(tmp_path))
+    assert files == ["checkpoint-00000002.npz", "checkpoint.json"]  # no temporaries, old one gone
+    manifest, arrays = checkpoint.load(str(tmp_path))
+    assert manifest["step"] == 2 and arrays["a"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(CheckpointError, match="object"):
+        checkpoint.save(str(tmp_path), 3, {"b": np.array([{}, 1], dtype=object)}, {"config": {}})
+    assert checkpoint.load(str(tmp_path))[0]["step"] == 2
+
+
+def test_cli_train_writes_the_run_folder_and_sample_reads_it(tmp_path, capsys):
+    out = str(tmp_path / "dino")
+    rc = cli.main(["train", "dinosaurs", "--iterations", "30", "--log-every", "10", "--hidden", "8",
+                   "--out", out, "--quiet"])
+    assert rc == 0
+    summary = capsys.readouterr().out
+    assert "smoothed_loss" in summary and out in summary
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert m["config"]["hidden"] == 8 and m["iterations"] == 30 and np.isfinite(m["smoothed_loss"])
+    assert [r["iteration"] for r in log_lines(out)] == [0, 10, 20]
+    assert os.path.exists(os.path.join(out, "loss.png"))
+    assert cli.main(["sample", "dinosaurs", "--checkpoint", out, "-n", "5", "--seed", "3"]) == 0
+    names = capsys.readouterr().out.splitlines()
+    assert len(names) == 5
+    # more iterations on resume extend the run
+    assert cli.main(["train", "--resume", out, "--iterations", "40", "--quiet"]) == 0
+    assert json.load(open(os.path.join(out, "metrics.json")))["iterations"] == 40
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "nope"], "unknown task 'nope'"),
+    (["train", "primes", "--cell", "nope"], "unknown cell 'nope'"),
+    (["train", "primes", "--hidden", "-3"], "hidden must be a positive integer, got -3"),
+    (["train", "primes", "--iterations", "0"], "iterations must be a positive integer, got 0"),
+    (["train", "primes", "--lr", "-0.1"], "lr must be a positive number"),
+    (["train", "primes", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    (["train", "dinosaurs", "--data", "/no/such/file.txt"], "dinosaur name file not found"),
+    (["train", "--resume", "/no/such/run"], "no run folder"),
+    (["train"], "name a task"),
+    (["sample", "dinosaurs", "--checkpoint", "/no/such/run"], "no run folder"),
+    (["sample", "nope", "--checkpoint", "x"], "unknown task 'nope'"),
+    (["sample", "dinosaurs", "--checkpoint", "x", "-n", "-1"], "-n must be >= 0"),
+])
+def test_bad_input_gets_one_clear_line_not_a_traceback(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_malformed_data_file_and_wrong_resume_settings_are_named(tmp_path, capsys):
+    bad = tmp_path / "names.txt"
+    bad.write_text("abc\nx-y\n")
+    assert cli.main(["train", "dinosaurs", "--data", str(bad), "--out", str(tmp_path / "a")]) == 2
+    assert "line 2" in capsys.readouterr().err
+    out = str(tmp_path / "b")
+    assert cli.main(["train", "primes", "--hidden", "4", "--iterations", "3", "--out", out, "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", out, "--lr", "0.5"]) == 2
+    assert "a resumed run keeps its settings" in capsys.readouterr().err
+    assert cli.main(["train", "dinosaurs", "--resume", out]) == 2
+    assert "is a 'primes' run" in capsys.readouterr().err
+    assert cli.main(["train", "primes", "--out", out]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert cli.main(["sample", "primes", "--checkpoint", out]) == 2
+    assert "nothing to sample" in capsys.readouterr().err
