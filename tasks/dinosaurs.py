@@ -1,0 +1,13 @@
+"""Run the dinosaurs experiment: `python tasks/dinosaurs.py [options]`.
+
+The same as `graphrnn train dinosaurs [options]`; the task itself lives in
+graphrnn/tasks/dinosaurs.py so that the command works from an installed package.
+Options: --iterations, --seed, --cell, --hidden, --lr, --optimizer, --out,
+--resume, --checkpoint-every, --quiet (see docs/tasks.md).
+"""
+import sys
+
+from graphrnn.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", "dinosaurs", *sys.argv[1:]]))
