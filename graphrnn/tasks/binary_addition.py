@@ -84,7 +84,8 @@ class BinaryAddition(Task):
 
     def predict(self, a, b):
         """Predicted sum bits (N, bits) for integer arrays a, b, in one batched run."""
-        xs = self.xs_all[a, b]
+        xp = backend.xp()
+        xs = self.xs_all[xp.asarray(a), xp.asarray(b)]
         run = unroll(self.cell, self.cell_params(), xs)
         z = self.out.forward(self.params, run.hs)[..., 0]
         return z > 0  # sigmoid(z) > 0.5
