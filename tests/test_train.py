@@ -191,3 +191,23 @@ def test_malformed_data_file_and_wrong_resume_settings_are_named(tmp_path, capsy
     assert "already holds a run" in capsys.readouterr().err
     assert cli.main(["sample", "primes", "--checkpoint", out]) == 2
     assert "nothing to sample" in capsys.readouterr().err
+
+
+def test_ctrl_c_on_the_command_saves_and_the_run_resumes(tmp_path):
+    import subprocess
+    import sys
+    out = str(tmp_path / "run")
+    cmd = [sys.executable, "-c", "import sys; from graphrnn.cli import main; sys.exit(main(sys.argv[1:]))",
+           "train", "dinosaurs", "--hidden", "8", "--iterations", "100000000", "--log-every", "50",
+           "--out", out]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()          # training has started
+    assert first.startswith("iteration 0:")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "checkpoint saved at iteration" in err and "--resume" in err and "Traceback" not in err
+    step = checkpoint.read_manifest(out)["step"]
+    assert step >= 1
+    again = train.resume(out, {"iterations": step + 5}, quiet=True)
+    assert again.run() == 0 and again.step == step + 5
