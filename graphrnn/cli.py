@@ -77,6 +77,10 @@ def _add_bench(sub):
     p = sub.add_parser("bench", help="time forward+backward against hand-written layers (and PyTorch)")
     p.add_argument("--quick", action="store_true", help="tiny and small sizes only, few repeats")
     p.add_argument("--out", default="benchmarks/results", help="folder for JSON and markdown results")
+    p.add_argument("--cells", nargs="+", default=None, help="cells to time (default rnn gru lstm mgu)")
+    p.add_argument("--sizes", nargs="+", default=None, help="tiny, small, medium (default: all, or tiny small with --quick)")
+    p.add_argument("--rounds", type=_positive, default=None, help="interleaved rounds per case")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
 
 
 def _run_bench(args):

@@ -1,0 +1,93 @@
+"""The benchmark's baselines compute what graphrnn computes, and the runner
+produces its table. No timing is asserted: speed is reported, not tested."""
+import types
+
+import numpy as np
+import pytest
+
+import graphrnn as gr
+from graphrnn import bench
+
+
+def _case(kind, N=3, T=5, D=4, H=6):
+    cell = gr.cells.get(kind)(D, H)
+    params = cell.init_params(seed=1, dtype=np.float64)
+    rng = np.random.default_rng(2)
+    # nonzero biases and larger weights so every gate term matters
+    params = {k: v + rng.uniform(-0.5, 0.5, v.shape) for k, v in params.items()}
+    xs = rng.uniform(-1, 1, (N, T, D))
+    dhs = rng.uniform(-1, 1, (N, T, H))
+    return cell, params, xs, dhs
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "mgu"])
+def test_textbook_layers_match_graphrnn_forward_and_backward_in_float64(kind):
+    cell, params, xs, dhs = _case(kind)
+    run = gr.unroll(cell, params, xs)
+    g = run.backward(dhs, need_xs=True)
+    layer = bench.TimeLayer(kind, params)
+    hs = layer.forward(xs)
+    dxs = layer.backward(dhs)
+    np.testing.assert_allclose(hs, run.hs, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dxs, g.xs, rtol=1e-10, atol=1e-12)
+    for name, d in layer.grad_dict().items():
+        np.testing.assert_allclose(d, g.params[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(layer.dh0, g.state0["h"], rtol=1e-10, atol=1e-12)
+
+
+def test_textbook_backward_twice_gives_the_same_gradients():
+    # gradients accumulate over steps; a second backward must start from zero
+    _, params, xs, dhs = _case("gru")
+    layer = bench.TimeLayer("gru", params)
+    layer.forward(xs)
+    layer.backward(dhs)
+    first = {k: v.copy() for k, v in layer.grad_dict().items()}
+    layer.backward(dhs)
+    for k, v in layer.grad_dict().items():
+        np.testing.assert_array_equal(v, first[k])
+
+
+def test_torch_loop_mgu_matches_graphrnn_in_float64():
+    torch = pytest.importorskip("torch")
+    cell, params, xs, dhs = _case("mgu")
+    run = gr.unroll(cell, params, xs)
+    g = run.backward(dhs, need_xs=True)
+    model = bench.TorchLoopMGU(params)
+    hs, dxs = model(torch.from_numpy(xs), torch.from_numpy(dhs))
+    np.testing.assert_allclose(hs.detach().numpy(), run.hs, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dxs.numpy(), g.xs, rtol=1e-10, atol=1e-12)
+    for name, p in model.p.items():
+        np.testing.assert_allclose(p.grad.numpy(), g.params[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_gemm_flop_count_of_a_gru():
+    N, T, D, H = 2, 3, 4, 5
+    fwd = 2 * N * T * (D * 3 * H + H * 3 * H)
+    assert bench.gemm_flops("gru", (N, T, D, H)) == 3 * fwd
+    assert bench.gemm_flops("gru", (N, T, D, H), need_xs=False) == 3 * fwd - 2 * N * T * D * 3 * H
+
+
+def test_bench_writes_json_and_markdown_table(tmp_path):
+    args = types.SimpleNamespace(quick=True, out=str(tmp_path), cells=["gru", "mgu"], sizes=["tiny"],
+                                 rounds=2, no_torch=False)
+    assert bench.bench_main(args) == 0
+    md = (tmp_path / "bench_quick.md").read_text()
+    import json
+    res = json.loads((tmp_path / "bench_quick.json").read_text())
+    impls = {r["impl"] for r in res["rows"]}
+    assert {"graphrnn", "textbook"} <= impls
+    assert {(r["cell"], r["size"]) for r in res["rows"]} == {("gru", "tiny"), ("mgu", "tiny")}
+    for r in res["rows"]:
+        assert r["median_s"] > 0 and r["share_of_sgemm_peak"] > 0
+        if r["impl"] != "torch":
+            assert r["traced_peak_mib"] > 0
+    assert md.count("| tiny (1,8,2,16) |") == len(res["rows"])
+    assert "gru vs textbook, tiny no slower" in md
+
+
+def test_bench_rejects_unknown_cell(tmp_path):
+    from graphrnn.cli import UsageError
+    args = types.SimpleNamespace(quick=True, out=str(tmp_path), cells=["nope"], sizes=None, rounds=None,
+                                 no_torch=True)
+    with pytest.raises(UsageError, match="nope"):
+        bench.bench_main(args)
