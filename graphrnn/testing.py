@@ -268,7 +268,9 @@ def check_gradients(cell, params=None, xs=None, state0=None, *, batch=2, steps=3
     rng = np.random.default_rng(seed)
     if params is None:
         params = {k: _draw(rng, s, dtype or np.float64) for k, s in cell.param_shapes().items()}
-    dtype = np.dtype(dtype or next(iter(params.values())).dtype)
+    if dtype is None:
+        dtype = next(iter(params.values())).dtype if params else np.float64
+    dtype = np.dtype(dtype)
     atol, rtol = tolerance(dtype, atol, rtol)
     if xs is None:
         xs = _draw(rng, (batch, steps, cell.input_size), dtype)
@@ -588,8 +590,13 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
         x = c.input("x", d)
         pool.append((x, 1.0))
         states = []
-        for i in range(draw(st.integers(1, max_states))):
-            s = c.state(f"s{i}", draw(width))
+        n_states = draw(st.integers(1, max_states))
+        # Sometimes a shift register: one state takes another's old value
+        # unchanged (an update that is a state node, not an op).
+        shift = n_states > 1 and draw(st.integers(0, 3)) == 0
+        shared = draw(width)
+        for i in range(n_states):
+            s = c.state(f"s{i}", shared if shift else draw(width))
             states.append(s)
             pool.append((s, 1.0))
         counter = [0]
@@ -712,15 +719,20 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
         output = None
         if draw(st.booleans()):
             v, b = pool[draw(st.integers(0, len(pool) - 1))]
-            output = use(v) if v.node not in {s.node for s in states} else None
-            if output is not None and len(pool) and draw(st.booleans()):
+            output = use(v)  # may be a state: the output is then the state before the step
+            if draw(st.booleans()):
                 output = tanh(output)
 
         # Fold every value nothing reads yet into the state updates, so that the
         # input and every parameter reach an update.
         rest = [v for k, v in dangling.items()]
-        for si, s in enumerate(states):
-            mine = rest[si::len(states)] or [pool[draw(st.integers(0, len(pool) - 1))][0]]
+        folded = states
+        if shift:
+            dst = draw(st.integers(0, n_states - 1))
+            c.update(**{f"s{dst}": states[1 - dst]})
+            folded = [s for i, s in enumerate(states) if i != dst]
+        for si, s in enumerate(folded):
+            mine = rest[si::len(folded)] or [pool[draw(st.integers(0, len(pool) - 1))][0]]
             h = s.shape[-1]
             acc = None
             for v in mine:
@@ -732,7 +744,7 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
                 nxt = (1 - z) * s + z * tanh(acc)
             else:
                 nxt = fns[squash](acc)
-            c.update(**{f"s{si}": nxt})
+            c.update(**{s.label: nxt})
         if output is not None:
             c.output(output)
         return c.build()

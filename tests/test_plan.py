@@ -170,3 +170,28 @@ def test_need_xs_false_skips_dxs_and_keeps_param_gradients(name):
     assert b.xs is None
     for k in a.params:
         np.testing.assert_allclose(a.params[k], b.params[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", ["earlier_takes_later", "later_takes_earlier"])
+def test_a_state_whose_update_is_another_states_old_value(order):
+    # A shift register: the update is a state node, not an op. The gradient
+    # reaching the copied state at the last step must flow to the other one.
+    c = gr.CellBuilder("shift")
+    x = c.input("x", 2)
+    a, b = c.state("a", 2), c.state("b", 2)
+    W = c.param("W", (2, 2))
+    if order == "earlier_takes_later":
+        c.update(a=b, b=gr.tanh(a @ W + x))
+    else:
+        c.update(a=gr.tanh(b @ W + x), b=a)
+    cell = c.build()
+    rng = np.random.default_rng(0)
+    params = {"W": rng.uniform(-1, 1, (2, 2))}
+    xs = rng.uniform(-1, 1, (1, 1, 2))
+    s0 = {"a": rng.uniform(-1, 1, (1, 2)), "b": rng.uniform(-1, 1, (1, 2))}
+    src = "b" if order == "earlier_takes_later" else "a"
+    dst = "a" if src == "b" else "b"
+    g = gr.unroll(cell, params, xs, s0).backward(None, {dst: np.ones((1, 2))})
+    np.testing.assert_array_equal(g.state0[src], np.ones((1, 2)))  # d final[dst] / d state0[src] = I
+    assert check_against_naive(cell, params, rng.uniform(-1, 1, (2, 3, 2))).ok
+    assert check_gradients(cell, steps=3, seed=1).ok
