@@ -92,13 +92,24 @@ def test_float32_run_checked_against_float64_differences():
     assert report.dtype == "float32" and report.ok and report.max_abs > 0
 
 
-def test_check_against_naive_names_the_compiled_vs_naive_check(monkeypatch):
+def test_check_against_naive_names_the_compiled_vs_naive_check():
     cell = gr.cells.rnn(2, 3)
     params = cell.init_params(seed=0)
     xs = np.random.default_rng(0).uniform(-1, 1, (2, 3, 2))
-    assert testing.check_against_naive(cell, params, xs).ok
-    cell = rnn_with_bad_tanh()  # the naive interpreter uses the same nodes: both agree
-    assert testing.check_against_naive(cell, params, xs).ok
+    assert testing.check_against_naive(cell, params, xs).kind == "compiled-vs-naive"
+    # Compile first, then break the declared graph: only the naive interpreter sees it.
+    cell = gr.cells.rnn(2, 3)
+    gr.compile_cell(cell)
+    for n, a in cell.graph.nodes(data=True):
+        if a.get("opname") == "tanh":
+            bad = LeakyTanh()
+            bad.in_shapes = a["op"].in_shapes
+            a["op"] = bad
+    with pytest.raises(GradientCheckError) as info:
+        testing.check_against_naive(cell, params, xs)
+    err = info.value
+    assert err.kind == "compiled-vs-naive" and "naive interpreter" in str(err)
+    assert err.entry.startswith("grad ")
 
 
 def test_check_primitive_accepts_every_registered_name():
@@ -128,6 +139,20 @@ def test_random_cells_build_use_every_param_and_update_every_state(cell):
     run = gr.unroll(cell, {k: np.full(s, 0.5) for k, s in cell.param_shapes().items()},
                     np.ones((1, 4, cell.input_size)))
     assert np.all(np.isfinite(run.hs))
+
+
+def test_unroll_args_in_float32_are_float32():
+    cell = gr.cells.gru(2, 2)
+
+    @settings(max_examples=3)
+    @given(args=unroll_args(cell, dtype=np.float32))
+    def check(args):
+        params, xs, state0 = args
+        assert xs.dtype == np.float32 and all(v.dtype == np.float32 for v in params.values())
+        run = gr.unroll(cell, params, xs, state0)
+        ref = gr.unroll_naive(cell, params, xs, state0)
+        np.testing.assert_allclose(run.hs, ref.hs, rtol=1e-5, atol=1e-6)
+    check()
 
 
 def test_unroll_args_respect_bounds_and_shapes():
