@@ -572,8 +572,10 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
     parameter so that fusion has work to do; add/sub/mul with another value,
     a bias row or a Python scalar on either side; neg, tanh, sigmoid, relu,
     exp; slices; concat; static ops on parameters). Every state is updated
-    (through tanh or sigmoid, so states stay bounded), every parameter and the
-    input are used, and sometimes the output is a separate value. For
+    (through tanh, sigmoid or a gated mix, so states stay bounded; sometimes
+    one state simply takes another's old value, a shift register), every
+    parameter and the input are used, and sometimes the output is a separate
+    value (possibly hoisted, possibly a state before its update). For
     compiler-pass writers: compare ``gr.unroll`` with ``gr.unroll_naive``
     (``check_against_naive``) on what this draws.
     """
@@ -729,7 +731,7 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
         folded = states
         if shift:
             dst = draw(st.integers(0, n_states - 1))
-            c.update(**{f"s{dst}": states[1 - dst]})
+            c.update(**{f"s{dst}": states[(dst + 1) % n_states]})
             folded = [s for i, s in enumerate(states) if i != dst]
         for si, s in enumerate(folded):
             mine = rest[si::len(folded)] or [pool[draw(st.integers(0, len(pool) - 1))][0]]
