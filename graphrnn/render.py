@@ -70,7 +70,7 @@ CLUSTER_STYLE = {
 FORWARD_EDGE = dict(color="#444444")
 FORWARD_EDGE_FAINT = dict(color="#b7b7b7", fontcolor="#999999")
 STATE_EDGE = dict(color="#38761d", penwidth="2")
-GRAD_EDGE = dict(color="#cc0000", fontcolor="#cc0000", style="dashed", constraint="false")
+GRAD_EDGE = dict(color="#cc0000", fontcolor="#cc0000", style="dashed")
 
 LEGEND = [
     ("input", "#cfe2f3", "input"),
@@ -223,7 +223,7 @@ def _name_of(g, n, dims):
         return a["name"]
     if a["kind"] == "op" and a["opname"] == "slice" and g.nodes[a["args"][0]]["kind"] == "param":
         return _static_label(g, n, dims).split("\n")[0]
-    return a.get("opname") or a["label"]
+    return f"({a['opname']})" if a.get("opname") else a["label"]
 
 
 def _source(cell, compiled):
@@ -411,7 +411,8 @@ def _unrolled_view(cell, g, kind, plan, order, dims, compiled, T):
                 label = _edge_label(g, p, n, dims)
                 if hoist and p in shared and kind[p] == HOISTED:
                     label = f"[t={t}]"  # this step's rows of the batched result
-                b.edge(nid(p), nid(n), label, grad=_name_of(g, p, dims))
+                grad = f"{pa['name']}{t - 1}" if pa["kind"] == "state" else _name_of(g, p, dims)
+                b.edge(nid(p), nid(n), label, grad=grad)
         for name, snode, unode in plan.states:
             b.edge(nid(unode), sid(name, t), kind="state", grad=f"{name}{t}")
         if not out_is_state:
@@ -443,16 +444,30 @@ def _add_backward(G, plan, unroll):
             if d["role"] in ("state_out", "output"):
                 name = d["label"].split("\n")[0].split(" ")[0]
                 src = f"grad_{n}"
-                G.add_node(src, role="grad_in", label=f"dL/d{name}\nfrom the loss\nand step t+1"
-                           if d["role"] == "state_out" else f"dL/d{name}\nfrom the loss",
+                if d["role"] == "output" or "= output" in d["label"]:
+                    text = f"dL/d{name}\nfrom the loss" + ("\nand step t+1" if d["role"] == "state_out" else "")
+                else:
+                    text = f"dL/d{name}\nfrom step t+1"
+                G.add_node(src, role="grad_in", label=text,
                            cluster=None, tooltip="incoming gradient")
                 G.add_edge(src, n, label="", kind="grad_in", grad="")
     else:
+        out_states = {name for name, _, u in plan.states if u == plan.output_node}
         for n, d in list(G.nodes(data=True)):
-            if d["role"] in ("state_out", "output"):
+            name = n.split("_")[1] if n.startswith("s_") else None
+            # Every step's output meets the loss; the last states may carry a dstate.
+            if d["role"] in ("state_out", "output") or (d["role"] == "state" and name in out_states):
                 G.add_node(f"grad_{n}", role="grad_in", label="dL/d" + d["label"].split("\n")[0]
                            + "\nfrom the loss", cluster=None, tooltip="incoming gradient")
                 G.add_edge(f"grad_{n}", n, label="", kind="grad_in", grad="")
+    # Where it leaves: the gradient of the incoming states goes to the step before
+    # (in the unrolled view, only the first step's: it is the result grads.state0).
+    for n, d in list(G.nodes(data=True)):
+        if d["role"] == "state_in":
+            name = d["label"].split("\n")[0]
+            text = (f"dL/d{name}\nto step t−1" if unroll is None else f"dL/d{name}\n(grads.state0)")
+            G.add_node(f"gradout_{n}", role="grad_in", label=text, cluster=None, tooltip="outgoing gradient")
+            G.add_edge(n, f"gradout_{n}", label="", kind="grad_in", grad="")
 
 
 # ------------------------------------------------------------------ graphviz stage
@@ -501,12 +516,19 @@ def to_digraph(G) -> graphviz.Digraph:
             sg.attr(label=c["label"], fontsize="11", **CLUSTER_STYLE[c["kind"]])
             for n, d in by_cluster.get(cid, []):
                 emit_node(sg, n, d)
+    reversed_fwd = {(v, u) for u, v, d in G.edges(data=True) if d["kind"] == "grad"}
     for u, v, d in G.edges(data=True):
         k = d["kind"]
+        if (u, v) in reversed_fwd:
+            continue  # drawn by its gradient edge, along the same path
         if k == "grad":
-            attrs = dict(GRAD_EDGE)
+            # Drawn from the forward source with the arrow at the tail: the
+            # gradient follows the forward edge's path, back against it, and
+            # the layout stays the forward one.
+            u, v = v, u
+            attrs = dict(GRAD_EDGE, dir="back")
         elif k == "grad_in":
-            attrs = dict(GRAD_EDGE, constraint="true")
+            attrs = dict(GRAD_EDGE)
         elif k == "state":
             attrs = dict(STATE_EDGE)
         else:
