@@ -96,6 +96,9 @@ class _Dims:
     def dim(self, d):
         if not isinstance(d, int) or self.mode == "concrete":
             return str(d)
+        return self.sym(d)
+
+    def sym(self, d):
         H, D = self.H, self.D
         if d == H:
             return "H"
@@ -120,10 +123,7 @@ class _Dims:
 
     def bound(self, d):
         # Slice bounds read best as multiples of H even in concrete mode ("Wh[:, H:2H]").
-        if d % self.H == 0:
-            k = d // self.H
-            return "" if k == 0 else "H" if k == 1 else f"{k}H"
-        return str(d)
+        return "" if d == 0 else self.sym(d)
 
     def slice(self, ndim, start, stop):
         lead = ":, " * (ndim - 1)
@@ -454,7 +454,7 @@ def _add_backward(G, plan, unroll):
     else:
         out_states = {name for name, _, u in plan.states if u == plan.output_node}
         for n, d in list(G.nodes(data=True)):
-            name = n.split("_")[1] if n.startswith("s_") else None
+            name = n[2:].rsplit("_", 1)[0] if n.startswith("s_") else None
             # Every step's output meets the loss; the last states may carry a dstate.
             if d["role"] in ("state_out", "output") or (d["role"] == "state" and name in out_states):
                 G.add_node(f"grad_{n}", role="grad_in", label="dL/d" + d["label"].split("\n")[0]
