@@ -476,13 +476,14 @@ def _esc(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _title_html(title, backward):
+def _title_html(title, backward, hoisted):
     """The title and, under it, a one-row legend of the colours (an HTML label, no extra nodes)."""
+    entries = [e for e in LEGEND if hoisted or e[2] is not None]
     cells = "".join(f'<td bgcolor="{c}" border="1"><font point-size="9">{t}</font></td>'
-                    for t, c, _ in LEGEND)
+                    for t, c, _ in entries)
     if backward:
         cells += ('<td border="1"><font point-size="9" color="#cc0000">- - &gt; gradient</font></td>')
-    n = len(LEGEND) + bool(backward)
+    n = len(entries) + bool(backward)
     return (f'<<table border="0" cellspacing="3" cellpadding="2">'
             f'<tr><td colspan="{n}"><font point-size="13">{_esc(title)}</font></td></tr>'
             f'<tr>{cells}</tr></table>>')
@@ -494,7 +495,7 @@ def to_digraph(G) -> graphviz.Digraph:
     dg = graphviz.Digraph(name=G.graph["title"].split(":")[0])
     dg.attr(rankdir=G.graph.get("rankdir", "TB"), fontname="Helvetica", fontsize="12", labelloc="t", newrank="true",
             nodesep="0.25", ranksep="0.35")
-    dg.attr(label=_title_html(G.graph["title"], backward))
+    dg.attr(label=_title_html(G.graph["title"], backward, "cluster_hoisted" in G.graph["clusters"]))
     dg.attr("node", fontname="Helvetica", fontsize="11", margin="0.08,0.04")
     dg.attr("edge", fontname="Helvetica", fontsize="9", arrowsize="0.7")
 
