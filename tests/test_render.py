@@ -227,3 +227,11 @@ def test_gallery_covers_every_builtin_cell_three_ways():
     for name in gr.cells.CELLS:
         assert {name, f"{name}-unrolled", f"{name}-backward"} <= stems
     assert GALLERY_SIZES[0] != GALLERY_SIZES[1]
+
+
+@needs_dot
+def test_cli_without_output_writes_an_svg_named_after_the_cell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["render", "mgu", "--unroll", "2", "--backward"]) == 0
+    texts = svg_texts(tmp_path / "mgu-unrolled-backward.svg")
+    assert "step 1" in texts and "step 2" in texts and any(t.startswith("dL/dWh") for t in texts)
