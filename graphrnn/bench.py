@@ -530,7 +530,7 @@ def run_benchmarks(sizes=None, cells=CELL_NAMES, rounds=None, impls=IMPLS, dtype
         "python": sys.version.split()[0], "numpy": np.__version__,
         "graphrnn": getattr(gr, "__version__", "?"), "machine": platform.machine(),
         "cpus": os.cpu_count(), "numpy_blas_threads": threads, "dtype": np.dtype(dtype).name,
-        "torch": None, "torch_threads": None,
+        "torch": None, "torch_threads": None, **{k: os.environ.get(k) for k in QUIET_POOLS},
     }
     if have_torch:
         import torch
@@ -621,7 +621,7 @@ def markdown_table(result):
         "- traced peak: tracemalloc peak during one call (numpy reports its buffers; torch's allocations "
         "are invisible to it, hence blank). RSS peak: growth of the resident high-water mark over the "
         "resident set before one call (Linux clear_refs reset, glibc mmap threshold fixed), the only "
-        "column that sees torch.",
+        "column that sees torch; 0 means every buffer fit in memory the process already had resident.",
         "- textbook: per-step numpy cells in the book's common/time_layers.py style (input product and "
         "weight gradients per step, monolithic per-step backward). torch nn: PyTorch's fused CPU "
         "nn.RNN/GRU/LSTM (its GRU applies r after W_hn h and has two biases: same sizes, not the same "
@@ -722,6 +722,30 @@ def write_results(result, out, stem):
     return jpath, mpath, md
 
 
+# OpenBLAS's and torch's OpenMP workers both spin for a while after each
+# parallel region; with as many threads as cores, the spinning pool steals the
+# cores from the other library's next run (measured: torch nn.GRU 1.4x slower
+# interleaved with numpy than with short spins). Both libraries read these
+# settings only when loaded, so the command runs the measurement in a fresh
+# interpreter that has them.
+QUIET_POOLS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def _rerun_with_quiet_thread_pools(args, quick, out, cells, names, impls):
+    import subprocess
+    env = dict(os.environ, GRAPHRNN_BENCH_CHILD="1")
+    for k, v in QUIET_POOLS.items():
+        env.setdefault(k, v)
+    argv = [sys.executable, "-m", "graphrnn.cli", "bench", "--out", out, "--cells", *cells, "--sizes", *names]
+    if quick:
+        argv.append("--quick")
+    if getattr(args, "rounds", None):
+        argv += ["--rounds", str(args.rounds)]
+    if "torch" not in impls:
+        argv.append("--no-torch")
+    return subprocess.run(argv, env=env).returncode
+
+
 QUICK_ROUNDS = {"tiny": 7, "small": 5}
 FULL_ROUNDS = {"tiny": 30, "small": 15, "medium": 11}
 
@@ -743,6 +767,8 @@ def bench_main(args):
     if getattr(args, "rounds", None):
         rounds = {s: args.rounds for s in names}
     impls = IMPLS if not getattr(args, "no_torch", False) else ("graphrnn", "textbook")
+    if getattr(args, "command", None) == "bench" and not os.environ.get("GRAPHRNN_BENCH_CHILD"):
+        return _rerun_with_quiet_thread_pools(args, quick, out, cells, names, impls)
     if "torch" in impls and not torch_available():
         print("torch is not installed (pip install 'graphrnn[bench]'): comparing with the textbook layers only")
     print(f"graphrnn bench: sizes {', '.join(names)}; cells {', '.join(cells)}; "
