@@ -60,8 +60,17 @@ class Plan:
             else:
                 ks = {kind[p] for p in a["args"]}
                 kind[n] = RECURRENT if RECURRENT in ks else HOISTED if HOISTED in ks else STATIC
-        self.kind = kind
         ops = [n for n in order if g.nodes[n]["kind"] == "op"]
+        # A hoisted slice read only by per-step nodes is taken per step instead: a view
+        # costs nothing, and the loop then collects gradients straight into the
+        # sliced node's buffer rather than into one more buffer per slice.
+        keep = {u for _, _, u in self.states} | {self.output_node}
+        for n in reversed(ops):
+            if kind[n] == HOISTED and g.nodes[n]["opname"] == "slice" and n not in keep:
+                succ = list(g.successors(n))
+                if succ and all(kind[m] == RECURRENT for m in succ):
+                    kind[n] = RECURRENT
+        self.kind = kind
         self.static_ops = [n for n in ops if kind[n] == STATIC]
         self.hoisted_ops = [n for n in ops if kind[n] == HOISTED]
         self.recurrent_ops = [n for n in ops if kind[n] == RECURRENT]
@@ -97,6 +106,157 @@ class Plan:
                                 if kind[p] == HOISTED}
                                | {u for _, _, u in self.states if kind[u] == HOISTED}
                                | ({self.output_node} if kind[self.output_node] == HOISTED else set()))
+        # the node whose buffer holds each state's next value (written in place)
+        self.inplace_update = {}
+        for _, snode, unode in self.states:
+            if (kind[unode] == RECURRENT and g.nodes[unode]["kind"] == "op"
+                    and unode not in self.inplace_update.values()):
+                self.inplace_update[snode] = unode
+        self._loops = {}
+        # plain look-up tables, so that running a plan never touches networkx
+        self.info = {n: (g.nodes[n]["op"], g.nodes[n]["args"]) for n in ops}
+        self.shape = {n: g.nodes[n]["shape"] for n in g.nodes}
+        self.width = {n: s[-1] for n, s in self.shape.items() if s}
+        self.consts = {n: g.nodes[n]["value"] for n in g.nodes if g.nodes[n]["kind"] == "const"}
+
+    # ------------------------------------------------------------------ code generation
+    # The per-step loops are generated as Python source, one local variable per
+    # node: no graph walking, no dict look-ups and no per-node dispatch in the
+    # loop. ``forward_source`` and ``backward_source`` show what runs.
+
+    def _val(self, p):
+        """The expression for node p's value at step t inside the backward loop."""
+        k = self.kind[p]
+        if self.graph.nodes[p]["kind"] == "state":
+            return f"S{p}[t]"
+        if k == RECURRENT:
+            return f"B{p}[t]"
+        if k == HOISTED:
+            return f"H{p}[t]"
+        return f"v{p}"
+
+    @property
+    def forward_source(self) -> str:
+        g = self.graph
+        head, body = ["def _forward(xp, T, E):"], []
+        statics = sorted({p for n in self.recurrent_ops for p in g.nodes[n]["args"] if self.kind[p] == STATIC})
+        head += [f"    v{p} = E['v{p}']" for p in statics]
+        head += [f"    S{s} = E['S{s}']" for _, s, _ in self.states]
+        head += [f"    H{p} = E['H{p}']" for p in self.boundary]
+        body += [f"        v{s} = S{s}[t]" for _, s, _ in self.states]
+        body += [f"        v{p} = H{p}[t]" for p in self.boundary]
+        for n in self.recurrent_ops:
+            a = g.nodes[n]
+            op, args = a["op"], a["args"]
+            if n in self.stored:
+                head.append(f"    B{n} = E['B{n}']")
+            if isinstance(op, Slice):
+                expr = f"v{args[0]}[..., {op.start}:{op.stop}]"
+                if n in self.stored:
+                    body += [f"        B{n}[t] = {expr}", f"        v{n} = B{n}[t]"]
+                else:
+                    body.append(f"        v{n} = {expr}")
+                continue
+            head.append(f"    op{n} = E['op{n}']")
+            call = f"op{n}(xp, {', '.join(f'v{p}' for p in args)}"
+            body.append(f"        v{n} = {call}, out=B{n}[t])" if n in self.stored else f"        v{n} = {call})")
+        for _, s, u in self.states:
+            if self.inplace_update.get(s) != u:
+                body.append(f"        S{s}[t + 1] = v{u}")
+        return "\n".join(head + ["    for t in range(T):"] + body + ["        pass"]) + "\n"
+
+    def backward_source(self, need_xs=True, has_dhs=True) -> str:
+        g = self.graph
+        req = self.requires[bool(need_xs)]
+        contrib = {}
+
+        def add(node, item):
+            contrib.setdefault(node, []).append(item)
+        for _, s, u in self.states:
+            add(u, ("full", f"c{s}"))
+        if has_dhs:
+            add(self.output_node, ("full", "DHS[t]"))
+        head = ["def _backward(xp, T, E):", "    N = E['N']", "    DT = E['DT']", "    DHS = E['DHS']"]
+        head += [f"    S{s} = E['S{s}']" for _, s, _ in self.states]
+        head += [f"    c{s} = E['c{s}']" for _, s, _ in self.states]
+        head += [f"    Z{s} = E['Z{s}']" for _, s, _ in self.states]
+        head += [f"    H{p} = E['H{p}']" for p in self.boundary]
+        head += [f"    DH{p} = E['DH{p}']" for p in self.boundary if req[p]]
+        head += [f"    DB{n} = E['DB{n}']" for n in self.deferred]
+        head += [f"    B{n} = E['B{n}']" for n in sorted(self.stored)]
+        statics = sorted({p for n in self.recurrent_ops for p in g.nodes[n]["args"] if self.kind[p] == STATIC})
+        head += [f"    v{p} = E['v{p}']" for p in statics]
+        body = []
+
+        def assemble(n, target):
+            items = contrib.get(n, [])
+            fulls = [e for k, e, *_ in items if k == "full"]
+            pieces = sorted((lo, hi, e) for k, e, lo, hi in (i for i in items if i[0] == "piece"))
+            width = g.nodes[n]["shape"][-1]
+            out = f", out={target}" if target else ""
+            if not pieces:
+                if len(fulls) == 1:
+                    if target:
+                        body.append(f"        {target} = {fulls[0]}")
+                    body.append(f"        g{n} = {fulls[0]}")
+                else:
+                    body.append(f"        g{n} = xp.add({fulls[0]}, {fulls[1]}{out})")
+                    body.extend(f"        g{n} += {e}" for e in fulls[2:])
+                return
+            tiles = not fulls and pieces[0][0] == 0 and pieces[-1][1] == width and all(
+                pieces[i][1] == pieces[i + 1][0] for i in range(len(pieces) - 1))
+            if tiles:
+                parts = ", ".join(e for _, _, e in pieces)
+                body.append(f"        g{n} = xp.concatenate(({parts},), axis=-1{out})")
+                return
+            body.append(f"        g{n} = {target}" if target else f"        g{n} = xp.zeros((N, {width}), DT)")
+            body.extend(f"        g{n}[..., {lo}:{hi}] += {e}" for lo, hi, e in pieces)
+            body.extend(f"        g{n} += {e}" for e in fulls)
+
+        for n in reversed(self.recurrent_ops):
+            if n not in contrib:
+                continue  # no gradient reaches this node
+            a = g.nodes[n]
+            op, args = a["op"], a["args"]
+            assemble(n, f"DB{n}[t]" if n in self.deferred else None)
+            if isinstance(op, Slice):
+                p = args[0]
+                if req[p]:
+                    add(p, ("piece", f"g{n}", op.start, op.stop))
+                continue
+            needs = tuple(self.kind[p] != STATIC and req[p] for p in args)
+            if not any(needs):
+                continue
+            saved = needed_saved(op, needs)
+            xs = ", ".join(self._val(p) if i in saved else "None" for i, p in enumerate(args))
+            y = f"B{n}[t]" if "y" in saved else "None"
+            head.append(f"    op{n} = E['op{n}']")
+            body.append(f"        r{n} = op{n}(xp, g{n}, ({xs},), {y}, {needs})")
+            for i, p in enumerate(args):
+                if needs[i]:
+                    add(p, ("full", f"r{n}[{i}]"))
+        for p in self.boundary:
+            if req[p] and p in contrib:
+                assemble(p, f"DH{p}[t]")
+        for _, s, _ in self.states:
+            if s in contrib:
+                assemble(s, None)
+                body.append(f"        c{s} = g{s}")
+            else:
+                body.append(f"        c{s} = Z{s}")
+        ret = ", ".join(f"c{s}" for _, s, _ in self.states)
+        return "\n".join(head + ["    for t in range(T - 1, -1, -1):"] + body + ["        pass",
+                                                                              f"    return ({ret},)"]) + "\n"
+
+    def loop(self, which, *key):
+        """The compiled loop function (``"forward"`` or ``"backward"``), made once."""
+        k = (which, *key)
+        if k not in self._loops:
+            src = self.forward_source if which == "forward" else self.backward_source(*key)
+            namespace = {}
+            exec(compile(src, f"<graphrnn plan {self.cell.name} {which}>", "exec"), namespace)
+            self._loops[k] = namespace["_" + which]
+        return self._loops[k]
 
     def summary(self) -> str:
         """A few lines saying what the compiler made of the cell."""

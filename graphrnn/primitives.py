@@ -86,7 +86,13 @@ class Binary(Primitive):
     arity = 2
 
     def shape(self, where, a, b):
-        return broadcast_shapes(a, b, where)
+        out = broadcast_shapes(a, b, where)
+        self._broadcast = (tuple(a) != out, tuple(b) != out)  # known once, not per step
+        return out
+
+    def reduce(self, xp, g, i):
+        """The gradient for input i: g summed over the axes that input was broadcast along."""
+        return unbroadcast(xp, g, self.in_shapes[i]) if self._broadcast[i] else g
 
 
 # --------------------------------------------------------------------------- linear
@@ -126,9 +132,8 @@ class Add(Binary):
         return xp.add(a, b, out=out)
 
     def backward(self, xp, dy, xs, y, needs):
-        sa, sb = self.in_shapes
-        return (unbroadcast(xp, dy, sa) if needs[0] else None,
-                unbroadcast(xp, dy, sb) if needs[1] else None)
+        return (self.reduce(xp, dy, 0) if needs[0] else None,
+                self.reduce(xp, dy, 1) if needs[1] else None)
 
 
 class Sub(Binary):
@@ -140,9 +145,8 @@ class Sub(Binary):
         return xp.subtract(a, b, out=out)
 
     def backward(self, xp, dy, xs, y, needs):
-        sa, sb = self.in_shapes
-        return (unbroadcast(xp, dy, sa) if needs[0] else None,
-                -unbroadcast(xp, dy, sb) if needs[1] else None)
+        return (self.reduce(xp, dy, 0) if needs[0] else None,
+                -self.reduce(xp, dy, 1) if needs[1] else None)
 
 
 class Neg(Elementwise):
@@ -227,9 +231,8 @@ class Mul(Binary):
 
     def backward(self, xp, dy, xs, y, needs):
         a, b = xs
-        sa, sb = self.in_shapes
-        return (unbroadcast(xp, dy * b, sa) if needs[0] else None,
-                unbroadcast(xp, dy * a, sb) if needs[1] else None)
+        return (self.reduce(xp, dy * b, 0) if needs[0] else None,
+                self.reduce(xp, dy * a, 1) if needs[1] else None)
 
 
 class Tanh(Elementwise):

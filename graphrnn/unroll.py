@@ -109,97 +109,63 @@ class Run:
     """One forward pass over T steps, holding what BPTT needs.
 
     ``hs`` (N, T, output size) and ``state`` (final value of each state) are the
-    results; ``backward(dhs, dstate)`` runs BPTT once for these inputs.
+    results; ``backward(dhs, dstate)`` runs BPTT for these inputs.
     """
 
     def __init__(self, plan, xp, params, xs, s0, n, t, dtype):
         self.plan, self.xp, self.n, self.t, self.dtype = plan, xp, n, t, dtype
-        g = plan.graph
-        nodes = g.nodes
-        self.params = params
         self.xs_shape = xs.shape
+        info = plan.info
 
         # static: once per call
-        sv = {}
-        for name, node in plan.params.items():
-            sv[node] = params[name]
-        for node in g.nodes:
-            if nodes[node]["kind"] == "const":
-                sv[node] = xp.asarray(nodes[node]["value"], dtype=dtype)
+        sv = {node: params[name] for name, node in plan.params.items()}
+        for node, value in plan.consts.items():
+            sv[node] = xp.asarray(value, dtype=dtype)
         for node in plan.static_ops:
-            a = nodes[node]
-            sv[node] = a["op"].forward(xp, *[sv[p] for p in a["args"]])
+            op, args = info[node]
+            sv[node] = op.forward(xp, *[sv[p] for p in args])
         self.sv = sv
 
         # hoisted: once for all T*N rows, time-major
         hv = {plan.input_node: xp.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(t * n, -1)}
         for node in plan.hoisted_ops:
-            a = nodes[node]
-            hv[node] = a["op"].forward(xp, *[hv[p] if p in hv else sv[p] for p in a["args"]])
+            op, args = info[node]
+            hv[node] = op.forward(xp, *[hv[p] if p in hv else sv[p] for p in args])
         self.hv = hv
 
-        # recurrent: per step, into time-major buffers
+        # recurrent: the generated loop writes into time-major buffers
+        E = {}
         S = {}
         for name, snode, _ in plan.states:
-            width = nodes[snode]["shape"][1]
-            buf = xp.empty((t + 1, n, width), dtype=dtype)
+            buf = xp.empty((t + 1, n, plan.width[snode]), dtype=dtype)
             buf[0] = 0 if s0[name] is None else s0[name]
-            S[snode] = buf
-        store = {}  # node -> (T, N, w) array holding its value at each step
-        copies = []  # (S, source node) for states whose update is not written in place
-        for name, snode, unode in plan.states:
-            if plan.kind[unode] == RECURRENT and nodes[unode]["kind"] == "op" and unode not in store:
-                store[unode] = S[snode][1:]
-            else:
-                copies.append((S[snode], unode))
+            S[snode] = E[f"S{snode}"] = buf
+        B = {}
+        for snode, unode in plan.inplace_update.items():
+            B[unode] = S[snode][1:]
+        for node in plan.stored:
+            if node not in B:
+                B[node] = xp.empty((t, n, plan.width[node]), dtype=dtype)
+        for node, buf in B.items():
+            E[f"B{node}"] = buf
+        for p in plan.boundary:
+            E[f"H{p}"] = hv[p].reshape(t, n, -1)
         for node in plan.recurrent_ops:
-            if node in plan.stored and node not in store:
-                store[node] = xp.empty((t, n, nodes[node]["shape"][1]), dtype=dtype)
-        self.S, self.store = S, store
+            E[f"op{node}"] = info[node][0].forward
+            for p in info[node][1]:
+                if p in sv:
+                    E[f"v{p}"] = sv[p]
+        plan.loop("forward")(xp, t, E)
+        self.S, self.B = S, B
 
-        def source(p):  # where a node's value at step t is found
-            if p in S:
-                return S[p], True
-            if p in store:
-                return store[p], True
-            if p in hv:
-                return hv[p].reshape(t, n, -1), True
-            if p in sv:
-                return sv[p], False
-            return None, False
-        self._source = source
-
-        boundary = [(p, hv[p].reshape(t, n, -1)) for p in plan.boundary]
-        program = []
-        for node in plan.recurrent_ops:
-            a = nodes[node]
-            op = a["op"]
-            buf = store.get(node)
-            mode = 0 if buf is None else (2 if isinstance(op, Slice) else 1)
-            program.append((op.forward, a["args"], node, buf, mode))
-        states = [(snode, S[snode]) for _, snode, _ in plan.states]
-        vals = dict(sv)
-        for step in range(t):
-            for p, arr in boundary:
-                vals[p] = arr[step]
-            for snode, arr in states:
-                vals[snode] = arr[step]
-            for fwd, args, node, buf, mode in program:
-                if mode == 1:
-                    vals[node] = fwd(xp, *[vals[p] for p in args], out=buf[step])
-                elif mode == 0:
-                    vals[node] = fwd(xp, *[vals[p] for p in args])
-                else:
-                    o = buf[step]
-                    o[...] = fwd(xp, *[vals[p] for p in args])
-                    vals[node] = o
-            for arr, src in copies:
-                arr[step + 1] = vals[src]
-        out, _ = source(plan.output_node)
-        if plan.output_node in S:
-            out = out[:-1]
-        self._hs_tm = out
-        self.hs = out.transpose(1, 0, 2)
+        out = plan.output_node
+        if out in S:
+            hs_tm = S[out][:-1]
+        elif out in B:
+            hs_tm = B[out]
+        else:
+            hs_tm = hv[out].reshape(t, n, -1)
+        self.hs = hs_tm.transpose(1, 0, 2)
         self.state = {name: S[snode][t].copy() for name, snode, _ in plan.states}
 
     # ------------------------------------------------------------------ backward
@@ -211,92 +177,51 @@ class Run:
         gradient is skipped (one GEMM less for data inputs).
         """
         plan, xp, n, t, dtype = self.plan, self.xp, self.n, self.t, self.dtype
-        g = plan.graph
-        nodes = g.nodes
-        kind = plan.kind
+        info, kind, width = plan.info, plan.kind, plan.width
         req = plan.requires[bool(need_xs)]
-        out_w = nodes[plan.output_node]["shape"][1]
         cname = plan.cell.name
+        E = {"N": n, "DT": dtype, "DHS": None}
         if dhs is not None:
-            dhs = _check_array(xp, dhs, f"cell {cname!r}: dhs", (n, t, out_w), dtype)
-            dhs_tm = dhs.transpose(1, 0, 2)
+            dhs = _check_array(xp, dhs, f"cell {cname!r}: dhs", (n, t, width[plan.output_node]), dtype)
+            E["DHS"] = dhs.transpose(1, 0, 2)
         dstate = dict(dstate or {})
         for k in dstate:
             if k not in plan.cell.states:
                 raise GraphError(f"cell {cname!r}: dstate names unknown state {k!r}")
-        carry = {}
         for name, snode, _ in plan.states:
-            if dstate.get(name) is not None:
-                carry[snode] = _check_array(xp, dstate[name], f"cell {cname!r}: dstate[{name!r}]",
-                                            (n, nodes[snode]["shape"][1]), dtype)
-        source = self._source
-
-        # Hoisted nodes read by the loop collect their per-step gradients here.
-        dH = {p: xp.zeros((t, n, nodes[p]["shape"][1]), dtype=dtype) for p in plan.boundary if req[p]}
-        dbuf = {node: xp.zeros((t, n, nodes[node]["shape"][1]), dtype=dtype) for node in plan.deferred}
-
-        program = []
-        for node in reversed(plan.recurrent_ops):
-            a = nodes[node]
-            op = a["op"]
-            args = a["args"]
-            needs = tuple(kind[p] != STATIC and req[p] for p in args)
-            saved = needed_saved(op, needs)
-            srcs = tuple((i, *source(args[i])) for i in sorted(x for x in saved if x != "y"))
-            ysrc = self.store.get(node) if "y" in saved else None
-            targets = tuple((i, p, kind[p] == HOISTED) for i, p in enumerate(args) if needs[i])
-            slice_info = (op.start, op.stop, op.in_shapes[0][-1]) if isinstance(op, Slice) else None
-            program.append((node, op, len(args), srcs, ysrc, targets, dbuf.get(node), slice_info, needs))
-
-        injections = [(snode, unode) for _, snode, unode in plan.states]
-        out_node = plan.output_node
-        for step in range(t - 1, -1, -1):
-            acc = _Acc()
-            for snode, unode in injections:
-                d = carry.get(snode)
-                if d is not None:
-                    self._inject(acc, dH, unode, d, step)
-            if dhs is not None:
-                self._inject(acc, dH, out_node, dhs_tm[step], step)
-            for node, op, nargs, srcs, ysrc, targets, db, slice_info, needs in program:
-                d = acc.g.get(node)
-                if d is None:
-                    continue
-                if db is not None:
-                    db[step] = d
-                if slice_info is not None:
-                    lo, hi, width = slice_info
-                    for _, p, hoisted in targets:
-                        if hoisted:
-                            dH[p][step][..., lo:hi] += d
-                        else:
-                            acc.add_slice(xp, p, d, lo, hi, width)
-                    continue
-                xs = [None] * nargs
-                for i, arr, per_step in srcs:
-                    xs[i] = arr[step] if per_step else arr
-                res = op.backward(xp, d, xs, None if ysrc is None else ysrc[step], needs)
-                for i, p, hoisted in targets:
-                    if hoisted:
-                        dH[p][step] += res[i]
-                    else:
-                        acc.add(p, res[i])
-            carry = {snode: acc.g.get(snode) for snode, _ in injections}
+            zero = xp.zeros((n, width[snode]), dtype=dtype)
+            E[f"Z{snode}"] = zero
+            d = dstate.get(name)
+            E[f"c{snode}"] = zero if d is None else _check_array(
+                xp, d, f"cell {cname!r}: dstate[{name!r}]", (n, width[snode]), dtype)
+            E[f"S{snode}"] = self.S[snode]
+        for node, buf in self.B.items():
+            E[f"B{node}"] = buf
+        dH = {}
+        for p in plan.boundary:
+            E[f"H{p}"] = self.hv[p].reshape(t, n, -1)
+            if req[p]:
+                dH[p] = E[f"DH{p}"] = xp.zeros((t, n, width[p]), dtype=dtype)
+        dbuf = {}
+        for node in plan.deferred:
+            dbuf[node] = E[f"DB{node}"] = xp.zeros((t, n, width[node]), dtype=dtype)
+        sv, hv = self.sv, self.hv
+        for node in plan.recurrent_ops:
+            E[f"op{node}"] = info[node][0].backward
+            for p in info[node][1]:
+                if p in sv:
+                    E[f"v{p}"] = sv[p]
+        carries = plan.loop("backward", bool(need_xs), dhs is not None)(xp, t, E)
 
         sg = _Acc()  # gradients of static nodes
         # deferred static gradients: one batched call per node over all T*N rows
         for node in plan.deferred:
-            a = nodes[node]
-            op, args = a["op"], a["args"]
+            op, args = info[node]
             needs = tuple(kind[p] == STATIC and req[p] for p in args)
-            xs = [None] * len(args)
-            for i in needed_saved(op, needs):
-                if i == "y":
-                    continue
-                xs[i] = self._stacked(args[i])
-            y = self._stacked(node) if "y" in needed_saved(op, needs) else None
-            d = dbuf[node].reshape(t * n, -1)
-            res = op.backward(xp, d, xs, y, needs)
+            saved = needed_saved(op, needs)
+            xs = [self._stacked(p) if i in saved else None for i, p in enumerate(args)]
+            y = self._stacked(node) if "y" in saved else None
+            res = op.backward(xp, dbuf[node].reshape(t * n, -1), xs, y, needs)
             for i, p in enumerate(args):
                 if needs[i]:
                     sg.add(p, res[i])
@@ -306,17 +231,15 @@ class Run:
         for p, arr in dH.items():
             hg.g[p] = arr.reshape(t * n, -1)
             hg.own.add(p)
-        hv, sv = self.hv, self.sv
         for node in reversed(plan.hoisted_ops):
             d = hg.g.get(node)
             if d is None:
                 continue
-            a = nodes[node]
-            op, args = a["op"], a["args"]
+            op, args = info[node]
             needs = tuple(req[p] for p in args)
             if isinstance(op, Slice):
-                (acc_, p) = (hg if kind[args[0]] == HOISTED else sg), args[0]
-                acc_.add_slice(xp, p, d, op.start, op.stop, op.in_shapes[0][-1])
+                acc = hg if kind[args[0]] == HOISTED else sg
+                acc.add_slice(xp, args[0], d, op.start, op.stop, width[args[0]])
                 continue
             saved = needed_saved(op, needs)
             xs = [(hv[p] if p in hv else sv[p]) if i in saved else None for i, p in enumerate(args)]
@@ -329,11 +252,10 @@ class Run:
             d = sg.g.get(node)
             if d is None:
                 continue
-            a = nodes[node]
-            op, args = a["op"], a["args"]
+            op, args = info[node]
             needs = tuple(req[p] for p in args)
             if isinstance(op, Slice):
-                sg.add_slice(xp, args[0], d, op.start, op.stop, op.in_shapes[0][-1])
+                sg.add_slice(xp, args[0], d, op.start, op.stop, width[args[0]])
                 continue
             saved = needed_saved(op, needs)
             xs = [sv[p] if i in saved else None for i, p in enumerate(args)]
@@ -346,7 +268,7 @@ class Run:
         for name, node in plan.params.items():
             d = sg.g.get(node)
             if d is None:
-                d = xp.zeros(nodes[node]["shape"], dtype=dtype)
+                d = xp.zeros(plan.shape[node], dtype=dtype)
             elif node not in sg.own:
                 d = d.copy()
             gparams[name] = d
@@ -355,28 +277,16 @@ class Run:
             d = hg.g.get(plan.input_node)
             gxs = (xp.zeros(self.xs_shape, dtype=dtype) if d is None
                    else d.reshape(t, n, -1).transpose(1, 0, 2))
-        gstate0 = {}
-        for name, snode, _ in plan.states:
-            d = carry.get(snode)
-            gstate0[name] = (xp.zeros((n, nodes[snode]["shape"][1]), dtype=dtype) if d is None
-                             else d.copy())
+        gstate0 = {name: c.copy() for (name, _, _), c in zip(plan.states, carries)}
         return Grads(gparams, gxs, gstate0)
-
-    def _inject(self, acc, dH, node, d, step):
-        """Add an external per-step gradient (from the loss or the next step)."""
-        k = self.plan.kind[node]
-        if k == RECURRENT:
-            acc.add(node, d)
-        elif node in dH:
-            dH[node][step] += d
 
     def _stacked(self, p):
         """A node's value over all steps as (T*N, width) rows (static values as they are)."""
         t, n = self.t, self.n
         if p in self.S:
             return self.S[p][:-1].reshape(t * n, -1)
-        if p in self.store:
-            return self.store[p].reshape(t * n, -1)
+        if p in self.B:
+            return self.B[p].reshape(t * n, -1)
         if p in self.hv:
             return self.hv[p]
         return self.sv[p]
