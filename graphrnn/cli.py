@@ -146,4 +146,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m graphrnn.cli`: use the package's module so exception classes match
+    from graphrnn.cli import main as _main
+    sys.exit(_main())

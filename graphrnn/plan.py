@@ -238,12 +238,13 @@ class Plan:
         for p in self.boundary:
             if req[p] and p in contrib:
                 assemble(p, f"DH{p}[t]")
+        # Assemble every state's gradient before any carry is replaced: a state whose
+        # update is another state's old value reads that state's carry.
         for _, s, _ in self.states:
             if s in contrib:
                 assemble(s, None)
-                body.append(f"        c{s} = g{s}")
-            else:
-                body.append(f"        c{s} = Z{s}")
+        for _, s, _ in self.states:
+            body.append(f"        c{s} = g{s}" if s in contrib else f"        c{s} = Z{s}")
         ret = ", ".join(f"c{s}" for _, s, _ in self.states)
         return "\n".join(head + ["    for t in range(T - 1, -1, -1):"] + body + ["        pass",
                                                                               f"    return ({ret},)"]) + "\n"

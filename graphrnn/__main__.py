@@ -1,0 +1,5 @@
+import sys
+
+from graphrnn.cli import main
+
+sys.exit(main())
