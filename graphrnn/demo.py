@@ -1,6 +1,6 @@
 """`graphrnn demo`: the whole engine end to end in well under a minute.
 
-Declares a cell that is not built in (the minimal gated unit), checks its
+Declares a cell that is not built in (a gated leaky unit), checks its
 gradients against central differences, shows what the compiler made of it,
 trains it on a small copy task with BPTT, and draws its diagrams.
 """
@@ -17,18 +17,19 @@ from .testing import check_gradients
 from .unroll import unroll
 
 
-def minimal_gated_unit(input_size, hidden_size):
+def gated_leaky_unit(input_size, hidden_size):
+    """A cell that is not built in: one gate f mixes the old state with a tanh candidate."""
     H = hidden_size
-    c = gr.CellBuilder("mgu_demo")
+    c = gr.CellBuilder("gated_leaky")
     x = c.input("x", input_size)
     h = c.state("h", H)
     Wx = c.param("Wx", (input_size, 2 * H))
-    Wh = c.param("Wh", (H, 2 * H))
-    b = c.param("b", (2 * H,), init="zeros")
-    xw = x @ Wx + b
-    f = gr.sigmoid(xw[:, :H] + h @ Wh[:, :H])
-    h_hat = gr.tanh(xw[:, H:] + (f * h) @ Wh[:, H:])
-    c.update(h=(1 - f) * h + f * h_hat)
+    Uf = c.param("Uf", (H, H))
+    Uh = c.param("Uh", (H, H))
+    bf = c.param("bf", (H,), init="ones")  # start by remembering
+    xw = x @ Wx
+    f = gr.sigmoid(xw[:, :H] + h @ Uf + bf)
+    c.update(h=f * h + (1 - f) * gr.tanh(xw[:, H:] + h @ Uh))
     return c.build()
 
 
@@ -61,8 +62,8 @@ def _train_delay(cell_factory, steps=1500, seed=0):
 
 def demo(out_dir="runs/demo"):
     t0 = time.perf_counter()
-    print("1. Declare a cell from primitives (the minimal gated unit):")
-    cell = minimal_gated_unit(3, 4)
+    print("1. Declare a cell from primitives (a gated leaky unit):")
+    cell = gated_leaky_unit(3, 4)
     print(f"   {cell}")
 
     print("\n2. Check its hand-written local backwards, composed over 4 steps, "
@@ -74,7 +75,7 @@ def demo(out_dir="runs/demo"):
     print("   " + compile_cell(cell).summary().replace("\n", "\n   "))
 
     print("\n4. Train it with BPTT to recall the input from two steps back:")
-    losses = _train_delay(minimal_gated_unit)
+    losses = _train_delay(gated_leaky_unit)
     for i in (0, 249, 499, 999, len(losses) - 1):
         print(f"   step {i + 1:4d}  mse {losses[i]:.4f}")
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
@@ -86,7 +87,7 @@ def demo(out_dir="runs/demo"):
     import shutil
     ext = ".svg" if shutil.which("dot") else ".dot"
     for suffix, kw in (("cell", {}), ("unrolled", {"unroll": 3}), ("backward", {"backward": True})):
-        path = os.path.join(out_dir, f"mgu-{suffix}{ext}")
+        path = os.path.join(out_dir, f"gated_leaky-{suffix}{ext}")
         render(cell, path, **kw)
         print(f"   wrote {path}")
     if ext == ".dot":
