@@ -86,16 +86,26 @@ class Plan:
                 else:
                     req[n] = a["kind"] in ("param", "state") or (a["kind"] == "input" and with_xs)
 
+        # A per-step slice is saved as a view of its parent's saved value, not copied.
+        self.views = {n: (g.nodes[n]["args"][0], g.nodes[n]["op"].start, g.nodes[n]["op"].stop)
+                      for n in self.recurrent_ops if g.nodes[n]["opname"] == "slice"}
+
         # Per-step values that some backward reads: kept for every step.
         self.stored = set()
+
+        def keep_value(p):
+            while p in self.views:
+                p = self.views[p][0]
+            if kind[p] == RECURRENT and g.nodes[p]["kind"] == "op":
+                self.stored.add(p)
         for n in self.recurrent_ops:
             a = g.nodes[n]
             needs = [self.requires[True][p] for p in a["args"]]
             for i in needed_saved(a["op"], needs):
                 if i == "y":
                     self.stored.add(n)
-                elif kind[a["args"][i]] == RECURRENT and g.nodes[a["args"][i]]["kind"] == "op":
-                    self.stored.add(a["args"][i])
+                else:
+                    keep_value(a["args"][i])
         if kind[self.output_node] == RECURRENT and g.nodes[self.output_node]["kind"] == "op":
             self.stored.add(self.output_node)
         self.stored |= {u for _, _, u in self.states if kind[u] == RECURRENT and g.nodes[u]["kind"] == "op"}
@@ -126,6 +136,9 @@ class Plan:
 
     def _val(self, p):
         """The expression for node p's value at step t inside the backward loop."""
+        if p in self.views:
+            parent, lo, hi = self.views[p]
+            return f"{self._val(parent)}[..., {lo}:{hi}]"
         k = self.kind[p]
         if self.graph.nodes[p]["kind"] == "state":
             return f"S{p}[t]"

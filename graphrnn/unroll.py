@@ -283,6 +283,9 @@ class Run:
     def _stacked(self, p):
         """A node's value over all steps as (T*N, width) rows (static values as they are)."""
         t, n = self.t, self.n
+        if p in self.plan.views:
+            parent, lo, hi = self.plan.views[p]
+            return self._stacked(parent)[..., lo:hi]
         if p in self.S:
             return self.S[p][:-1].reshape(t * n, -1)
         if p in self.B:
