@@ -29,4 +29,4 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/graphrnn bench
 
 gallery: $(VENV)/.installed graphviz
-	$(PY) -m graphrnn.render --gallery docs/gallery
+	$(PY) -c "import sys; from graphrnn.render import main; sys.exit(main(['--gallery', 'docs/gallery']))"

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .primitives import N, Concat, MatMul, Slice
+from .primitives import Concat, MatMul, Slice
 
 STATIC, HOISTED, RECURRENT = "static", "hoisted", "recurrent"
 
@@ -347,6 +347,8 @@ def _join_columns(g, nodes, label):
 
 def _slice_label(plabel, lo, hi, g, parent):
     lead = ":, " * (len(g.nodes[parent]["shape"]) - 1)
+    if " " in plabel:  # an expression: slice the whole of it, not its last term
+        plabel = f"({plabel})"
     return f"{plabel}[{lead}{'' if lo == 0 else lo}:{hi}]"
 
 
