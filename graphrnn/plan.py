@@ -28,6 +28,8 @@ Only this module and ``unroll`` know about time.
 """
 from __future__ import annotations
 
+import sys
+
 import networkx as nx
 
 from .primitives import Concat, MatMul, Slice
@@ -90,6 +92,10 @@ class Plan:
         self.views = {n: (g.nodes[n]["args"][0], g.nodes[n]["op"].start, g.nodes[n]["op"].stop)
                       for n in self.recurrent_ops if g.nodes[n]["opname"] == "slice"}
 
+        # Slices computed outside the loop, whose gradients are placed into their parent's.
+        self.outer_slices = {n: (g.nodes[n]["args"][0], g.nodes[n]["op"].start, g.nodes[n]["op"].stop)
+                             for n in self.static_ops + self.hoisted_ops if g.nodes[n]["opname"] == "slice"}
+
         # Per-step values that some backward reads: kept for every step.
         self.stored = set()
 
@@ -123,6 +129,8 @@ class Plan:
                     and unode not in self.inplace_update.values()):
                 self.inplace_update[snode] = unode
         self._loops = {}
+        self._written = {}
+        self.workspace = Workspace()
         # plain look-up tables, so that running a plan never touches networkx
         self.info = {n: (g.nodes[n]["op"], g.nodes[n]["args"]) for n in ops}
         self.shape = {n: g.nodes[n]["shape"] for n in g.nodes}
@@ -201,7 +209,11 @@ class Plan:
         head += [f"    v{p} = E['v{p}']" for p in statics]
         body = []
 
+        written = set()  # targets (DB, DH buffers) this loop writes whole at every step
+
         def assemble(n, target):
+            if target:
+                written.add(n)
             items = contrib.get(n, [])
             fulls = [e for k, e, *_ in items if k == "full"]
             pieces = sorted((lo, hi, e) for k, e, lo, hi in (i for i in items if i[0] == "piece"))
@@ -222,7 +234,9 @@ class Plan:
                 parts = ", ".join(e for _, _, e in pieces)
                 body.append(f"        g{n} = xp.concatenate(({parts},), axis=-1{out})")
                 return
-            body.append(f"        g{n} = {target}" if target else f"        g{n} = xp.zeros((N, {width}), DT)")
+            # workspace buffers come back dirty: a target built from pieces is cleared first
+            body.append(f"        g{n} = {target}; g{n}.fill(0)" if target
+                        else f"        g{n} = xp.zeros((N, {width}), DT)")
             body.extend(f"        g{n}[..., {lo}:{hi}] += {e}" for lo, hi, e in pieces)
             body.extend(f"        g{n} += {e}" for e in fulls)
 
@@ -258,9 +272,15 @@ class Plan:
                 assemble(s, None)
         for _, s, _ in self.states:
             body.append(f"        c{s} = g{s}" if s in contrib else f"        c{s} = Z{s}")
+        self._written[(bool(need_xs), bool(has_dhs))] = written
         ret = ", ".join(f"c{s}" for _, s, _ in self.states)
         return "\n".join(head + ["    for t in range(T - 1, -1, -1):"] + body + ["        pass",
                                                                               f"    return ({ret},)"]) + "\n"
+
+    def written(self, need_xs, has_dhs):
+        """The nodes whose DB/DH buffer the backward loop overwrites at every step."""
+        self.loop("backward", bool(need_xs), bool(has_dhs))
+        return self._written[(bool(need_xs), bool(has_dhs))]
 
     def loop(self, which, *key):
         """The compiled loop function (``"forward"`` or ``"backward"``), made once."""
@@ -284,6 +304,70 @@ class Plan:
                 mark = " [deferred static grad]" if n in self.deferred else ""
                 lines.append(f"    {g.nodes[n]['opname']:8s} {g.nodes[n]['label']}{mark}")
         return "\n".join(lines)
+
+
+class Workspace:
+    """Arrays reused across calls of one plan, so that a training loop stops paying
+    for fresh memory at every batch (page faults and the kernel's zero fill cost
+    about as much as a per-step GEMM at the medium size).
+
+    ``empty`` hands out an array again only when nothing outside the workspace
+    refers to it: CPython's reference count sees every view and every result a
+    caller kept (``run.hs`` is a view of a state buffer, ``Grads`` holds its
+    arrays), so what a caller holds is never overwritten. Arrays not asked for
+    during the last ``keep_calls`` calls are let go.
+    """
+
+    def __init__(self, keep_calls=4):
+        self.keep_calls = keep_calls
+        self.calls = 0
+        self._entries = {}  # (backend, shape, dtype) -> [[array, last call], ...]
+
+    def next_call(self):
+        self.calls += 1
+        for key, entries in list(self._entries.items()):
+            kept = [e for e in entries if self.calls - e[1] <= self.keep_calls or not _is_free(e)]
+            if kept:
+                self._entries[key] = kept
+            else:
+                del self._entries[key]
+
+    def empty(self, xp, shape, dtype):
+        """An array of this shape with arbitrary contents that nobody else holds."""
+        shape = tuple(int(d) for d in shape)
+        key = (xp.__name__, shape, xp.dtype(dtype).str)
+        entries = self._entries.setdefault(key, [])
+        for e in entries:
+            if _is_free(e):
+                e[1] = self.calls
+                return e[0]
+        a = xp.empty(shape, dtype=dtype)
+        entries.append([a, self.calls])
+        return a
+
+    def zeros(self, xp, shape, dtype):
+        a = self.empty(xp, shape, dtype)
+        a.fill(0)
+        return a
+
+    def clear(self):
+        """Let go of every array (those a caller still holds stay valid)."""
+        self._entries.clear()
+
+    @property
+    def nbytes(self):
+        return sum(e[0].nbytes for entries in self._entries.values() for e in entries)
+
+
+def _refs(entry):
+    return sys.getrefcount(entry[0])
+
+
+_FREE_REFS = _refs([object(), 0])  # held by its entry alone (and getrefcount's argument)
+
+
+def _is_free(entry):
+    return _refs(entry) <= _FREE_REFS
 
 
 def needed_saved(op, needs):

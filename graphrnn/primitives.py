@@ -56,6 +56,7 @@ class Primitive:
     arity = 1
     saves: tuple = ()
     linear = False  # backward is the transpose of forward and needs no saved value
+    writes_gradients = False  # backward_into computes into its destinations (no copy)
 
     def __init__(self):
         self.in_shapes = ()
@@ -71,6 +72,23 @@ class Primitive:
     def attrs(self) -> dict:
         """Static attributes, for labels and for comparing nodes."""
         return {}
+
+    def backward_into(self, xp, dy, xs, y, needs, out):
+        """``backward``, with gradient i written into ``out[i]`` where that is not None.
+
+        The scheduler hands out destinations (a parameter gradient's buffer, or
+        the columns of it a slice owns) so that large gradients are not made in
+        a temporary and copied. Returns the gradients; those with a destination
+        are that destination. Primitives that can write in place override this.
+        """
+        res = self.backward(xp, dy, xs, y, needs)
+        done = []
+        for r, o in zip(res, out):
+            if r is not None and o is not None:
+                o[...] = r
+                r = o
+            done.append(r)
+        return tuple(done)
 
     def __repr__(self):
         extra = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())
@@ -102,6 +120,7 @@ class MatMul(Primitive):
     name = "matmul"
     arity = 2
     saves = (0, 1)
+    writes_gradients = True
 
     def shape(self, where, a, w):
         if len(w) != 2 or w[0] == N:
@@ -120,6 +139,15 @@ class MatMul(Primitive):
         if needs[1]:
             k = a.shape[-1]
             dw = a.reshape(-1, k).T @ dy.reshape(-1, dy.shape[-1])
+        return da, dw
+
+    def backward_into(self, xp, dy, xs, y, needs, out):
+        a, w = xs
+        da = dw = None
+        if needs[0]:
+            da = xp.matmul(dy, w.T, out=out[0])
+        if needs[1]:
+            dw = xp.matmul(a.reshape(-1, a.shape[-1]).T, dy.reshape(-1, dy.shape[-1]), out=out[1])
         return da, dw
 
 

@@ -30,34 +30,83 @@ class Grads:
 
 
 class _Acc:
-    """Gradient accumulation that never writes into an array it does not own."""
+    """Gradients of the hoisted and static nodes, accumulated after the time loop.
 
-    __slots__ = ("g", "own")
+    A node's first gradient is written straight into a workspace buffer
+    (``dest``). A slice's first gradient goes straight into its columns of the
+    parent's gradient while those columns are still untouched zeros, so the
+    slice's own backward has nothing left to do (``dWh[:, :2H]`` is one GEMM
+    into dWh, not a GEMM, a zero fill and an add). Arrays the accumulator does
+    not own (views a primitive passed through) are never written into.
+    """
 
-    def __init__(self):
+    def __init__(self, empty, zeros, slices):
         self.g, self.own = {}, set()
+        self.empty, self.zeros = empty, zeros
+        self.slices = slices   # slice node -> (parent, lo, hi)
+        self.touched = {}      # zero-filled parent -> column ranges written since, None: all
+        self.offered = set()   # slices handed a view of their parent as destination
+        self.placed = set()    # slices whose gradient lives inside their parent's
 
-    def add(self, n, d):
+    def _zeros(self, parent):
+        self.g[parent] = self.zeros(parent)
+        self.own.add(parent)
+        self.touched[parent] = []
+        return self.g[parent]
+
+    def dest(self, n, fresh):
+        """Where the first gradient of n may be written, or None once n has one.
+
+        A slice is offered its columns of the parent's gradient; any other node
+        a fresh workspace buffer, if ``fresh`` (the primitive computes into it,
+        rather than making its result and copying it there)."""
+        if n in self.g:
+            return None
+        if n in self.slices:
+            parent, lo, hi = self.slices[n]
+            if parent not in self.g:
+                self._zeros(parent)
+            ranges = self.touched.get(parent)
+            if ranges is not None and all(b <= lo or a >= hi for a, b in ranges):
+                self.offered.add(n)
+                return self.g[parent][..., lo:hi]
+        return self.empty(n) if fresh else None
+
+    def put(self, n, d, dest=None, own=False):
+        """Record gradient d of n; d is ``dest`` when the primitive wrote there."""
+        if dest is not None and d is dest and n not in self.g:
+            self.g[n] = d
+            self.own.add(n)
+            if n in self.offered:
+                parent, lo, hi = self.slices[n]
+                self.placed.add(n)
+                self.touched[parent].append((lo, hi))
+            return
+        if n in self.touched:
+            self.touched[n] = None
         cur = self.g.get(n)
         if cur is None:
             self.g[n] = d
+            if own:
+                self.own.add(n)
         elif n in self.own:
             cur += d
         else:
             self.g[n] = cur + d
             self.own.add(n)
 
-    def add_slice(self, xp, n, d, lo, hi, width):
-        # Slice's transpose rule, done in place: no zero-filled temporary per use.
-        cur = self.g.get(n)
+    def add_slice(self, n, parent, d, lo, hi):
+        """Slice's transpose rule, done in place: no zero-filled temporary per use."""
+        if n in self.placed:
+            return  # already inside the parent's gradient
+        cur = self.g.get(parent)
         if cur is None:
-            cur = xp.zeros(d.shape[:-1] + (width,), dtype=d.dtype)
-            self.g[n] = cur
-            self.own.add(n)
-        elif n not in self.own:
-            cur = cur.copy()
-            self.g[n] = cur
-            self.own.add(n)
+            cur = self._zeros(parent)
+        elif parent not in self.own:
+            cur = self.g[parent] = cur.copy()
+            self.own.add(parent)
+        if self.touched.get(parent) is not None:
+            self.touched[parent].append((lo, hi))
         cur[..., lo:hi] += d
 
 
@@ -116,6 +165,11 @@ class Run:
         self.plan, self.xp, self.n, self.t, self.dtype = plan, xp, n, t, dtype
         self.xs_shape = xs.shape
         info = plan.info
+        ws = plan.workspace
+        ws.next_call()
+
+        def buffer(node, lead):
+            return ws.empty(xp, lead + tuple(plan.shape[node][1:]), dtype)
 
         # static: once per call
         sv = {node: params[name] for name, node in plan.params.items()}
@@ -123,21 +177,25 @@ class Run:
             sv[node] = xp.asarray(value, dtype=dtype)
         for node in plan.static_ops:
             op, args = info[node]
-            sv[node] = op.forward(xp, *[sv[p] for p in args])
+            out = None if isinstance(op, Slice) else ws.empty(xp, plan.shape[node], dtype)
+            sv[node] = op.forward(xp, *[sv[p] for p in args], out=out)
         self.sv = sv
 
         # hoisted: once for all T*N rows, time-major
-        hv = {plan.input_node: xp.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(t * n, -1)}
+        x_tm = ws.empty(xp, (t, n, xs.shape[2]), dtype)
+        x_tm[...] = xs.transpose(1, 0, 2)
+        hv = {plan.input_node: x_tm.reshape(t * n, -1)}
         for node in plan.hoisted_ops:
             op, args = info[node]
-            hv[node] = op.forward(xp, *[hv[p] if p in hv else sv[p] for p in args])
+            out = None if isinstance(op, Slice) else buffer(node, (t * n,))
+            hv[node] = op.forward(xp, *[hv[p] if p in hv else sv[p] for p in args], out=out)
         self.hv = hv
 
         # recurrent: the generated loop writes into time-major buffers
         E = {}
         S = {}
         for name, snode, _ in plan.states:
-            buf = xp.empty((t + 1, n, plan.width[snode]), dtype=dtype)
+            buf = buffer(snode, (t + 1, n))
             buf[0] = 0 if s0[name] is None else s0[name]
             S[snode] = E[f"S{snode}"] = buf
         B = {}
@@ -145,7 +203,7 @@ class Run:
             B[unode] = S[snode][1:]
         for node in plan.stored:
             if node not in B:
-                B[node] = xp.empty((t, n, plan.width[node]), dtype=dtype)
+                B[node] = buffer(node, (t, n))
         for node, buf in B.items():
             E[f"B{node}"] = buf
         for p in plan.boundary:
@@ -197,14 +255,22 @@ class Run:
             E[f"S{snode}"] = self.S[snode]
         for node, buf in self.B.items():
             E[f"B{node}"] = buf
+        ws = plan.workspace
+        written = plan.written(need_xs, dhs is not None)
+
+        def loop_buffer(node):
+            buf = ws.empty(xp, (t, n, width[node]), dtype)
+            if node not in written:  # no step writes it: its gradient is zero
+                buf.fill(0)
+            return buf
         dH = {}
         for p in plan.boundary:
             E[f"H{p}"] = self.hv[p].reshape(t, n, -1)
             if req[p]:
-                dH[p] = E[f"DH{p}"] = xp.zeros((t, n, width[p]), dtype=dtype)
+                dH[p] = E[f"DH{p}"] = loop_buffer(p)
         dbuf = {}
         for node in plan.deferred:
-            dbuf[node] = E[f"DB{node}"] = xp.zeros((t, n, width[node]), dtype=dtype)
+            dbuf[node] = E[f"DB{node}"] = loop_buffer(node)
         sv, hv = self.sv, self.hv
         for node in plan.recurrent_ops:
             E[f"op{node}"] = info[node][0].backward
@@ -213,7 +279,21 @@ class Run:
                     E[f"v{p}"] = sv[p]
         carries = plan.loop("backward", bool(need_xs), dhs is not None)(xp, t, E)
 
-        sg = _Acc()  # gradients of static nodes
+        def grad_shape(p):
+            return (t * n,) + tuple(plan.shape[p][1:]) if kind[p] == HOISTED else plan.shape[p]
+        acc = _Acc(lambda p: ws.empty(xp, grad_shape(p), dtype),
+                   lambda p: ws.zeros(xp, grad_shape(p), dtype), plan.outer_slices)
+
+        def run_backward(node, d, xs, y, needs):
+            op, args = info[node]
+            # a node read twice (x * x) gets a destination for its first use only
+            out = [acc.dest(p, op.writes_gradients) if need and p not in args[:i] else None
+                   for i, (p, need) in enumerate(zip(args, needs))]
+            res = op.backward_into(xp, d, xs, y, needs, out)
+            for p, need, r, o in zip(args, needs, res, out):
+                if need:
+                    acc.put(p, r, o)
+
         # deferred static gradients: one batched call per node over all T*N rows
         for node in plan.deferred:
             op, args = info[node]
@@ -221,60 +301,37 @@ class Run:
             saved = needed_saved(op, needs)
             xs = [self._stacked(p) if i in saved else None for i, p in enumerate(args)]
             y = self._stacked(node) if "y" in saved else None
-            res = op.backward(xp, dbuf[node].reshape(t * n, -1), xs, y, needs)
-            for i, p in enumerate(args):
-                if needs[i]:
-                    sg.add(p, res[i])
+            run_backward(node, dbuf[node].reshape(t * n, -1), xs, y, needs)
 
-        # hoisted part: one call per node over all rows
-        hg = _Acc()
+        # hoisted part, then static part: one call per node over all rows
         for p, arr in dH.items():
-            hg.g[p] = arr.reshape(t * n, -1)
-            hg.own.add(p)
-        for node in reversed(plan.hoisted_ops):
-            d = hg.g.get(node)
+            acc.put(p, arr.reshape(t * n, -1), own=True)
+        for node in list(reversed(plan.hoisted_ops)) + list(reversed(plan.static_ops)):
+            d = acc.g.get(node)
             if d is None:
                 continue
             op, args = info[node]
-            needs = tuple(req[p] for p in args)
             if isinstance(op, Slice):
-                acc = hg if kind[args[0]] == HOISTED else sg
-                acc.add_slice(xp, args[0], d, op.start, op.stop, width[args[0]])
+                if req[args[0]]:
+                    acc.add_slice(node, args[0], d, op.start, op.stop)
                 continue
+            needs = tuple(req[p] for p in args)
             saved = needed_saved(op, needs)
             xs = [(hv[p] if p in hv else sv[p]) if i in saved else None for i, p in enumerate(args)]
-            res = op.backward(xp, d, xs, hv[node] if "y" in saved else None, needs)
-            for i, p in enumerate(args):
-                if needs[i]:
-                    (hg if kind[p] == HOISTED else sg).add(p, res[i])
-
-        for node in reversed(plan.static_ops):
-            d = sg.g.get(node)
-            if d is None:
-                continue
-            op, args = info[node]
-            needs = tuple(req[p] for p in args)
-            if isinstance(op, Slice):
-                sg.add_slice(xp, args[0], d, op.start, op.stop, width[args[0]])
-                continue
-            saved = needed_saved(op, needs)
-            xs = [sv[p] if i in saved else None for i, p in enumerate(args)]
-            res = op.backward(xp, d, xs, sv[node] if "y" in saved else None, needs)
-            for i, p in enumerate(args):
-                if needs[i]:
-                    sg.add(p, res[i])
+            y = (hv[node] if node in hv else sv[node]) if "y" in saved else None
+            run_backward(node, d, xs, y, needs)
 
         gparams = {}
         for name, node in plan.params.items():
-            d = sg.g.get(node)
+            d = acc.g.get(node)
             if d is None:
                 d = xp.zeros(plan.shape[node], dtype=dtype)
-            elif node not in sg.own:
+            elif node not in acc.own:
                 d = d.copy()
             gparams[name] = d
         gxs = None
         if need_xs:
-            d = hg.g.get(plan.input_node)
+            d = acc.g.get(plan.input_node)
             gxs = (xp.zeros(self.xs_shape, dtype=dtype) if d is None
                    else d.reshape(t, n, -1).transpose(1, 0, 2))
         gstate0 = {name: c.copy() for (name, _, _), c in zip(plan.states, carries)}
