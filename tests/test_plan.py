@@ -195,3 +195,46 @@ def test_a_state_whose_update_is_another_states_old_value(order):
     np.testing.assert_array_equal(g.state0[src], np.ones((1, 2)))  # d final[dst] / d state0[src] = I
     assert check_against_naive(cell, params, rng.uniform(-1, 1, (2, 3, 2))).ok
     assert check_gradients(cell, steps=3, seed=1).ok
+
+
+def test_workspace_never_overwrites_what_a_caller_holds():
+    cell = gr.cells.gru(3, 5)
+    params = cell.init_params(seed=1)
+    rng = np.random.default_rng(0)
+    xs1, xs2 = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 3))
+    dhs = rng.standard_normal((2, 4, 5))
+    run1 = gr.unroll(cell, params, xs1)
+    g1 = run1.backward(dhs)
+    keep_hs = run1.hs  # a view of the run's state buffer
+    hs1, gW1, gx1 = keep_hs.copy(), g1.params["Wh"].copy(), g1.xs.copy()
+    del run1
+    for _ in range(3):  # later calls on other data, results dropped at once
+        gr.unroll(cell, params, xs2).backward(dhs)
+    np.testing.assert_array_equal(keep_hs, hs1)
+    np.testing.assert_array_equal(g1.params["Wh"], gW1)
+    np.testing.assert_array_equal(g1.xs, gx1)
+
+
+def test_workspace_reuses_buffers_in_steady_state_and_lets_old_shapes_go():
+    cell = gr.cells.lstm(3, 4)
+    params = cell.init_params(seed=0)
+    rng = np.random.default_rng(0)
+    ws = gr.compile_cell(cell).workspace
+
+    def step(t):
+        xs = rng.standard_normal((2, t, 3))
+        gr.unroll(cell, params, xs).backward(rng.standard_normal((2, t, 4)))
+    step(3)
+    held3 = ws.nbytes
+    for _ in range(ws.keep_calls + 1):
+        step(6)
+    held = ws.nbytes  # the T=6 buffers alone: the T=3 ones were let go
+    assert held > held3
+    for _ in range(5):
+        step(6)
+    assert ws.nbytes == held  # nothing new allocated once warm
+    for _ in range(ws.keep_calls + 1):
+        step(3)
+    assert ws.nbytes == held3
+    ws.clear()
+    assert ws.nbytes == 0

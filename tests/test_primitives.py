@@ -172,3 +172,23 @@ def test_primitive_shape_errors_name_the_shapes():
         make_primitive("add").check("node a", (2, 3), (4,))
     with pytest.raises(GraphError, match=r"slice \[2:5\]"):
         make_primitive("slice", (2, 5)).check("node s", (2, 3))
+
+
+@pytest.mark.parametrize("rows", [1, 20, 32, 33])
+def test_matmul_backward_forms_agree(rows):
+    # Per-step products with few rows take the transposed BLAS form; both forms
+    # and backward_into must give the textbook dy @ wᵀ and aᵀ dy.
+    rng = np.random.default_rng(rows)
+    a, w = rng.standard_normal((rows, 128)), rng.standard_normal((128, 256))
+    dy = rng.standard_normal((rows, 256))
+    op = PRIMITIVES["matmul"]()
+    op.check("mm", ("N", 128), (128, 256))
+    da, dw = op.backward(np, dy, (a, w), None, (True, True))
+    assert da.flags.c_contiguous
+    np.testing.assert_allclose(da, dy @ w.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, a.T @ dy, rtol=1e-12, atol=1e-12)
+    out = (np.empty_like(a), np.empty((128, 512))[:, 100:356])  # a column slice, as for dWh[:, H:2H]
+    da2, dw2 = op.backward_into(np, dy, (a, w), None, (True, True), out)
+    assert da2 is out[0] and dw2 is out[1]
+    np.testing.assert_allclose(da2, da, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw2, dw, rtol=1e-12, atol=1e-12)
