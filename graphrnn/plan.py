@@ -28,6 +28,7 @@ Only this module and ``unroll`` know about time.
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import networkx as nx
@@ -315,16 +316,20 @@ class Workspace:
     refers to it: CPython's reference count sees every view and every result a
     caller kept (``run.hs`` is a view of a state buffer, ``Grads`` holds its
     arrays), so what a caller holds is never overwritten. Arrays not asked for
-    during the last ``keep_calls`` calls are let go.
+    during the last ``keep_calls`` calls are let go. Arrays under ``min_bytes``
+    come from the allocator as usual: the heap serves those without faults and
+    faster than a look-up here.
     """
 
-    def __init__(self, keep_calls=4):
-        self.keep_calls = keep_calls
+    def __init__(self, keep_calls=4, min_bytes=1 << 16):
+        self.keep_calls, self.min_bytes = keep_calls, min_bytes
         self.calls = 0
         self._entries = {}  # (backend, shape, dtype) -> [[array, last call], ...]
 
     def next_call(self):
         self.calls += 1
+        if self.calls % self.keep_calls:
+            return
         for key, entries in list(self._entries.items()):
             kept = [e for e in entries if self.calls - e[1] <= self.keep_calls or not _is_free(e)]
             if kept:
@@ -334,11 +339,15 @@ class Workspace:
 
     def empty(self, xp, shape, dtype):
         """An array of this shape with arbitrary contents that nobody else holds."""
-        shape = tuple(int(d) for d in shape)
-        key = (xp.__name__, shape, xp.dtype(dtype).str)
-        entries = self._entries.setdefault(key, [])
+        dtype = xp.dtype(dtype)
+        if math.prod(shape) * dtype.itemsize < self.min_bytes:
+            return xp.empty(shape, dtype=dtype)
+        key = (xp.__name__, shape, dtype)
+        entries = self._entries.get(key)
+        if entries is None:
+            entries = self._entries[key] = []
         for e in entries:
-            if _is_free(e):
+            if sys.getrefcount(e[0]) <= _FREE_REFS:
                 e[1] = self.calls
                 return e[0]
         a = xp.empty(shape, dtype=dtype)

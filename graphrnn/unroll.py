@@ -68,6 +68,7 @@ class _Acc:
                 self._zeros(parent)
             ranges = self.touched.get(parent)
             if ranges is not None and all(b <= lo or a >= hi for a, b in ranges):
+                ranges.append((lo, hi))  # now, so no other slice is offered these columns
                 self.offered.add(n)
                 return self.g[parent][..., lo:hi]
         return self.empty(n) if fresh else None
@@ -78,9 +79,7 @@ class _Acc:
             self.g[n] = d
             self.own.add(n)
             if n in self.offered:
-                parent, lo, hi = self.slices[n]
                 self.placed.add(n)
-                self.touched[parent].append((lo, hi))
             return
         if n in self.touched:
             self.touched[n] = None
