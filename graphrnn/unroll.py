@@ -455,6 +455,7 @@ class Recurrent:
         state0 = self.state if self.stateful else None
         if state0 is not None and next(iter(state0.values())).shape[0] != xs.shape[0]:
             state0 = None  # a new batch size starts a new sequence
+        self.run = None  # let the last run's buffers go back to the workspace first
         self.run = unroll(self.cell, self.params, xs, state0)
         if self.stateful:
             self.state = self.run.state
