@@ -363,6 +363,9 @@ class Cell:
         self.updates = MappingProxyType(updates)  # state name -> node of its next value
         self.output_node = output
         self._plan = None
+        # a cell never changes: sizes are read from the graph once, not per run
+        self._param_shapes = {name: self._shape(node) for name, node in params.items()}
+        self._state_sizes = {name: self._shape(node)[1] for name, node in states.items()}
 
     # -- sizes
     def _shape(self, node):
@@ -385,10 +388,10 @@ class Cell:
         return self._shape(next(iter(self.states.values())))[1]
 
     def state_sizes(self) -> dict:
-        return {name: self._shape(node)[1] for name, node in self.states.items()}
+        return dict(self._state_sizes)
 
     def param_shapes(self) -> dict:
-        return {name: self._shape(node) for name, node in self.params.items()}
+        return dict(self._param_shapes)
 
     def topo_order(self):
         return list(nx.lexicographical_topological_sort(self.graph))
@@ -417,7 +420,7 @@ class Cell:
 
     def check_params(self, params: dict, dtype=None):
         """Refuse missing, extra, misshapen or mixed-dtype parameters, naming which."""
-        shapes = self.param_shapes()
+        shapes = self._param_shapes
         missing = [k for k in shapes if k not in params]
         extra = [k for k in params if k not in shapes]
         if missing or extra:

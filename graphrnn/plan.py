@@ -278,6 +278,32 @@ class Plan:
         return "\n".join(head + ["    for t in range(T - 1, -1, -1):"] + body + ["        pass",
                                                                               f"    return ({ret},)"]) + "\n"
 
+    def after_loop(self, need_xs):
+        """The backward steps that run once after the reverse time loop, made once:
+        ``(deferred, outer)``. ``deferred`` holds (node, op, args, needs, saved) for
+        the static gradients of per-step nodes; ``outer`` the same for hoisted then
+        static nodes in reverse order, with ``op`` None for a slice (its gradient
+        goes into the parent's columns)."""
+        key = ("after", bool(need_xs))
+        if key not in self._loops:
+            req, kind = self.requires[bool(need_xs)], self.kind
+            deferred = []
+            for n in self.deferred:
+                op, args = self.info[n]
+                needs = tuple(kind[p] == STATIC and req[p] for p in args)
+                deferred.append((n, op, args, needs, needed_saved(op, needs)))
+            outer = []
+            for n in list(reversed(self.hoisted_ops)) + list(reversed(self.static_ops)):
+                op, args = self.info[n]
+                if isinstance(op, Slice):
+                    if req[args[0]]:
+                        outer.append((n, None, args, (True,), set()))
+                    continue
+                needs = tuple(req[p] for p in args)
+                outer.append((n, op, args, needs, needed_saved(op, needs)))
+            self._loops[key] = (deferred, outer)
+        return self._loops[key]
+
     def written(self, need_xs, has_dhs):
         """The nodes whose DB/DH buffer the backward loop overwrites at every step."""
         self.loop("backward", bool(need_xs), bool(has_dhs))
@@ -338,8 +364,8 @@ class Workspace:
                 del self._entries[key]
 
     def empty(self, xp, shape, dtype):
-        """An array of this shape with arbitrary contents that nobody else holds."""
-        dtype = xp.dtype(dtype)
+        """An array of this shape and dtype (a dtype object) with arbitrary
+        contents that nobody else holds."""
         if math.prod(shape) * dtype.itemsize < self.min_bytes:
             return xp.empty(shape, dtype=dtype)
         key = (xp.__name__, shape, dtype)

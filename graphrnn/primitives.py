@@ -136,7 +136,7 @@ class MatMul(Primitive):
         a, w = xs
         da = None
         if needs[0]:
-            if dy.ndim == 2 and dy.shape[0] <= 32 and w.size >= 16384 and xp.__name__ == "numpy":
+            if w.size >= 16384 and dy.ndim == 2 and dy.shape[0] <= 32 and xp.__name__ == "numpy":
                 # A per-step product with few rows: OpenBLAS runs (w @ dyᵀ)ᵀ 1.1-1.2x
                 # faster than dy @ wᵀ at 20 rows, the same at 64 (benchmarks/matmul_forms.py);
                 # the transposed copy back costs 1-2% of it.

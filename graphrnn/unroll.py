@@ -132,6 +132,8 @@ def _prepare(cell, params, xs, state0):
     if n < 1 or t < 1:
         raise GraphError(f"cell {cell.name!r}: xs has shape {fmt_shape(tuple(xs.shape))}; N and T must be >= 1")
     xs = _check_array(xp, xs, f"cell {cell.name!r}: xs", xs.shape, dtype)
+    if dtype is None:  # a cell without parameters runs in the inputs' dtype
+        dtype = xs.dtype
     state0 = dict(state0 or {})
     sizes = cell.state_sizes()
     unknown = [k for k in state0 if k not in sizes]
@@ -283,42 +285,41 @@ class Run:
         acc = _Acc(lambda p: ws.empty(xp, grad_shape(p), dtype),
                    lambda p: ws.zeros(xp, grad_shape(p), dtype), plan.outer_slices)
 
-        def run_backward(node, d, xs, y, needs):
-            op, args = info[node]
-            # a node read twice (x * x) gets a destination for its first use only
-            out = [acc.dest(p, op.writes_gradients) if need and p not in args[:i] else None
-                   for i, (p, need) in enumerate(zip(args, needs))]
-            res = op.backward_into(xp, d, xs, y, needs, out)
+        slices = plan.outer_slices
+
+        def run_backward(op, args, d, xs, y, needs):
+            if not op.writes_gradients and not any(p in slices for p in args):
+                res, out = op.backward(xp, d, xs, y, needs), (None,) * len(args)
+            else:
+                # a node read twice (x * x) gets a destination for its first use only
+                out = [acc.dest(p, op.writes_gradients) if need and p not in args[:i] else None
+                       for i, (p, need) in enumerate(zip(args, needs))]
+                res = op.backward_into(xp, d, xs, y, needs, out)
             for p, need, r, o in zip(args, needs, res, out):
                 if need:
                     acc.put(p, r, o)
 
+        deferred, outer = plan.after_loop(need_xs)
         # deferred static gradients: one batched call per node over all T*N rows
-        for node in plan.deferred:
-            op, args = info[node]
-            needs = tuple(kind[p] == STATIC and req[p] for p in args)
-            saved = needed_saved(op, needs)
+        for node, op, args, needs, saved in deferred:
             xs = [self._stacked(p) if i in saved else None for i, p in enumerate(args)]
             y = self._stacked(node) if "y" in saved else None
-            run_backward(node, dbuf[node].reshape(t * n, -1), xs, y, needs)
+            run_backward(op, args, dbuf[node].reshape(t * n, -1), xs, y, needs)
 
         # hoisted part, then static part: one call per node over all rows
         for p, arr in dH.items():
             acc.put(p, arr.reshape(t * n, -1), own=True)
-        for node in list(reversed(plan.hoisted_ops)) + list(reversed(plan.static_ops)):
+        for node, op, args, needs, saved in outer:
             d = acc.g.get(node)
             if d is None:
                 continue
-            op, args = info[node]
-            if isinstance(op, Slice):
-                if req[args[0]]:
-                    acc.add_slice(node, args[0], d, op.start, op.stop)
+            if op is None:
+                sl = slices[node]
+                acc.add_slice(node, sl[0], d, sl[1], sl[2])
                 continue
-            needs = tuple(req[p] for p in args)
-            saved = needed_saved(op, needs)
             xs = [(hv[p] if p in hv else sv[p]) if i in saved else None for i, p in enumerate(args)]
             y = (hv[node] if node in hv else sv[node]) if "y" in saved else None
-            run_backward(node, d, xs, y, needs)
+            run_backward(op, args, d, xs, y, needs)
 
         gparams = {}
         for name, node in plan.params.items():
