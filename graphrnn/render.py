@@ -24,7 +24,7 @@ from pathlib import Path
 import graphviz
 import networkx as nx
 
-from .plan import HOISTED, RECURRENT, STATIC, compile_cell
+from .plan import HOISTED, STATIC, compile_cell
 from .primitives import GraphError
 
 FORMATS = ("svg", "png", "pdf", "dot")

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import backend
 from .graph import GraphError
-from .plan import HOISTED, STATIC, compile_cell, needed_saved
+from .plan import HOISTED, compile_cell
 from .primitives import Slice, fmt_shape
 
 

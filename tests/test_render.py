@@ -11,7 +11,7 @@ import pytest
 import graphrnn as gr
 from graphrnn import cli
 from graphrnn.plan import STATIC, compile_cell
-from graphrnn.render import (GALLERY_SIZES, GraphvizNotFound, diagram_graph, gallery_items,
+from graphrnn.render import (GALLERY_SIZES, GraphvizNotFound, gallery_items,
                              gallery_sources, render)
 
 GALLERY = Path(__file__).resolve().parent.parent / "docs" / "gallery"
