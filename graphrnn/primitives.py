@@ -292,9 +292,17 @@ class Sigmoid(Elementwise):
     saves = ("y",)
 
     def forward(self, xp, x, out=None):
-        # 1 / (1 + e^-x) with -x capped below exp's overflow: numpy's exp is 1.3x
-        # (float32) to 3x (float64) faster than its tanh here, and the cap only
-        # moves results below 1e-38 (float32) or 1e-307 (float64).
+        if x.size < 2048:
+            # Few entries: the cost is per ufunc call, and this form needs four.
+            # 0.5·tanh(0.5x) + 0.5 is the logistic function and never overflows.
+            y = xp.multiply(x, 0.5, out=out)
+            xp.tanh(y, out=y)
+            y *= 0.5
+            y += 0.5
+            return y
+        # Many entries: 1 / (1 + e^-x) with -x capped below exp's overflow; numpy's
+        # exp is 1.3x (float32) to 3x (float64) faster than its tanh here, and the
+        # cap only moves results below 1e-38 (float32) or 1e-307 (float64).
         y = xp.negative(x, out=out)
         xp.minimum(y, _EXP_CAP.get(y.dtype.itemsize, 11.0), out=y)
         xp.exp(y, out=y)

@@ -192,3 +192,18 @@ def test_matmul_backward_forms_agree(rows):
     assert da2 is out[0] and dw2 is out[1]
     np.testing.assert_allclose(da2, da, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw2, dw, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1.5e-7), (np.float64, 3e-16)])
+@pytest.mark.parametrize("size", [7, 5000])  # below and above the switch between the two forms
+def test_sigmoid_forms_are_accurate_and_never_overflow(dtype, tol, size):
+    x = np.linspace(-1000, 1000, size).astype(dtype)
+    x[:5] = [-1e4, -100, 0, 100, 1e4][:min(5, size)]
+    x = np.concatenate([x, np.random.default_rng(0).uniform(-8, 8, size).astype(dtype)])
+    op = PRIMITIVES["sigmoid"]()
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        y = op.forward(np, x)
+    ref = 1 / (1 + np.exp(-x.astype(np.longdouble)))
+    assert y.dtype == dtype
+    assert np.all((y >= 0) & (y <= 1))
+    np.testing.assert_allclose(y, ref.astype(np.float64), rtol=0, atol=tol)
