@@ -136,6 +136,7 @@ class Plan:
         self.info = {n: (g.nodes[n]["op"], g.nodes[n]["args"]) for n in ops}
         self.shape = {n: g.nodes[n]["shape"] for n in g.nodes}
         self.width = {n: s[-1] for n, s in self.shape.items() if s}
+        self.max_width = max(self.width.values())
         self.consts = {n: g.nodes[n]["value"] for n in g.nodes if g.nodes[n]["kind"] == "const"}
 
     # ------------------------------------------------------------------ code generation

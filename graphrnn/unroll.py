@@ -109,6 +109,10 @@ class _Acc:
         cur[..., lo:hi] += d
 
 
+def _heap_empty(xp, shape, dtype):
+    return xp.empty(shape, dtype=dtype)
+
+
 def _check_array(xp, a, what, shape, dtype):
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         a = xp.asarray(a)
@@ -168,9 +172,13 @@ class Run:
         info = plan.info
         ws = plan.workspace
         ws.next_call()
+        # A run whose per-step buffers are all small skips the workspace look-ups:
+        # the heap serves those at least as fast (the tiny sizes are all overhead).
+        self.pooled = (t + 1) * n * plan.max_width * dtype.itemsize >= ws.min_bytes
+        empty = ws.empty if self.pooled else _heap_empty
 
         def buffer(node, lead):
-            return ws.empty(xp, lead + tuple(plan.shape[node][1:]), dtype)
+            return empty(xp, lead + plan.shape[node][1:], dtype)
 
         # static: once per call
         sv = {node: params[name] for name, node in plan.params.items()}
@@ -183,7 +191,7 @@ class Run:
         self.sv = sv
 
         # hoisted: once for all T*N rows, time-major
-        x_tm = ws.empty(xp, (t, n, xs.shape[2]), dtype)
+        x_tm = empty(xp, (t, n, xs.shape[2]), dtype)
         x_tm[...] = xs.transpose(1, 0, 2)
         hv = {plan.input_node: x_tm.reshape(t * n, -1)}
         for node in plan.hoisted_ops:
@@ -257,10 +265,11 @@ class Run:
         for node, buf in self.B.items():
             E[f"B{node}"] = buf
         ws = plan.workspace
+        empty = ws.empty if self.pooled else _heap_empty
         written = plan.written(need_xs, dhs is not None)
 
         def loop_buffer(node):
-            buf = ws.empty(xp, (t, n, width[node]), dtype)
+            buf = empty(xp, (t, n, width[node]), dtype)
             if node not in written:  # no step writes it: its gradient is zero
                 buf.fill(0)
             return buf
