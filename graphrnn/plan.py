@@ -131,6 +131,7 @@ class Plan:
                 self.inplace_update[snode] = unode
         self._loops = {}
         self._written = {}
+        self._after = {}
         self.workspace = Workspace()
         # plain look-up tables, so that running a plan never touches networkx
         self.info = {n: (g.nodes[n]["op"], g.nodes[n]["args"]) for n in ops}
@@ -285,8 +286,8 @@ class Plan:
         the static gradients of per-step nodes; ``outer`` the same for hoisted then
         static nodes in reverse order, with ``op`` None for a slice (its gradient
         goes into the parent's columns)."""
-        key = ("after", bool(need_xs))
-        if key not in self._loops:
+        key = bool(need_xs)
+        if key not in self._after:
             req, kind = self.requires[bool(need_xs)], self.kind
             deferred = []
             for n in self.deferred:
@@ -302,8 +303,8 @@ class Plan:
                     continue
                 needs = tuple(req[p] for p in args)
                 outer.append((n, op, args, needs, needed_saved(op, needs)))
-            self._loops[key] = (deferred, outer)
-        return self._loops[key]
+            self._after[key] = (deferred, outer)
+        return self._after[key]
 
     def written(self, need_xs, has_dhs):
         """The nodes whose DB/DH buffer the backward loop overwrites at every step."""
@@ -336,14 +337,14 @@ class Plan:
 
 class Workspace:
     """Arrays reused across calls of one plan, so that a training loop stops paying
-    for fresh memory at every batch (page faults and the kernel's zero fill cost
-    about as much as a per-step GEMM at the medium size).
+    for fresh memory at every batch (a GRU call at H=650 touched about 10,000 fresh
+    pages, 40 MB; without them one side-by-side measurement ran 279 -> 242 ms).
 
     ``empty`` hands out an array again only when nothing outside the workspace
     refers to it: CPython's reference count sees every view and every result a
     caller kept (``run.hs`` is a view of a state buffer, ``Grads`` holds its
-    arrays), so what a caller holds is never overwritten. Arrays not asked for
-    during the last ``keep_calls`` calls are let go. Arrays under ``min_bytes``
+    arrays), so what a caller holds is never overwritten. Every ``keep_calls``
+    calls, free arrays not asked for since the last such check are let go. Arrays under ``min_bytes``
     come from the allocator as usual: the heap serves those without faults and
     faster than a look-up here.
     """
@@ -374,7 +375,7 @@ class Workspace:
         if entries is None:
             entries = self._entries[key] = []
         for e in entries:
-            if sys.getrefcount(e[0]) <= _FREE_REFS:
+            if _is_free(e):
                 e[1] = self.calls
                 return e[0]
         a = xp.empty(shape, dtype=dtype)

@@ -138,8 +138,8 @@ class MatMul(Primitive):
         if needs[0]:
             if w.size >= 16384 and dy.ndim == 2 and dy.shape[0] <= 32 and xp.__name__ == "numpy":
                 # A per-step product with few rows: OpenBLAS runs (w @ dyᵀ)ᵀ 1.1-1.2x
-                # faster than dy @ wᵀ at 20 rows, the same at 64 (benchmarks/matmul_forms.py);
-                # the transposed copy back costs 1-2% of it.
+                # faster than dy @ wᵀ at 20 rows (copy back included), the same at 64
+                # and slower at 1 row (benchmarks/matmul_forms.py).
                 da = xp.ascontiguousarray(xp.matmul(w, dy.T).T)
             else:
                 da = dy @ w.T

@@ -291,10 +291,9 @@ class Run:
 
         def grad_shape(p):
             return (t * n,) + tuple(plan.shape[p][1:]) if kind[p] == HOISTED else plan.shape[p]
-        acc = _Acc(lambda p: ws.empty(xp, grad_shape(p), dtype),
-                   lambda p: ws.zeros(xp, grad_shape(p), dtype), plan.outer_slices)
-
         slices = plan.outer_slices
+        acc = _Acc(lambda p: ws.empty(xp, grad_shape(p), dtype),
+                   lambda p: ws.zeros(xp, grad_shape(p), dtype), slices)
 
         def run_backward(op, args, d, xs, y, needs):
             if not op.writes_gradients and not any(p in slices for p in args):
