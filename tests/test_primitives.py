@@ -207,3 +207,20 @@ def test_sigmoid_forms_are_accurate_and_never_overflow(dtype, tol, size):
     assert y.dtype == dtype
     assert np.all((y >= 0) & (y <= 1))
     np.testing.assert_allclose(y, ref.astype(np.float64), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=scaled_examples(3))
+@given(data=st.data())
+def test_primitives_keep_the_dtype_forward_and_backward(name, dtype, data):
+    # Constants inside primitives are 0-d arrays of the operands' dtype; none may
+    # promote float32 work to float64 (a silent 2x in time and memory).
+    shapes, attrs, values = draw_inputs(data, name)
+    op = make_primitive(name, attrs)
+    op.check("test", *shapes)
+    xs = [np.asarray(v, dtype=dtype) for v in values]
+    y = op.forward(np, *xs)
+    assert y.dtype == dtype
+    grads = op.backward(np, np.ones_like(y), xs, y, (True,) * len(xs))
+    assert all(g.dtype == dtype for g in grads if g is not None)
