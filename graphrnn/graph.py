@@ -366,6 +366,7 @@ class Cell:
         # a cell never changes: sizes are read from the graph once, not per run
         self._param_shapes = {name: self._shape(node) for name, node in params.items()}
         self._state_sizes = {name: self._shape(node)[1] for name, node in states.items()}
+        self.input_size = self._shape(input_node)[1]
 
     # -- sizes
     def _shape(self, node):
@@ -374,10 +375,6 @@ class Cell:
     @property
     def input_name(self):
         return self.graph.nodes[self.input_node]["name"]
-
-    @property
-    def input_size(self) -> int:
-        return self._shape(self.input_node)[1]
 
     @property
     def output_size(self) -> int:

@@ -129,6 +129,9 @@ class Plan:
             if (kind[unode] == RECURRENT and g.nodes[unode]["kind"] == "op"
                     and unode not in self.inplace_update.values()):
                 self.inplace_update[snode] = unode
+        # static values the per-step ops read (Wh[:, :2H], constants)
+        self.loop_statics = sorted({p for n in self.recurrent_ops for p in g.nodes[n]["args"]
+                                    if kind[p] == STATIC})
         self._loops = {}
         self._written = {}
         self._after = {}
@@ -163,8 +166,7 @@ class Plan:
     def forward_source(self) -> str:
         g = self.graph
         head, body = ["def _forward(xp, T, E):"], []
-        statics = sorted({p for n in self.recurrent_ops for p in g.nodes[n]["args"] if self.kind[p] == STATIC})
-        head += [f"    v{p} = E['v{p}']" for p in statics]
+        head += [f"    v{p} = E['v{p}']" for p in self.loop_statics]
         head += [f"    S{s} = E['S{s}']" for _, s, _ in self.states]
         head += [f"    H{p} = E['H{p}']" for p in self.boundary]
         body += [f"        v{s} = S{s}[t]" for _, s, _ in self.states]
@@ -181,7 +183,7 @@ class Plan:
                 else:
                     body.append(f"        v{n} = {expr}")
                 continue
-            head.append(f"    op{n} = E['op{n}']")
+            head.append(f"    op{n} = OPS[{n}]")
             call = f"op{n}(xp, {', '.join(f'v{p}' for p in args)}"
             body.append(f"        v{n} = {call}, out=B{n}[t])" if n in self.stored else f"        v{n} = {call})")
         for _, s, u in self.states:
@@ -208,13 +210,16 @@ class Plan:
         head += [f"    DH{p} = E['DH{p}']" for p in self.boundary if req[p]]
         head += [f"    DB{n} = E['DB{n}']" for n in self.deferred]
         head += [f"    B{n} = E['B{n}']" for n in sorted(self.stored)]
-        statics = sorted({p for n in self.recurrent_ops for p in g.nodes[n]["args"] if self.kind[p] == STATIC})
-        head += [f"    v{p} = E['v{p}']" for p in statics]
+        head += [f"    v{p} = E['v{p}']" for p in self.loop_statics]
         body = []
 
         written = set()  # targets (DB, DH buffers) this loop writes whole at every step
+        shared = {}      # target buffer -> the buffer it shares (both get the same gradient)
+        in_buffer = {}   # gradient expression -> the target buffer it is already in at step t
+        concat_at = {}   # gradient made by concatenate -> its line, while it has no out=
 
-        def assemble(n, target):
+        def assemble(n, buf):
+            target = f"{buf}[t]" if buf else None
             if target:
                 written.add(n)
             items = contrib.get(n, [])
@@ -222,10 +227,23 @@ class Plan:
             pieces = sorted((lo, hi, e) for k, e, lo, hi in (i for i in items if i[0] == "piece"))
             width = g.nodes[n]["shape"][-1]
             out = f", out={target}" if target else ""
+            if target and len(fulls) == 1 and not pieces:
+                e = fulls[0]
+                if e in in_buffer:  # the same gradient as another target: one buffer for both
+                    shared[buf] = in_buffer[e]
+                elif e in concat_at:  # concatenate straight into the target, no copy
+                    i = concat_at.pop(e)
+                    body[i] = body[i][:-1] + f", out={target})"
+                    in_buffer[e] = buf
+                else:
+                    body.append(f"        {target} = {e}")
+                    in_buffer[e] = buf
+                body.append(f"        g{n} = {e}")
+                return
+            if target:
+                in_buffer[f"g{n}"] = buf
             if not pieces:
                 if len(fulls) == 1:
-                    if target:
-                        body.append(f"        {target} = {fulls[0]}")
                     body.append(f"        g{n} = {fulls[0]}")
                 else:
                     body.append(f"        g{n} = xp.add({fulls[0]}, {fulls[1]}{out})")
@@ -235,6 +253,8 @@ class Plan:
                 pieces[i][1] == pieces[i + 1][0] for i in range(len(pieces) - 1))
             if tiles:
                 parts = ", ".join(e for _, _, e in pieces)
+                if not target:
+                    concat_at[f"g{n}"] = len(body)
                 body.append(f"        g{n} = xp.concatenate(({parts},), axis=-1{out})")
                 return
             # workspace buffers come back dirty: a target built from pieces is cleared first
@@ -248,7 +268,7 @@ class Plan:
                 continue  # no gradient reaches this node
             a = g.nodes[n]
             op, args = a["op"], a["args"]
-            assemble(n, f"DB{n}[t]" if n in self.deferred else None)
+            assemble(n, f"DB{n}" if n in self.deferred else None)
             if isinstance(op, Slice):
                 p = args[0]
                 if req[p]:
@@ -257,17 +277,24 @@ class Plan:
             needs = tuple(self.kind[p] != STATIC and req[p] for p in args)
             if not any(needs):
                 continue
+            passed = op.passes_gradient()
+            for i, p in enumerate(args):
+                if needs[i] and passed[i]:
+                    add(p, ("full", f"g{n}"))
+            needs = tuple(need and not passed[i] for i, need in enumerate(needs))
+            if not any(needs):
+                continue
             saved = needed_saved(op, needs)
             xs = ", ".join(self._val(p) if i in saved else "None" for i, p in enumerate(args))
             y = f"B{n}[t]" if "y" in saved else "None"
-            head.append(f"    op{n} = E['op{n}']")
+            head.append(f"    op{n} = OPS[{n}]")
             body.append(f"        r{n} = op{n}(xp, g{n}, ({xs},), {y}, {needs})")
             for i, p in enumerate(args):
                 if needs[i]:
                     add(p, ("full", f"r{n}[{i}]"))
         for p in self.boundary:
             if req[p] and p in contrib:
-                assemble(p, f"DH{p}[t]")
+                assemble(p, f"DH{p}")
         # Assemble every state's gradient before any carry is replaced: a state whose
         # update is another state's old value reads that state's carry.
         for _, s, _ in self.states:
@@ -275,7 +302,7 @@ class Plan:
                 assemble(s, None)
         for _, s, _ in self.states:
             body.append(f"        c{s} = g{s}" if s in contrib else f"        c{s} = Z{s}")
-        self._written[(bool(need_xs), bool(has_dhs))] = written
+        self._written[(bool(need_xs), bool(has_dhs))] = written, shared
         ret = ", ".join(f"c{s}" for _, s, _ in self.states)
         return "\n".join(head + ["    for t in range(T - 1, -1, -1):"] + body + ["        pass",
                                                                               f"    return ({ret},)"]) + "\n"
@@ -307,16 +334,21 @@ class Plan:
         return self._after[key]
 
     def written(self, need_xs, has_dhs):
-        """The nodes whose DB/DH buffer the backward loop overwrites at every step."""
-        self.loop("backward", bool(need_xs), bool(has_dhs))
-        return self._written[(bool(need_xs), bool(has_dhs))]
+        """``(written, shared)`` for the backward loop: the nodes whose DB/DH buffer
+        it overwrites at every step, and the buffers (``"DH7"``) that are one
+        array with another (``"DB33"``) because both get the same gradient."""
+        key = (bool(need_xs), bool(has_dhs))
+        if key not in self._written:
+            self.loop("backward", *key)
+        return self._written[key]
 
     def loop(self, which, *key):
         """The compiled loop function (``"forward"`` or ``"backward"``), made once."""
         k = (which, *key)
         if k not in self._loops:
             src = self.forward_source if which == "forward" else self.backward_source(*key)
-            namespace = {}
+            # the ops' bound methods are fixed for the plan's life: bound once, here
+            namespace = {"OPS": {n: getattr(self.info[n][0], which) for n in self.recurrent_ops}}
             exec(compile(src, f"<graphrnn plan {self.cell.name} {which}>", "exec"), namespace)
             self._loops[k] = namespace["_" + which]
         return self._loops[k]

@@ -93,6 +93,11 @@ class Primitive:
         """Static attributes, for labels and for comparing nodes."""
         return {}
 
+    def passes_gradient(self):
+        """Per input: is its gradient dy itself, whatever dy is? The generated
+        BPTT loop hands dy on to those inputs without calling ``backward``."""
+        return (False,) * len(self.in_shapes)
+
     def backward_into(self, xp, dy, xs, y, needs, out):
         """``backward``, with gradient i written into ``out[i]`` where that is not None.
 
@@ -127,6 +132,10 @@ class Binary(Primitive):
         out = broadcast_shapes(a, b, where)
         self._broadcast = (tuple(a) != out, tuple(b) != out)  # known once, not per step
         return out
+
+    def passes_gradient(self):
+        return (self.linear and not self._broadcast[0],
+                self.name == "add" and not self._broadcast[1])
 
     def reduce(self, xp, g, i):
         """The gradient for input i: g summed over the axes that input was broadcast along."""

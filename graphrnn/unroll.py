@@ -114,6 +114,11 @@ def _heap_empty(xp, shape, dtype):
 
 
 def _check_array(xp, a, what, shape, dtype):
+    """``a`` as an array of this shape and dtype; ``what`` names it in the error
+    (a callable, so that the message is only formatted when there is one)."""
+    if getattr(a, "shape", None) == shape and getattr(a, "dtype", None) == dtype and type(a) is xp.ndarray:
+        return a
+    what = what()
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         a = xp.asarray(a)
     if dtype is not None and a.dtype != dtype:
@@ -135,7 +140,7 @@ def _prepare(cell, params, xs, state0):
     n, t = xs.shape[0], xs.shape[1]
     if n < 1 or t < 1:
         raise GraphError(f"cell {cell.name!r}: xs has shape {fmt_shape(tuple(xs.shape))}; N and T must be >= 1")
-    xs = _check_array(xp, xs, f"cell {cell.name!r}: xs", xs.shape, dtype)
+    xs = _check_array(xp, xs, lambda: f"cell {cell.name!r}: xs", xs.shape, dtype)
     if dtype is None:  # a cell without parameters runs in the inputs' dtype
         dtype = xs.dtype
     state0 = dict(state0 or {})
@@ -147,7 +152,7 @@ def _prepare(cell, params, xs, state0):
     s0 = {}
     for name, size in sizes.items():
         if name in state0 and state0[name] is not None:
-            s0[name] = _check_array(xp, state0[name], f"cell {cell.name!r}: state0[{name!r}]", (n, size), dtype)
+            s0[name] = _check_array(xp, state0[name], lambda: f"cell {cell.name!r}: state0[{name!r}]", (n, size), dtype)
         else:
             s0[name] = None
     return xp, dtype, xs, s0, n, t
@@ -217,11 +222,8 @@ class Run:
             E[f"B{node}"] = buf
         for p in plan.boundary:
             E[f"H{p}"] = hv[p].reshape(t, n, -1)
-        for node in plan.recurrent_ops:
-            E[f"op{node}"] = info[node][0].forward
-            for p in info[node][1]:
-                if p in sv:
-                    E[f"v{p}"] = sv[p]
+        for p in plan.loop_statics:
+            E[f"v{p}"] = sv[p]
         plan.loop("forward")(xp, t, E)
         self.S, self.B = S, B
 
@@ -244,12 +246,12 @@ class Run:
         gradient is skipped (one GEMM less for data inputs).
         """
         plan, xp, n, t, dtype = self.plan, self.xp, self.n, self.t, self.dtype
-        info, kind, width = plan.info, plan.kind, plan.width
+        kind, width = plan.kind, plan.width
         req = plan.requires[bool(need_xs)]
         cname = plan.cell.name
         E = {"N": n, "DT": dtype, "DHS": None}
         if dhs is not None:
-            dhs = _check_array(xp, dhs, f"cell {cname!r}: dhs", (n, t, width[plan.output_node]), dtype)
+            dhs = _check_array(xp, dhs, lambda: f"cell {cname!r}: dhs", (n, t, width[plan.output_node]), dtype)
             E["DHS"] = dhs.transpose(1, 0, 2)
         dstate = dict(dstate or {})
         for k in dstate:
@@ -260,33 +262,30 @@ class Run:
             E[f"Z{snode}"] = zero
             d = dstate.get(name)
             E[f"c{snode}"] = zero if d is None else _check_array(
-                xp, d, f"cell {cname!r}: dstate[{name!r}]", (n, width[snode]), dtype)
+                xp, d, lambda: f"cell {cname!r}: dstate[{name!r}]", (n, width[snode]), dtype)
             E[f"S{snode}"] = self.S[snode]
         for node, buf in self.B.items():
             E[f"B{node}"] = buf
         ws = plan.workspace
         empty = ws.empty if self.pooled else _heap_empty
-        written = plan.written(need_xs, dhs is not None)
-
-        def loop_buffer(node):
-            buf = empty(xp, (t, n, width[node]), dtype)
-            if node not in written:  # no step writes it: its gradient is zero
-                buf.fill(0)
-            return buf
-        dH = {}
+        written, shared = plan.written(need_xs, dhs is not None)
         for p in plan.boundary:
             E[f"H{p}"] = self.hv[p].reshape(t, n, -1)
-            if req[p]:
-                dH[p] = E[f"DH{p}"] = loop_buffer(p)
-        dbuf = {}
-        for node in plan.deferred:
-            dbuf[node] = E[f"DB{node}"] = loop_buffer(node)
+        # per-step gradient buffers of the hoisted boundary (DH) and of deferred nodes (DB)
+        targets = [(f"DH{p}", p) for p in plan.boundary if req[p]] + [(f"DB{d}", d) for d in plan.deferred]
+        for name, node in targets:
+            if name not in shared:
+                buf = E[name] = empty(xp, (t, n, width[node]), dtype)
+                if node not in written:  # no step writes it: its gradient is zero
+                    buf.fill(0)
+        for name, _ in targets:
+            if name in shared:
+                E[name] = E[shared[name]]
+        dH = {p: E[f"DH{p}"] for p in plan.boundary if req[p]}
+        dbuf = {d: E[f"DB{d}"] for d in plan.deferred}
         sv, hv = self.sv, self.hv
-        for node in plan.recurrent_ops:
-            E[f"op{node}"] = info[node][0].backward
-            for p in info[node][1]:
-                if p in sv:
-                    E[f"v{p}"] = sv[p]
+        for p in plan.loop_statics:
+            E[f"v{p}"] = sv[p]
         carries = plan.loop("backward", bool(need_xs), dhs is not None)(xp, t, E)
 
         def grad_shape(p):
