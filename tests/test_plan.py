@@ -35,11 +35,15 @@ def test_fused_and_unfused_plans_agree_with_only_output_or_only_state_gradients(
     else:
         dhs, dstate = None, {k: np.ones(v.shape) for k, v in a.state.items()}
     ga, gb = a.backward(dhs, dstate), b.backward(dhs, dstate)
+    gc = a.backward(dhs, dstate, need_xs=False)  # another generated loop: its own buffer sharing
+    assert gc.xs is None
     for k in ga.params:
         np.testing.assert_allclose(ga.params[k], gb.params[k], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(gc.params[k], ga.params[k], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ga.xs, gb.xs, rtol=1e-10, atol=1e-10)
     for k in ga.state0:
         np.testing.assert_allclose(ga.state0[k], gb.state0[k], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(gc.state0[k], ga.state0[k], rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=scaled_examples(6))
@@ -79,6 +83,22 @@ def test_lstm_runs_one_recurrent_matmul_for_all_four_gates():
     assert plan.graph.nodes[mm[0]]["args"][0] == cell.states["h"]
     # the input projection is hoisted out of the loop
     assert any(plan.graph.nodes[n]["opname"] == "matmul" for n in plan.hoisted_ops)
+
+
+def test_lstm_reverse_loop_keeps_one_gradient_buffer_for_x_wx_plus_b_and_h_wh():
+    # Both operands of x Wx + b + h Wh receive the same per-step gradient: one
+    # (T, N, 4H) buffer, written once per step by the gates' concatenation, and
+    # the add itself costs no call.
+    plan = gr.compile_cell(gr.cells.lstm(3, 4))
+    for need_xs in (True, False):
+        written, shared = plan.written(need_xs, True)
+        assert len(shared) == 1
+        (alias, source), = shared.items()
+        assert {alias[:2], source[:2]} == {"DH", "DB"}
+        src = plan.backward_source(need_xs, True)
+        assert src.count(f"out={source}[t]") == 1 and f"{alias}[t]" not in src
+        adds = [n for n in plan.recurrent_ops if plan.graph.nodes[n]["opname"] == "add"]
+        assert adds and not any(f"op{n}(" in src for n in adds)
 
 
 @pytest.fixture
