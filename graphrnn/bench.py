@@ -293,6 +293,9 @@ class HoistedLayer:
         self.dh0 = dh
         return (DA @ self.Wx.T).reshape(T, N, -1).transpose(1, 0, 2)
 
+    def grad_dict(self):
+        return self.grads
+
     # ---- per step: A[t] holds x_t Wx + b on entry and the gate values on exit
     def _fwd_rnn(self, t, a, Hs, aux):
         a += Hs[t] @ self.Wh

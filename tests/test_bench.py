@@ -20,12 +20,13 @@ def _case(kind, N=3, T=5, D=4, H=6):
     return cell, params, xs, dhs
 
 
+@pytest.mark.parametrize("layer_cls", [bench.TimeLayer, bench.HoistedLayer])
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "mgu"])
-def test_textbook_layers_match_graphrnn_forward_and_backward_in_float64(kind):
+def test_textbook_and_hand_hoisted_layers_match_graphrnn_forward_and_backward_in_float64(kind, layer_cls):
     cell, params, xs, dhs = _case(kind)
     run = gr.unroll(cell, params, xs)
     g = run.backward(dhs, need_xs=True)
-    layer = bench.TimeLayer(kind, params)
+    layer = layer_cls(kind, params)
     hs = layer.forward(xs)
     dxs = layer.backward(dhs)
     np.testing.assert_allclose(hs, run.hs, rtol=1e-12, atol=1e-12)
@@ -91,18 +92,3 @@ def test_bench_rejects_unknown_cell(tmp_path):
                                  no_torch=True)
     with pytest.raises(UsageError, match="nope"):
         bench.bench_main(args)
-
-
-@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "mgu"])
-def test_hoisted_by_hand_layers_match_graphrnn_in_float64(kind):
-    cell, params, xs, dhs = _case(kind)
-    run = gr.unroll(cell, params, xs)
-    g = run.backward(dhs, need_xs=True)
-    layer = bench.HoistedLayer(kind, params)
-    hs = layer.forward(xs)
-    dxs = layer.backward(dhs)
-    np.testing.assert_allclose(hs, run.hs, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dxs, g.xs, rtol=1e-10, atol=1e-12)
-    for name, d in layer.grads.items():
-        np.testing.assert_allclose(d, g.params[name], rtol=1e-10, atol=1e-12, err_msg=name)
-    np.testing.assert_allclose(layer.dh0, g.state0["h"], rtol=1e-10, atol=1e-12)
