@@ -54,10 +54,14 @@ def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-class RNNCell:
+class _Step:
+    """One time step's cell: the layer's parameter and gradient lists (shared by all steps)."""
+
     def __init__(self, params, grads):
         self.params, self.grads = params, grads
 
+
+class RNNCell(_Step):
     def forward(self, x, h_prev):
         Wx, Wh, b = self.params
         h_next = np.tanh(h_prev @ Wh + x @ Wx + b)
@@ -75,11 +79,8 @@ class RNNCell:
         return dt @ Wx.T, dt @ Wh.T
 
 
-class GRUCell:
+class GRUCell(_Step):
     """Blocks z | r | h~, r gating h before Wh (the book's GRU), weights packed."""
-
-    def __init__(self, params, grads):
-        self.params, self.grads = params, grads
 
     def forward(self, x, h_prev):
         Wx, Wh, b = self.params
@@ -113,11 +114,8 @@ class GRUCell:
         return dA @ Wx.T, dh_prev
 
 
-class LSTMCell:
+class LSTMCell(_Step):
     """Blocks f | g | i | o, as in the book."""
-
-    def __init__(self, params, grads):
-        self.params, self.grads = params, grads
 
     def forward(self, x, h_prev, c_prev):
         Wx, Wh, b = self.params
@@ -150,11 +148,8 @@ class LSTMCell:
         return dA @ Wx.T, dA @ Wh.T, dc_prev
 
 
-class MGUCell:
+class MGUCell(_Step):
     """Minimal gated unit, blocks f | h~, same equations as ``gr.cells.mgu``."""
-
-    def __init__(self, params, grads):
-        self.params, self.grads = params, grads
 
     def forward(self, x, h_prev):
         Wx, Wh, b = self.params

@@ -133,10 +133,6 @@ class Binary(Primitive):
         self._broadcast = (tuple(a) != out, tuple(b) != out)  # known once, not per step
         return out
 
-    def passes_gradient(self):
-        return (self.linear and not self._broadcast[0],
-                self.name == "add" and not self._broadcast[1])
-
     def reduce(self, xp, g, i):
         """The gradient for input i: g summed over the axes that input was broadcast along."""
         return unbroadcast(xp, g, self.in_shapes[i]) if self._broadcast[i] else g
@@ -196,6 +192,9 @@ class Add(Binary):
     def forward(self, xp, a, b, out=None):
         return xp.add(a, b, out=out)
 
+    def passes_gradient(self):
+        return (not self._broadcast[0], not self._broadcast[1])
+
     def backward(self, xp, dy, xs, y, needs):
         return (self.reduce(xp, dy, 0) if needs[0] else None,
                 self.reduce(xp, dy, 1) if needs[1] else None)
@@ -208,6 +207,9 @@ class Sub(Binary):
 
     def forward(self, xp, a, b, out=None):
         return xp.subtract(a, b, out=out)
+
+    def passes_gradient(self):
+        return (not self._broadcast[0], False)
 
     def backward(self, xp, dy, xs, y, needs):
         return (self.reduce(xp, dy, 0) if needs[0] else None,

@@ -224,3 +224,20 @@ def test_primitives_keep_the_dtype_forward_and_backward(name, dtype, data):
     assert y.dtype == dtype
     grads = op.backward(np, np.ones_like(y), xs, y, (True,) * len(xs))
     assert all(g.dtype == dtype for g in grads if g is not None)
+
+
+@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+@settings(max_examples=scaled_examples(5))
+@given(data=st.data())
+def test_a_gradient_a_primitive_says_it_passes_through_is_dy_itself(name, data):
+    # The generated BPTT loop trusts passes_gradient() and skips backward for those inputs.
+    shapes, attrs, values = draw_inputs(data, name)
+    op = make_primitive(name, attrs)
+    op.check("test", *shapes)
+    xs = [np.asarray(v, dtype=np.float64) for v in values]
+    y = op.forward(np, *xs)
+    dy = np.linspace(-1, 1, np.size(y)).reshape(np.shape(y))
+    grads = op.backward(np, dy, xs, y, (True,) * len(xs))
+    for passed, g in zip(op.passes_gradient(), grads):
+        if passed:
+            np.testing.assert_array_equal(g, dy)
