@@ -98,6 +98,14 @@ def draw_inputs(data, name):
     return shapes, attrs, values
 
 
+def draw_checked_op(data, name, dtype=np.float64):
+    """A primitive checked against drawn shapes, and its inputs as arrays of dtype."""
+    shapes, attrs, values = draw_inputs(data, name)
+    op = make_primitive(name, attrs)
+    op.check("test", *shapes)
+    return op, [np.array(v, dtype=dtype) for v in values]
+
+
 def test_every_primitive_has_a_gradient_spec():
     missing = sorted(set(PRIMITIVES) - set(SPECS))
     assert not missing, f"primitives without a gradient test spec: {missing}"
@@ -128,10 +136,7 @@ def test_primitive_shape_rule_matches_forward(name, data):
 @settings(max_examples=scaled_examples(5))
 @given(data=st.data())
 def test_primitive_backward_twice_is_bit_identical_and_leaves_its_arguments_alone(name, data):
-    shapes, attrs, values = draw_inputs(data, name)
-    op = make_primitive(name, attrs)
-    op.check("test", *shapes)
-    xs = [np.array(v, dtype=np.float64) for v in values]
+    op, xs = draw_checked_op(data, name)
     y = op.forward(np, *xs)
     dy = np.linspace(-1, 1, np.size(y)).reshape(np.shape(y))
     before = [x.copy() for x in xs], dy.copy(), np.array(y, copy=True)
@@ -216,10 +221,7 @@ def test_sigmoid_forms_are_accurate_and_never_overflow(dtype, tol, size):
 def test_primitives_keep_the_dtype_forward_and_backward(name, dtype, data):
     # Constants inside primitives are 0-d arrays of the operands' dtype; none may
     # promote float32 work to float64 (a silent 2x in time and memory).
-    shapes, attrs, values = draw_inputs(data, name)
-    op = make_primitive(name, attrs)
-    op.check("test", *shapes)
-    xs = [np.asarray(v, dtype=dtype) for v in values]
+    op, xs = draw_checked_op(data, name, dtype)
     y = op.forward(np, *xs)
     assert y.dtype == dtype
     grads = op.backward(np, np.ones_like(y), xs, y, (True,) * len(xs))
@@ -231,10 +233,7 @@ def test_primitives_keep_the_dtype_forward_and_backward(name, dtype, data):
 @given(data=st.data())
 def test_a_gradient_a_primitive_says_it_passes_through_is_dy_itself(name, data):
     # The generated BPTT loop trusts passes_gradient() and skips backward for those inputs.
-    shapes, attrs, values = draw_inputs(data, name)
-    op = make_primitive(name, attrs)
-    op.check("test", *shapes)
-    xs = [np.asarray(v, dtype=np.float64) for v in values]
+    op, xs = draw_checked_op(data, name)
     y = op.forward(np, *xs)
     dy = np.linspace(-1, 1, np.size(y)).reshape(np.shape(y))
     grads = op.backward(np, dy, xs, y, (True,) * len(xs))
