@@ -201,8 +201,9 @@ class SoftmaxOutput:
             z += b
         r = xp.arange(rows)
         z_t = z[r, targets]
-        xp.exp(z, out=z)
-        s = z.sum(axis=1)
+        with np.errstate(over="ignore"):  # an overflowing row is redone below
+            xp.exp(z, out=z)
+            s = z.sum(axis=1)
         shift = xp.zeros_like(s)
         bad = ~((s >= self.TINY) & xp.isfinite(s))
         if bool(bad.any()):
