@@ -266,13 +266,13 @@ def janet(input_size, hidden_size):
 
 
 def test_a_user_declared_cell_trains_on_ptb_with_no_other_code(ptb_slice, tmp_path, monkeypatch, capsys):
-    (tmp_path / "mycells.py").write_text(MYCELL)
+    (tmp_path / "ptb_user_cells.py").write_text(MYCELL)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = str(tmp_path / "r")
-    assert cli.main(["train", "ptb", "--cell", "mycells:janet", "--data", str(ptb_slice), "--epochs", "2",
+    assert cli.main(["train", "ptb", "--cell", "ptb_user_cells:janet", "--data", str(ptb_slice), "--epochs", "2",
                      "--hidden", "16", "--set", "wordvec=16", "--out", out, "--quiet"]) == 0
     m = json.load(open(os.path.join(out, "metrics.json")))
-    assert m["cell"] == "mycells:janet"
+    assert m["cell"] == "ptb_user_cells:janet"
     assert m["valid_history"][1] < m["valid_history"][0] < m["vocab_size"] / 2
     assert m["valid_history"][1] < m["vocab_size"] / 4
 
