@@ -901,7 +901,7 @@ def bench_main(args):
     """The ``graphrnn bench`` command."""
     from .cli import UsageError
     quick = bool(getattr(args, "quick", False))
-    out = getattr(args, "out", "benchmarks/results")
+    out = getattr(args, "out", None) or "benchmarks/results"
     cells = getattr(args, "cells", None) or list(CELL_NAMES)
     bad = [c for c in cells if c not in GATES]
     if bad:
@@ -933,4 +933,171 @@ def bench_main(args):
         with open(ppath, "w") as f:
             f.write(profile_gru())
         print(f"wrote {ppath}")
+    return 0
+
+
+# ============================================================================ language model
+
+LM_SIZES = {  # name: (V, D, H, layers, N, T, dropout, tied) -- the PTB presets
+    "ch6": (10000, 100, 100, 1, 20, 35, 0.0, False),
+    "better": (10000, 650, 650, 2, 20, 35, 0.5, True),
+}
+LM_CELLS = ("lstm", "gru")
+LM_GOALS = {("better", "gru"): 1.0, ("better", "lstm"): 0.85}   # torch's time / graphrnn's, at least
+
+
+def contenders_module(name):
+    """A module from the repository's ``benchmarks/`` folder (competitors are not
+    part of the library): found beside the package in a clone, or in the
+    current folder."""
+    import importlib
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for root in (os.getcwd(), here):
+        folder = os.path.join(root, "benchmarks")
+        if os.path.isfile(os.path.join(folder, name + ".py")):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            return importlib.import_module(name)
+    raise FileNotFoundError(f"benchmarks/{name}.py not found: run graphrnn bench from a clone of graphrnn")
+
+
+def lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts, lr=20.0, clip=0.25, seed=0):
+    """One training step of graphrnn's RNNLM, as ``graphrnn train ptb`` runs it."""
+    from . import optim
+    from .models import RNNLM
+    m = RNNLM(V, D, H, cell=cell, layers=layers, dropout=dropout, tie_weights=tie, seed=seed)
+    opt = optim.SGD(m.params, lr)
+
+    def step():
+        loss = m.forward(xs, ts)
+        m.backward()
+        optim.clip_global_norm(m.grads, clip)
+        opt.step(m.grads)
+        return loss
+    return step
+
+
+def run_lm_benchmarks(sizes, cells, rounds, book=None, use_torch=True, log=print, memory=True):
+    """Time one training step of each contender per (size, cell), interleaved."""
+    lm = contenders_module("lm_contenders")
+    threads = numpy_threads()
+    have_torch = use_torch and torch_available()
+    if have_torch:
+        import torch
+        torch.set_num_threads(threads)
+    meta = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "python": sys.version.split()[0],
+            "numpy": np.__version__, "cpus": os.cpu_count(), "numpy_blas_threads": threads,
+            "torch": __import__("torch").__version__ if have_torch else None, "book": book,
+            "sgemm_gflops_numpy": sgemm_peak()}
+    rows, cases = [], {}
+    for sname in sizes:
+        V, D, H, layers, N, T, dropout, tie = LM_SIZES[sname]
+        rng = np.random.default_rng(0)
+        xs, ts = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
+        for cell in cells:
+            fns = {"graphrnn": lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts)}
+            if have_torch:
+                fns["torch"] = lm.torch_step(V, D, H, layers, cell, dropout, tie, xs, ts)
+            if book and cell == "lstm":
+                fns["book"] = lm.book_step(book, V, D, H, sname == "better", dropout, xs, ts)
+            cases[(sname, cell)] = fns
+            t0 = time.perf_counter()
+            timing = time_interleaved(fns, rounds, target_s=0.0, warmup=1)
+            for impl, tm in timing.items():
+                rows.append({"size": sname, "cell": cell, "impl": impl, "V": V, "D": D, "H": H,
+                             "layers": layers, "N": N, "T": T, "dropout": dropout, "tied": tie, **tm})
+            log(f"  {sname:6s} {cell:4s} " + "  ".join(f"{k} {v['median_s'] * 1e3:8.1f} ms"
+                                                       for k, v in timing.items())
+                + f"   ({time.perf_counter() - t0:.1f} s)")
+    if memory:
+        meta["malloc_threshold_fixed"] = _fix_malloc_threshold()
+        for row in rows:
+            fn = cases[(row["size"], row["cell"])][row["impl"]]
+            row.update(measure_memory(fn, numpy_traced=row["impl"] != "torch"))
+    for row in rows:
+        g = next(r["median_s"] for r in rows if r["size"] == row["size"] and r["cell"] == row["cell"]
+                 and r["impl"] == "graphrnn")
+        row["speedup_of_graphrnn"] = row["median_s"] / g
+    return {"meta": meta, "rounds": rounds, "rows": rows}
+
+
+def lm_markdown(result):
+    m = result["meta"]
+    lines = [f"One training step of the PTB language model (forward, backward, global-norm clip, SGD), "
+             f"float32, median of {result['rounds']} interleaved rounds; {m['date_utc']} UTC, "
+             f"{m['cpus']} CPUs, numpy {m['numpy']}, torch {m['torch']}.",
+             "Speed-up = the other's time / graphrnn's. Memory: growth of the resident set's peak "
+             "during one step (all), and numpy's traced peak (numpy contenders).", "",
+             "| size | cell | implementation | ms per step | speed-up of graphrnn | RSS peak growth MiB | traced peak MiB |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['size']} | {r['cell']} | {r['impl']} | {r['median_s'] * 1e3:.1f} | "
+                     f"{r['speedup_of_graphrnn']:.2f}x | {_fmt_mib(r.get('rss_peak_delta_mib'))} | "
+                     f"{_fmt_mib(r.get('traced_peak_mib'))} |")
+    goals = lm_goals(result)
+    if goals:
+        lines += ["", "| goal | measured | met |", "|---|---:|:---:|"]
+        lines += [f"| {g['goal']} | {g['ratio']:.2f}x | {'yes' if g['met'] else 'NO'} |" for g in goals]
+    return "\n".join(lines) + "\n"
+
+
+def lm_goals(result):
+    out = []
+    for (size, cell), need in LM_GOALS.items():
+        r = next((r for r in result["rows"] if (r["size"], r["cell"], r["impl"]) == (size, cell, "torch")), None)
+        if r is not None:
+            out.append({"goal": f"{cell} LM vs torch CPU, {size} >= {need}x", "ratio": r["speedup_of_graphrnn"],
+                        "met": r["speedup_of_graphrnn"] >= need})
+    return out
+
+
+def lm_main(args):
+    """``graphrnn bench --lm``: the PTB model's training step against PyTorch (and the book)."""
+    from .cli import UsageError
+    sizes = getattr(args, "sizes", None) or ["better"]
+    bad = [s for s in sizes if s not in LM_SIZES]
+    if bad:
+        raise UsageError(f"unknown size {bad[0]!r} for --lm; choose from {', '.join(LM_SIZES)}")
+    cells = getattr(args, "cells", None) or list(LM_CELLS)
+    bad = [c for c in cells if c not in LM_CELLS]
+    if bad:
+        raise UsageError(f"--lm compares {', '.join(LM_CELLS)} (torch has kernels for those), not {bad[0]!r}")
+    book = getattr(args, "book", None)
+    if book and not os.path.isfile(os.path.join(book, "ch06", "rnnlm.py")):
+        raise UsageError(f"--book {book}: not a checkout of deep-learning-from-scratch-2 (no ch06/rnnlm.py)")
+    out = getattr(args, "out", None) or os.path.join("runs", "bench")
+    rounds = getattr(args, "rounds", None) or 5
+    if getattr(args, "command", None) == "bench" and not os.environ.get("GRAPHRNN_BENCH_CHILD"):
+        argv = [sys.executable, "-m", "graphrnn.cli", "bench", "--lm", "--out", out, "--sizes", *sizes,
+                "--cells", *cells, "--rounds", str(rounds)]
+        if book:
+            argv += ["--book", book]
+        if getattr(args, "no_torch", False):
+            argv.append("--no-torch")
+        import subprocess
+        env = dict(os.environ, GRAPHRNN_BENCH_CHILD="1")
+        for k, v in QUIET_POOLS.items():
+            env.setdefault(k, v)
+        return subprocess.run(argv, env=env).returncode
+    use_torch = not getattr(args, "no_torch", False)
+    if use_torch and not torch_available():
+        print("torch is not installed (pip install 'graphrnn[bench]'): timing graphrnn alone")
+    try:
+        contenders_module("lm_contenders")
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"graphrnn bench --lm: sizes {', '.join(sizes)}; cells {', '.join(cells)}; {rounds} rounds")
+    result = run_lm_benchmarks(sizes, cells, rounds, book=book, use_torch=use_torch)
+    result["goals"] = lm_goals(result)
+    os.makedirs(out, exist_ok=True)
+    md = lm_markdown(result)
+    for path, text in ((os.path.join(out, "lm.json"), json.dumps(result, indent=1) + "\n"),
+                       (os.path.join(out, "lm.md"), md)):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    print()
+    print(md)
+    print(f"wrote {os.path.join(out, 'lm.json')} and {os.path.join(out, 'lm.md')}")
     return 0

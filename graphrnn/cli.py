@@ -76,14 +76,23 @@ def _run_render(args):
 def _add_bench(sub):
     p = sub.add_parser("bench", help="time forward+backward against hand-written layers (and PyTorch)")
     p.add_argument("--quick", action="store_true", help="tiny and small sizes only, few repeats")
-    p.add_argument("--out", default="benchmarks/results", help="folder for JSON and markdown results")
+    p.add_argument("--out", default=None, help="folder for JSON and markdown results "
+                   "(default benchmarks/results; with --lm, runs/bench)")
     p.add_argument("--cells", nargs="+", default=None, help="cells to time (default rnn gru lstm mgu)")
     p.add_argument("--sizes", nargs="+", default=None, help="tiny, small, medium (default: all, or tiny small with --quick)")
     p.add_argument("--rounds", type=_positive, default=None, help="interleaved rounds per case")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
+    p.add_argument("--lm", action="store_true",
+                   help="time the PTB language model's training step (sizes ch6, better; cells lstm, gru)")
+    p.add_argument("--book", default=None, metavar="DIR",
+                   help="with --lm: also time the book's own model from a checkout of "
+                        "deep-learning-from-scratch-2")
 
 
 def _run_bench(args):
+    if args.lm:
+        from .bench import lm_main
+        return lm_main(args)
     from .bench import bench_main
     return bench_main(args)
 
@@ -112,7 +121,23 @@ def _run_sample(args):
     return sample_main(args)
 
 
-COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample"]
+def _add_report(sub):
+    p = sub.add_parser("report", help="compare finished training runs: report.md and perplexity.png")
+    p.add_argument("folder", metavar="DIR", help="a folder holding run folders (e.g. runs/ptb-ch6)")
+
+
+def _run_report(args):
+    from .report import write
+    try:
+        md = write(args.folder)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(md)
+    print(f"wrote {args.folder}/report.md and {args.folder}/perplexity.png")
+    return 0
+
+
+COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report"]
 
 
 def build_parser():

@@ -92,3 +92,43 @@ def test_bench_rejects_unknown_cell(tmp_path):
                                  no_torch=True)
     with pytest.raises(UsageError, match="nope"):
         bench.bench_main(args)
+
+
+def test_lm_benchmark_runner_times_graphrnn_and_writes_its_table(monkeypatch):
+    monkeypatch.setitem(bench.LM_SIZES, "tiny", (50, 6, 6, 2, 3, 4, 0.5, True))
+    result = bench.run_lm_benchmarks(["tiny"], ["lstm", "gru"], rounds=2, use_torch=False,
+                                     log=lambda *a: None, memory=False)
+    assert [(r["cell"], r["impl"]) for r in result["rows"]] == [("lstm", "graphrnn"), ("gru", "graphrnn")]
+    assert all(r["median_s"] > 0 and r["speedup_of_graphrnn"] == 1.0 for r in result["rows"])
+    md = bench.lm_markdown(result)
+    assert "| tiny | gru | graphrnn |" in md
+
+
+def test_torch_lm_contender_computes_the_same_loss_as_graphrnn():
+    # (LSTM only: torch's GRU applies r after W_hn h, graphrnn's gru is the book's form)
+    cell = "lstm"
+    torch = pytest.importorskip("torch")
+    from graphrnn.models import RNNLM
+    lm = bench.contenders_module("lm_contenders")
+    V, H, layers = 13, 5, 2
+    ours = RNNLM(V, H, H, cell=cell, layers=layers, tie_weights=True, seed=3, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    for v in ours.params.values():
+        v += rng.normal(size=v.shape) * 0.3
+    theirs = lm.TorchLM(V, H, H, layers, cell, 0.0, True)
+    # graphrnn's blocks f|g|i|o in torch's order i|f|g|o
+    order = [2, 0, 1, 3]
+    with torch.no_grad():
+        theirs.embed.weight.copy_(torch.from_numpy(ours.params["embed.W"]).float())
+        theirs.out.bias.copy_(torch.from_numpy(ours.params["out.b"]).float())
+        for l in range(layers):
+            def blocks(w):
+                return np.concatenate([w[:, k * H:(k + 1) * H] for k in order], axis=1)
+            getattr(theirs.rnn, f"weight_ih_l{l}").copy_(torch.from_numpy(blocks(ours.params[f"cell{l}.Wx"]).T))
+            getattr(theirs.rnn, f"weight_hh_l{l}").copy_(torch.from_numpy(blocks(ours.params[f"cell{l}.Wh"]).T))
+            getattr(theirs.rnn, f"bias_ih_l{l}").copy_(torch.from_numpy(blocks(ours.params[f"cell{l}.b"][None])[0]))
+            getattr(theirs.rnn, f"bias_hh_l{l}").zero_()
+    xs, ts = rng.integers(0, V, (3, 4)), rng.integers(0, V, (3, 4))
+    want = ours.forward(xs, ts)
+    got = theirs(torch.from_numpy(xs), torch.from_numpy(ts))
+    assert got == pytest.approx(want, rel=1e-5)

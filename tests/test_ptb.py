@@ -306,3 +306,35 @@ def test_checkpoint_carries_vocabulary_and_data_fingerprint(ptb_slice, tmp_path)
     manifest = checkpoint.read_manifest(str(tmp_path / "r"))
     assert manifest["task_state"]["vocab"][:3] == tr.task.words[:3]
     assert len(manifest["config"]["data_sha256"]) == 64
+
+
+# ------------------------------------------------------------------------ report
+
+def fake_run(root, cell, lr, seed, valid, test):
+    d = root / f"{cell}-lr{lr}-s{seed}"
+    d.mkdir(parents=True)
+    m = {"task": "ptb", "cell": cell, "lr": lr, "seed": seed, "valid_perplexity": min(valid),
+         "test_perplexity": test, "valid_history": valid, "epochs": len(valid), "seconds_per_epoch": 40.0,
+         "clip_fraction": 0.5}
+    (d / "metrics.json").write_text(json.dumps(m))
+    (d / "metrics.jsonl").write_text(json.dumps({"iteration": 0, "train_perplexity": 900.0}) + "\n"
+                                     + json.dumps({"iteration": 10, "train_perplexity": 300.0}) + "\n{torn")
+    return d
+
+
+def test_report_picks_each_cells_best_rate_on_validation_and_weighs_the_margin_by_the_seeds(tmp_path, capsys):
+    for seed, (a, b) in enumerate([(140.0, 150.0), (142.0, 152.0)]):
+        fake_run(tmp_path, "lstm", 20.0, seed, [200.0, a], a - 4)
+        fake_run(tmp_path, "lstm", 5.0, seed, [220.0, a + 30], 1.0)   # best test, worse validation
+        fake_run(tmp_path, "gru", 10.0, seed, [210.0, b], b - 3)
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "checkpoint.json").write_text("{}")
+    assert cli.main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| lstm **best** | 20 | 0,1 | 141.0 (140.0–142.0) | 137.0 (136.0–138.0) |" in md
+    assert "**lstm** wins at its own best rate (lr 20)" in md
+    assert "a margin of 11.0, larger than the spread over seeds (2.0, 2 seeds each)" in md
+    assert "Unfinished runs (not counted): unfinished" in md
+    assert os.path.getsize(tmp_path / "perplexity.png") > 1000
+    assert cli.main(["report", str(tmp_path / "unfinished")]) == 2
+    assert "no finished runs" in capsys.readouterr().err

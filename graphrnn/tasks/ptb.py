@@ -157,6 +157,8 @@ class PTB(Task):
         self.history = []            # one record per finished epoch
         self._window = [0.0, 0]      # loss sum and count since the last log line
         self._running = None         # running training perplexity, last logged
+        self.clipped = 0             # iterations whose gradient norm was clipped
+        self.steps = 0
 
     @classmethod
     def for_sampling(cls, config, task_state):
@@ -177,10 +179,12 @@ class PTB(Task):
         xs, ts = self.batch(i)
         loss = m.forward(xs, ts)
         m.backward()
-        optim.clip_global_norm(m.grads, self.config["clip"])
+        if optim.clip_global_norm(m.grads, self.config["clip"]) > self.config["clip"]:
+            self.clipped += 1
         self.opt.step(m.grads)
         self._window[0] += loss
         self._window[1] += 1
+        self.steps += 1
         return loss
 
     def log(self, i, loss):
@@ -232,6 +236,7 @@ class PTB(Task):
                 "test_perplexity": test, "epochs": len(self.history), "cell": cfg["cell"],
                 "preset": cfg["preset"], "lr": cfg["lr"], "final_lr": self.opt.lr, "seed": cfg["seed"],
                 "valid_history": [h["valid_perplexity"] for h in self.history],
+                "clip_fraction": self.clipped / self.steps if self.steps else None,
                 "vocab_size": len(self.words), "data_sha256": cfg.get("data_sha256")}
 
     # ----------------------------------------------------------- checkpoints
@@ -242,6 +247,7 @@ class PTB(Task):
         rng = self.model.rng.bit_generator.state
         meta = {"lr": self.opt.lr, "best_ppl": None if self.best is None else self.best_ppl,
                 "history": self.history, "window": self._window, "running": self._running,
+                "clipped": self.clipped, "steps": self.steps,
                 "dropout_rng": {"state": str(rng["state"]["state"]), "inc": str(rng["state"]["inc"]),
                                 "has_uint32": rng["has_uint32"], "uinteger": rng["uinteger"]},
                 "vocab": self.words}
@@ -258,6 +264,7 @@ class PTB(Task):
         self.history = list(meta["history"])
         self._window = [float(meta["window"][0]), int(meta["window"][1])]
         self._running = meta["running"]
+        self.clipped, self.steps = int(meta["clipped"]), int(meta["steps"])
         r = meta["dropout_rng"]
         self.model.rng.bit_generator.state = {
             "bit_generator": "PCG64", "state": {"state": int(r["state"]), "inc": int(r["inc"])},
