@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import networkx as nx
@@ -78,7 +79,8 @@ class Value:
         raise GraphError(f"{self.label}: only division by a Python number is supported")
 
     def __getitem__(self, key):
-        start, stop = _last_axis_slice(key, self.shape, self.label)
+        where = f"cell {self.builder.name!r}, slice of {self.label} {fmt_shape(self.shape)}"
+        start, stop = _last_axis_slice(key, self.shape, where)
         return _op("slice", self, attrs=(start, stop))
 
     def __bool__(self):
@@ -86,22 +88,52 @@ class Value:
                          "(use gr.relu or gates instead of Python if/else)")
 
 
-def _last_axis_slice(key, shape, label):
-    """Accept a[:, i:j], a[..., i:j], and b[i:j] on 1-D values: a slice of the last axis."""
+def _fmt_key(key):
+    """A subscript as the user wrote it: ``[:, 0:9]``, not ``(slice(None, None, None), ...)``."""
+    def one(k):
+        if k is Ellipsis:
+            return "..."
+        if not isinstance(k, slice):
+            return repr(k)
+        text = ("" if k.start is None else repr(k.start)) + ":" + ("" if k.stop is None else repr(k.stop))
+        return text + ("" if k.step is None else ":" + repr(k.step))
+    return "[" + ", ".join(one(k) for k in (key if isinstance(key, tuple) else (key,))) + "]"
+
+
+def _bound(i, width, which, key, where):
+    """One slice bound as a column index in [0, width]. numpy would clamp a bound
+    past the end (``[:, 0:9]`` of 4 columns is ``[:, 0:4]``) and wrap a negative one;
+    in a cell either is almost always a wrong size, so only -width..width is taken."""
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise GraphError(f"{where}: slice bounds must be integers, got {which} {i!r} in {key}")
+    i = int(i)
+    if not -width <= i <= width:
+        raise GraphError(f"{where}: {which} {i} of {key} is outside the last axis, "
+                         f"which has {width} columns (0..{width - 1}, or -{width}..-1 from the end)")
+    return i + width if i < 0 else i
+
+
+def _last_axis_slice(key, shape, where):
+    """Accept a[:, i:j], a[..., i:j], and b[i:j] on 1-D values: a slice of the last axis,
+    with bounds inside it, step 1 and at least one column."""
+    text = _fmt_key(key)
     keys = key if isinstance(key, tuple) else (key,)
     if keys and keys[0] is Ellipsis:
         keys = (slice(None),) * (len(shape) - len(keys) + 1) + keys[1:]
     if len(keys) != len(shape) or not all(isinstance(k, slice) for k in keys):
-        raise GraphError(f"{label}: only slices of the last axis are supported, like a[:, i:j]; "
-                         f"got {key!r} on shape {fmt_shape(shape)}")
+        raise GraphError(f"{where}: only slices of the last axis are supported, like a[:, i:j]; "
+                         f"got {text}")
     for k in keys[:-1]:
         if k != slice(None):
-            raise GraphError(f"{label}: only the last axis may be sliced, got {key!r}")
+            raise GraphError(f"{where}: only the last axis may be sliced, got {text}")
     last = keys[-1]
-    if last.step not in (None, 1):
-        raise GraphError(f"{label}: slices with a step are not supported, got {key!r}")
+    if last.step is not None and (isinstance(last.step, bool) or last.step != 1):
+        raise GraphError(f"{where}: slices with a step are not supported, got {text}")
     width = shape[-1]
-    start, stop, _ = last.indices(width)
+    start = 0 if last.start is None else _bound(last.start, width, "start", text, where)
+    stop = width if last.stop is None else _bound(last.stop, width, "stop", text, where)
+    if start >= stop:
+        raise GraphError(f"{where}: {text} selects no columns (start {start} >= stop {stop})")
     return start, stop
 
 
@@ -333,7 +365,9 @@ class CellBuilder:
                              "updated; call c.update(name=value)")
         out = self._output if self._output is not None else self._updates[next(iter(self._states))]
         # Everything that the updates and the output do not reach is dead code.
-        live = set()
+        # States stay even when no update reads them (h' = tanh(x W)): the engine
+        # still carries them, and their initial value then gets a zero gradient.
+        live = set(self._states.values())
         for node in [out, *self._updates.values()]:
             live |= nx.ancestors(self.graph, node) | {node}
         for name, node in self._params.items():
@@ -416,7 +450,19 @@ class Cell:
         return out
 
     def check_params(self, params: dict, dtype=None):
-        """Refuse missing, extra, misshapen or mixed-dtype parameters, naming which."""
+        """Refuse missing, extra, misshapen, non-array or mixed-dtype parameters, naming which.
+
+        ``params`` maps each name of ``param_shapes()`` to a float32 or float64
+        array of the backend in force (what ``init_params`` returns). Returns
+        their common dtype (``dtype`` if given, which every one must have).
+
+        >>> cell = gr.cells.rnn(2, 3)
+        >>> cell.check_params(cell.init_params())
+        dtype('float64')
+        """
+        if not isinstance(params, Mapping):
+            raise GraphError(f"cell {self.name!r}: parameters must be a dict of name -> array, "
+                             f"got {type(params).__name__}")
         shapes = self._param_shapes
         missing = [k for k in shapes if k not in params]
         extra = [k for k in params if k not in shapes]
@@ -424,13 +470,23 @@ class Cell:
             raise GraphError(f"cell {self.name!r}: parameters do not match: "
                              f"missing {missing or 'none'}, unexpected {extra or 'none'}")
         for k, want in shapes.items():
-            got = tuple(params[k].shape)
+            a = params[k]
+            if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+                # The run goes on reading the caller's dict, so a list cannot be
+                # converted here; say which entry it is instead of an AttributeError.
+                raise GraphError(f"cell {self.name!r}: parameter {k!r} is a {type(a).__name__}, not an "
+                                 f"array; pass np.asarray(...) of shape {fmt_shape(want)} "
+                                 "(cell.init_params() makes them all)")
+            got = tuple(a.shape)
             if got != want:
                 raise GraphError(f"cell {self.name!r}: parameter {k!r} has shape {fmt_shape(got)}, "
                                  f"the cell declares {fmt_shape(want)}")
+            if np.dtype(a.dtype) not in backend.FLOAT_DTYPES:
+                raise GraphError(f"cell {self.name!r}: parameter {k!r} is {a.dtype}; "
+                                 "parameters must be float32 or float64")
             if dtype is None:
-                dtype = params[k].dtype
-            elif params[k].dtype != dtype:
-                raise GraphError(f"cell {self.name!r}: parameter {k!r} is {params[k].dtype} but the "
+                dtype = a.dtype
+            elif a.dtype != dtype:
+                raise GraphError(f"cell {self.name!r}: parameter {k!r} is {a.dtype} but the "
                                  f"run is {dtype}; convert all arrays to one dtype (no silent promotion)")
         return dtype

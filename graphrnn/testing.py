@@ -575,7 +575,8 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
     (through tanh, sigmoid or a gated mix, so states stay bounded; sometimes
     one state simply takes another's old value, a shift register), every
     parameter and the input are used, and sometimes the output is a separate
-    value (possibly hoisted, possibly a state before its update). For
+    value (possibly hoisted, possibly a state before its update); sometimes
+    no update reads a state at all. For
     compiler-pass writers: compare ``gr.unroll`` with ``gr.unroll_naive``
     (``check_against_naive``) on what this draws.
     """
@@ -603,6 +604,10 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
             pool.append((s, 1.0))
         counter = [0]
         dangling = {v.node: v for v, _ in pool}
+        # Sometimes a state that no update has to read (h' = f(x) only): the
+        # engine must still carry it and give its initial value a zero gradient.
+        if draw(st.integers(0, 4)) == 0:
+            dangling.pop(states[0].node)
 
         def new_param(shape, static_ok=True):
             counter[0] += 1
