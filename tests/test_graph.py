@@ -230,3 +230,103 @@ def test_parameters_must_be_a_dict_of_float_arrays(gru):
     ints = {k: np.zeros(v.shape, np.int64) for k, v in params.items()}
     with pytest.raises(gr.GraphError, match=r"parameter 'Wx' is int64; parameters must be float32 or float64"):
         gr.unroll(cell, ints, np.zeros((2, 3, 3)))
+
+
+# --------------------------------------------------------------------------- the public API explains itself
+
+def _public_api():
+    """(name, object) for every public class, function, method and property of graph.py."""
+    import inspect
+
+    from graphrnn import graph
+    for name, obj in sorted(vars(graph).items()):
+        if name.startswith("_") or getattr(obj, "__module__", None) != graph.__name__ or not callable(obj):
+            continue
+        yield name, obj
+        if inspect.isclass(obj):
+            for m, member in vars(obj).items():
+                if m.startswith("_"):
+                    continue
+                if isinstance(member, property):
+                    yield f"{name}.{m}", member.fget
+                elif inspect.isfunction(member):
+                    yield f"{name}.{m}", member
+
+
+def test_every_public_name_of_graph_py_has_a_docstring_with_an_example():
+    names = dict(_public_api())
+    for expected in ("CellBuilder.input", "CellBuilder.state", "CellBuilder.param", "CellBuilder.update",
+                     "CellBuilder.output", "CellBuilder.build", "CellBuilder.name", "tanh", "sigmoid",
+                     "concat", "exp", "relu", "matmul", "Value", "Value.shape", "Cell", "Cell.init_params",
+                     "Cell.check_params", "Cell.param_shapes"):
+        assert expected in names
+    undocumented = [n for n, obj in names.items() if not (obj.__doc__ or "").strip()]
+    assert not undocumented, f"no docstring: {undocumented}"
+    no_example = [n for n, obj in names.items() if ">>>" not in obj.__doc__]
+    assert not no_example, f"no example in the docstring: {no_example}"
+
+
+def test_the_docstring_examples_of_graph_py_run_as_written():
+    import doctest
+
+    from graphrnn import graph
+    result = doctest.testmod(graph, extraglobs={"gr": gr, "np": np},
+                             optionflags=doctest.IGNORE_EXCEPTION_DETAIL)
+    assert result.attempted > 40 and result.failed == 0
+
+
+def test_help_on_a_builder_method_says_shapes_and_shows_an_example():
+    text = gr.CellBuilder.param.__doc__
+    assert "(D, 3H)" in text and ">>> c.param(" in text
+    assert "(N, size)" in gr.CellBuilder.state.__doc__ and "(N, D) and (N, H)" in gr.concat.__doc__
+
+
+# --------------------------------------------------------------------------- names the reader knows
+
+def test_a_named_value_reads_by_its_name_in_later_expressions_and_errors():
+    c, x, h = builder(3, 4)
+    W = c.param("W", (3, 4))
+    z = c.name(gr.sigmoid(x @ W), "z")
+    h_hat = gr.tanh(x @ W, name="h~")
+    mix = (1 - z) * h + z * h_hat
+    assert mix.label == "(1 - z) * h + z * h~"
+    a = c.graph.nodes[z.node]
+    assert (a["vname"], a["label"], a["expr"]) == ("z", "z", "sigmoid(x @ W)")
+    with pytest.raises(gr.GraphError, match=r"mul node \(z \* x\)"):
+        z * x
+
+
+@pytest.mark.parametrize("fn", [gr.sigmoid, gr.tanh, gr.relu, gr.exp])
+def test_every_function_takes_a_name_keyword(fn):
+    c, x, h = builder()
+    assert fn(x, name="a").label == "a"
+    assert gr.concat([x, h], name="xh").label == "xh"
+    assert gr.matmul(x, c.param("W", (3, 2)), name="m").label == "m"
+
+
+def test_names_are_unique_short_and_only_for_computed_values():
+    c, x, h = builder()
+    W = c.param("W", (3, 4))
+    z = c.name(x @ W, "z")
+    with pytest.raises(gr.GraphError, match=r"the name 'z' is already used"):
+        c.name(x @ W + 1.0, "z")
+    with pytest.raises(gr.GraphError, match=r"the name 'W' is already used"):
+        c.name(x @ W + 1.0, "W")
+    with pytest.raises(gr.GraphError, match=r"already named 'z'"):
+        c.name(z, "a")
+    with pytest.raises(gr.GraphError, match=r"x is an input and is already named 'x'"):
+        c.name(x, "input")
+    for bad in ("", "a b", "x" * 17, 3):
+        with pytest.raises(gr.GraphError, match=r"1-16 characters without spaces"):
+            c.name(x @ W, bad)
+    other = gr.CellBuilder("other")
+    with pytest.raises(gr.GraphError, match=r"must be a value of this cell"):
+        other.name(z, "q")
+
+
+def test_names_survive_build_and_compilation():
+    cell = gr.cells.gru(3, 4)
+    names = {a.get("vname") for _, a in cell.graph.nodes(data=True)} - {None}
+    assert {"z", "r", "h~"} <= names
+    plan = gr.compile_cell(cell)
+    assert {"z", "r", "h~"} <= {a.get("vname") for _, a in plan.graph.nodes(data=True)}
