@@ -110,6 +110,8 @@ class Value:
 
     def __truediv__(self, other):
         if isinstance(other, (int, float)) and not isinstance(other, bool):
+            if other == 0:
+                raise GraphError(f"cell {self.builder.cell_name!r}: {self.label} / 0: division by zero")
             return _op("mul", self, 1.0 / other)
         raise GraphError(f"cell {self.builder.cell_name!r}: {self.label}: only division by a "
                          "Python number is supported")
@@ -369,6 +371,8 @@ class CellBuilder:
     """
 
     def __init__(self, name: str):
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"a cell's name must be a non-empty string, got {name!r}")
         self.cell_name = name
         self.graph = nx.DiGraph(name=name)
         self._names: dict[str, int] = {}  # every name in use: leaves and named values
@@ -443,7 +447,12 @@ class CellBuilder:
         >>> c.param("Wx", (3, 12)), c.param("b", 12, init="zeros")
         (<Value Wx (3, 12)>, <Value b (12,)>)
         """
-        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        if isinstance(shape, (int, np.integer)):
+            shape = (shape,)
+        elif isinstance(shape, (tuple, list)):
+            shape = tuple(shape)
+        else:
+            raise GraphError(f"param {name!r}: shape must be an int or a tuple of sizes, got {shape!r}")
         if not 1 <= len(shape) <= 2:
             raise GraphError(f"param {name!r}: shape must be 1-D or 2-D, got {shape!r}")
         if not (callable(init) or isinstance(init, str)):
@@ -463,6 +472,8 @@ class CellBuilder:
             raise GraphError(f"cell {self.cell_name!r}: cannot use {value!r} ({type(value).__name__}) "
                              "in a cell; only symbolic values and Python numbers")
         value = float(value)
+        if not math.isfinite(value):
+            raise GraphError(f"cell {self.cell_name!r}: the constant {value} is not finite")
         node = self._new_node(kind="const", name=None, shape=(), label=f"{value:g}", value=value)
         return Value(self, node)
 
@@ -707,7 +718,10 @@ class Cell:
         >>> {k: (v.shape, str(v.dtype)) for k, v in params.items()}
         {'Wx': ((3, 12), 'float32'), 'Wh': ((4, 12), 'float32'), 'b': ((12,), 'float32')}
         """
-        dtype = backend.check_float_dtype(dtype, f"cell {self.name!r}: init_params")
+        try:
+            dtype = backend.check_float_dtype(dtype, f"cell {self.name!r}: init_params")
+        except TypeError as exc:  # the one error class users catch for a bad cell or run
+            raise GraphError(str(exc)) from None
         rng = np.random.default_rng(seed)
         out = {}
         for name, node in self.params.items():

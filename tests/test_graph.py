@@ -330,3 +330,23 @@ def test_names_survive_build_and_compilation():
     assert {"z", "r", "h~"} <= names
     plan = gr.compile_cell(cell)
     assert {"z", "r", "h~"} <= {a.get("vname") for _, a in plan.graph.nodes(data=True)}
+
+
+# --------------------------------------------------------------------------- more misuse, one clear message each
+
+@pytest.mark.parametrize("make,why", [
+    (lambda c, x, h: c.param("U", None), r"param 'U': shape must be an int or a tuple of sizes, got None"),
+    (lambda c, x, h: x / 0, r"x / 0: division by zero"),
+    (lambda c, x, h: x + float("nan"), r"the constant nan is not finite"),
+    (lambda c, x, h: h * float("inf"), r"the constant inf is not finite"),
+    (lambda c, x, h: gr.CellBuilder(3), r"a cell's name must be a non-empty string, got 3"),
+])
+def test_misuse_is_a_graph_error_not_a_python_error(make, why):
+    c, x, h = builder()
+    with pytest.raises(gr.GraphError, match=why):
+        make(c, x, h)
+
+
+def test_init_params_in_an_unsupported_dtype_is_a_graph_error():
+    with pytest.raises(gr.GraphError, match=r"dtype int64 is not supported; use float32 or float64"):
+        gr.cells.rnn(2, 3).init_params(dtype=np.int64)
