@@ -642,6 +642,7 @@ def _gradients_of_the_unrolled(G):
         elif d["role"] == "output" or (d["role"] == "state_out" and n.rsplit("_", 1)[0] == out_state):
             _note(G, n, f"dL/d{first}\nfrom the loss")
         elif d["cluster"] == "cluster_hoisted" and _read_in_steps(G, n, "rows"):
+            first = first.split(" = ")[0]  # the value's name, not its op
             _note(G, n, f"dL/d{first}: the rows of\nall T steps, one backward\nafter the loop",
                   "the hoisted backward runs once over all T·N rows")
     _param_notes(G)

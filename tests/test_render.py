@@ -394,6 +394,9 @@ def test_unrolled_parameters_and_hoisted_part_are_drawn_once_apart_and_reference
     if name == "gru":
         assert sorted(d["label"] for d in refs if _step_of(d) == 2) == [
             "Wh[:, 2H:3H]", "Wh[:, :2H]", "xw\n[t=2]"]
+        notes = _labels(diagram_graph(cell, unroll=3, backward=True), "grad_in")
+        assert "dL/dxw: the rows of\nall T steps, one backward\nafter the loop" in notes
+        assert "dL/dWh: summed\nover the T steps\nafter the loop" in notes
 
 
 @needs_dot
