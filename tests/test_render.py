@@ -6,12 +6,14 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import networkx as nx
 import pytest
 
 import graphrnn as gr
 from graphrnn import cli
 from graphrnn.plan import STATIC, compile_cell
-from graphrnn.render import (GALLERY_SIZES, GraphvizNotFound, gallery_items,
+from graphrnn.primitives import PRIMITIVES
+from graphrnn.render import (GALLERY_SIZES, GraphvizNotFound, diagram_graph, gallery_items,
                              gallery_sources, render)
 
 GALLERY = Path(__file__).resolve().parent.parent / "docs" / "gallery"
@@ -240,10 +242,6 @@ def test_cli_without_output_writes_an_svg_named_after_the_cell(tmp_path, monkeyp
 
 # --------------------------------------------------------------------------- names the reader knows
 
-from graphrnn.primitives import PRIMITIVES  # noqa: E402
-from graphrnn.render import diagram_graph  # noqa: E402
-
-
 def _labels(G, role=None):
     return [d["label"] for _, d in G.nodes(data=True) if role is None or d["role"] == role]
 
@@ -344,11 +342,7 @@ def test_a_gradient_can_be_followed_by_hand_from_the_loss_to_a_parameter():
 
 
 def nx_grad_graph(G):
-    import networkx as nx
     return nx.DiGraph([(u, v) for u, v, d in G.edges(data=True) if d["kind"] in ("grad", "grad_in")])
-
-
-import networkx as nx  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the unrolled view
