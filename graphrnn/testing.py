@@ -63,7 +63,7 @@ DIRECTIONS = 8
 # A check expected to take longer than this many seconds shows a progress bar.
 PROGRESS_AFTER = 3.0
 
-CHECK_KINDS = ("primitive", "cell", "unroll", "compiled-vs-naive")
+CHECK_KINDS = ("primitive", "cell", "unroll", "compiled-vs-naive", "layer", "model")
 MODES = ("auto", "full", "sampled", "projection")
 
 
@@ -476,6 +476,43 @@ def check_gradients(cell, params=None, xs=None, state0=None, *, batch=2, steps=3
     finally:
         progress.close()
     report.evaluations = progress.count
+    if raise_on_failure:
+        report.raise_if_failed()
+    return report
+
+
+def check_function(f, inputs, grads, *, subject="function", atol=None, rtol=None, mode="auto",
+                   directions=DIRECTIONS, sample=SAMPLE, full_limit=FULL_LIMIT, seed=0, kind="layer",
+                   raise_on_failure=True) -> GradCheckReport:
+    """Check hand-written gradients of any scalar function against float64 central differences.
+
+    ``f()`` computes the loss from the float64 arrays in ``inputs`` (dict name
+    -> array; the check perturbs them in place and restores them), ``grads``
+    holds the analytic gradient of each name. ``mode``, ``sample``,
+    ``directions`` and ``full_limit`` choose how much of each array is compared,
+    as in ``check_gradients`` (by default element by element up to
+    ``FULL_LIMIT`` elements, sampled above). This is how the language-model
+    layers and the whole ``RNNLM`` are checked; a user's own layer can be too.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    atol, rtol = tolerance(np.float64, atol, rtol)
+    report = GradCheckReport(kind, subject, "float64", atol, rtol, seed=seed)
+    pick = np.random.default_rng([seed, 1])
+    count = [0]
+
+    def counted():
+        count[0] += 1
+        return f()
+    for name, arr in inputs.items():
+        if arr.dtype != np.float64 or not arr.flags.c_contiguous:
+            raise ValueError(f"check_function: input {name!r} must be a C-contiguous float64 array "
+                             "(the check perturbs it in place)")
+        analytic = backend.to_numpy(grads[name]).astype(np.float64)
+        report.entries.append(_check_array(f"grad {name!r}", counted, arr, analytic,
+                                           _mode_of(mode, arr.size, full_limit), sample, directions,
+                                           pick, atol, rtol))
+    report.evaluations = count[0]
     if raise_on_failure:
         report.raise_if_failed()
     return report

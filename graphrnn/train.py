@@ -27,7 +27,7 @@ from .checkpoint import CheckpointError
 
 # Settings a resumed run may change: more iterations extend it, the rest would
 # make it a different run.
-RESUMABLE = ("iterations",)
+RESUMABLE = ("iterations", "epochs")
 
 
 class TrainingError(RuntimeError):
@@ -57,7 +57,8 @@ class Trainer:
         self.progress = (not quiet and hasattr(err, "isatty") and err.isatty()) if progress is None else progress
         self.step = 0            # iterations done
         self.losses = []         # the loss of every iteration done
-        self.elapsed = 0.0       # seconds spent in iterations, over all segments of the run
+        self.elapsed = 0.0       # seconds spent in the loop, over all segments of the run
+        self.eval_elapsed = 0.0  # the part of it spent in end-of-epoch evaluations
         self.saved_step = None   # iteration of the newest checkpoint on disk
         self._stop = False
 
@@ -74,7 +75,7 @@ class Trainer:
         arrays["trainer/losses"] = np.asarray(self.losses, dtype=np.float64)
         meta = {"config": self.config, "optimizer": ometa, "task_state": tmeta,
                 "rng": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
-                "elapsed_s": self.elapsed, "graphrnn": _version()}
+                "elapsed_s": self.elapsed, "eval_elapsed_s": self.eval_elapsed, "graphrnn": _version()}
         return arrays, meta
 
     def save(self):
@@ -112,6 +113,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint in {self.out!r}: loss history does not match step {self.step}")
         self.losses = [float(x) for x in losses]
         self.elapsed = float(manifest.get("elapsed_s", 0.0))
+        self.eval_elapsed = float(manifest.get("eval_elapsed_s", 0.0))
         self.saved_step = self.step
 
     # ------------------------------------------------------------------ output
@@ -155,6 +157,9 @@ class Trainer:
         losses = self.losses
         step_fn = task.step
         isfinite = math.isfinite
+        # Tasks that train by epochs (ptb) evaluate and checkpoint after each one.
+        epoch_length = getattr(task, "epoch_length", None) or 0
+        progress_text = getattr(task, "progress", None)
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -189,13 +194,18 @@ class Trainer:
                         self._say(line)
                 i += 1
                 self.step = i
-                if every and i % every == 0 and i < total:
+                if epoch_length and i % epoch_length == 0:
+                    self._end_epoch(i, epoch_length, log)
+                elif every and i % every == 0 and i < total:
                     self.save()
                 if bar is not None:
                     pending += 1
                     if pending >= 50:
                         bar.update(pending)
                         pending = 0
+                        text = progress_text() if progress_text else None
+                        if text:
+                            bar.set_postfix_str(text, refresh=False)
             self.elapsed += time.perf_counter() - t0
             t0 = None
         except KeyboardInterrupt:
@@ -218,11 +228,26 @@ class Trainer:
         self.finish()
         return 0
 
+    def _end_epoch(self, i, epoch_length, log):
+        """The task's evaluation after the epoch that iteration i-1 ended, logged
+        (as of that iteration, so a resume trims it with the epoch) and checkpointed."""
+        t = time.perf_counter()
+        rec, lines = self.task.end_epoch(i // epoch_length)
+        self.eval_elapsed += time.perf_counter() - t
+        log.write(json.dumps({"iteration": i - 1, **rec}) + "\n")
+        log.flush()
+        for line in lines:
+            self._say(line)
+        self.save()
+
     def finish(self):
         """metrics.json, the loss plot and the summary line."""
         task = self.task
         metrics = task.final_metrics()
         n = self.step
+        epoch_length = getattr(task, "epoch_length", None)
+        if epoch_length and n >= epoch_length:
+            metrics["seconds_per_epoch"] = round((self.elapsed - self.eval_elapsed) * epoch_length / n, 2)
         result = {"task": task.name, **metrics,
                   "final_loss": self.losses[-1] if self.losses else None,
                   "iterations": n, "train_s": round(self.elapsed, 3),
@@ -240,6 +265,8 @@ class Trainer:
         return result
 
     def plot(self):
+        if hasattr(self.task, "plot"):
+            return self.task.plot(self.losses, os.path.join(self.out, "perplexity.png"))
         import matplotlib
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
@@ -294,8 +321,9 @@ def build(task_name, overrides, *, out=None, checkpoint_every=0, quiet=False, st
 
 
 def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=False,
-           stream=None, progress=None):
-    """A Trainer that continues the run in ``folder`` from its checkpoint."""
+           stream=None, progress=None, sampling=False):
+    """A Trainer that continues the run in ``folder`` from its checkpoint
+    (with ``sampling``, only the model, built without the training data)."""
     tasks = _tasks()
     manifest, arrays = checkpoint.load(folder)
     config = dict(manifest["config"])
@@ -308,18 +336,23 @@ def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=
             continue
         if k not in RESUMABLE:
             raise CheckpointError(f"--{k.replace('_', '-')} {v} differs from the run's {config.get(k)}; "
-                                  f"a resumed run keeps its settings (only --iterations may change)")
+                                  f"a resumed run keeps its settings (only "
+                                  f"{' or '.join('--' + r for r in RESUMABLE)} may change)")
         config[k] = v
     config = cls.resolve_config({k: v for k, v in config.items() if k != "task"})
-    trainer = Trainer(cls(config), folder, checkpoint_every=checkpoint_every, quiet=quiet,
+    task = cls.for_sampling(config, manifest.get("task_state") or {}) if sampling else cls(config)
+    trainer = Trainer(task, folder, checkpoint_every=checkpoint_every, quiet=quiet,
                       stream=stream, progress=progress)
     trainer.restore(manifest, arrays)
+    if not sampling and trainer.step > config["iterations"]:
+        raise CheckpointError(f"{folder} is already at iteration {trainer.step}, past the "
+                              f"{config['iterations']} asked for; ask for more, or leave it as it is")
     return trainer
 
 
 def load_task(folder, task_name=None):
     """The task of a saved run with its trained parameters (for sampling)."""
-    trainer = resume(folder, task_name=task_name, quiet=True)
+    trainer = resume(folder, task_name=task_name, quiet=True, sampling=True)
     return trainer.task
 
 
@@ -329,24 +362,53 @@ def add_train_arguments(p):
     from . import tasks
     p.add_argument("task", nargs="?", metavar="TASK",
                    help=f"one of {', '.join(tasks.TASKS)} (may be left out with --resume)")
-    p.add_argument("--iterations", type=int, default=None, metavar="K")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--preset", default=None, help="ptb: ch6 (the book's chapter 6), better "
+                   "(BetterRnnlm) or cpu (about an hour on 2 cores); default ch6")
+    p.add_argument("--epochs", type=int, default=None, metavar="E", help="ptb: passes over the training data")
+    p.add_argument("--iterations", type=int, default=None, metavar="K",
+                   help="the other tasks: iterations to train (default: the task's, see docs/tasks.md)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--cell", default=None, help="a built-in cell name or module:function")
     p.add_argument("--hidden", type=int, default=None, metavar="H", help="hidden units")
     p.add_argument("--lr", type=float, default=None, help="learning rate")
     p.add_argument("--optimizer", default=None, help="sgd (the originals') or adam")
     p.add_argument("--log-every", type=int, default=None, metavar="K")
-    p.add_argument("--data", default=None, metavar="FILE", help="dinosaurs: a names file, one per line")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="dinosaurs: a names file, one per line; ptb: the folder of ptb.{train,valid,test}.txt "
+                        "(default: $GRAPHRNN_DATA, then a per-user cache it is downloaded into)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting of the task, e.g. --set dropout=0.3 (repeatable)")
+    p.add_argument("--backend", default=None, choices=("numpy", "cupy"),
+                   help="array backend (default numpy, or $GRAPHRNN_BACKEND)")
     p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/TASK-DATE)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
-                   help="also checkpoint every K iterations (always: at the start, the end and on Ctrl-C)")
+                   help="also checkpoint every K iterations (always: at the start, the end and on Ctrl-C; "
+                        "ptb: after every epoch)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
 
 
+def _parse_set(items):
+    """``--set key=value`` pairs; values read as JSON (numbers, true, null), else as text."""
+    out = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            from .cli import UsageError
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
 def _overrides(args):
-    keys = ("iterations", "seed", "cell", "hidden", "lr", "optimizer", "log_every", "data")
-    return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
+    keys = ("iterations", "seed", "cell", "hidden", "lr", "optimizer", "log_every", "data", "preset", "epochs")
+    out = {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
+    out.update(_parse_set(getattr(args, "set", None) or []))
+    return out
 
 
 def _usage_errors():
@@ -354,7 +416,8 @@ def _usage_errors():
     from .optim import OptimError
     from .primitives import GraphError
     from .tasks import TaskError
-    return (TaskError, CheckpointError, DataError, OptimError, GraphError, TrainingError)
+    return (TaskError, CheckpointError, DataError, OptimError, GraphError, TrainingError,
+            backend.BackendError)
 
 
 def train_main(args):
@@ -363,6 +426,8 @@ def train_main(args):
         if args.checkpoint_every < 0:
             raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
         overrides = _overrides(args)
+        if args.backend:
+            backend.set_backend(args.backend)
         if args.resume:
             if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
                 raise UsageError("--resume continues in its own folder; leave out --out")
@@ -371,8 +436,8 @@ def train_main(args):
         else:
             if not args.task:
                 raise UsageError("name a task (or --resume DIR)")
-            if "data" in overrides and args.task != "dinosaurs":
-                raise UsageError("--data applies to the dinosaurs task only")
+            if "data" in overrides and args.task not in ("dinosaurs", "ptb"):
+                raise UsageError("--data applies to the dinosaurs and ptb tasks only")
             trainer = build(args.task, overrides, out=args.out,
                             checkpoint_every=args.checkpoint_every, quiet=args.quiet)
         return trainer.run()
@@ -381,23 +446,30 @@ def train_main(args):
 
 
 def add_sample_arguments(p):
-    p.add_argument("task", metavar="TASK", help="the task of the run (dinosaurs)")
+    p.add_argument("task", metavar="TASK", help="the task of the run (dinosaurs, ptb)")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run folder from graphrnn train")
-    p.add_argument("-n", type=int, default=7, help="how many samples (default 7)")
+    p.add_argument("-n", type=int, default=None,
+                   help="how many: dinosaur names (default 7) or ptb words (default 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=None, help="ptb: sharpen (<1) or flatten (>1)")
+    p.add_argument("--start", default=None, metavar="WORDS", help="ptb: the words to continue")
 
 
 def sample_main(args):
     from .cli import UsageError
-    if args.n < 0:
-        raise UsageError(f"-n must be >= 0, got {args.n}")
+    n = args.n if args.n is not None else (100 if args.task == "ptb" else 7)
+    if n < 0:
+        raise UsageError(f"-n must be >= 0, got {n}")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    extra = {k: getattr(args, k) for k in ("temperature", "start") if getattr(args, k, None) is not None}
+    if extra and args.task != "ptb":
+        raise UsageError(f"--{next(iter(extra))} applies to the ptb task only")
     try:
         _tasks().get(args.task)
         task = load_task(args.checkpoint, args.task)
-        for name in task.sample(args.n, args.seed):
-            print(name)
+        for text in task.sample(n, args.seed, **extra):
+            print(text)
     except _usage_errors() as exc:
         raise UsageError(str(exc)) from None
     return 0

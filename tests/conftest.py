@@ -10,3 +10,33 @@ from hypothesis import settings
 import graphrnn.testing  # noqa: F401  (registers the profiles)
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+import pathlib
+
+import pytest
+
+# The data folder CI and the tests use: ../shared/data beside the repository.
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def ptb_dir():
+    d = SHARED_DATA / "ptb"
+    if not (d / "ptb.train.txt").is_file():
+        pytest.skip(f"the Penn Treebank is not at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def ptb_slice(ptb_dir, tmp_path_factory):
+    """A small PTB: the first 1,200 training lines, and the validation and test
+    lines (150 each) whose words all occur in them."""
+    out = tmp_path_factory.mktemp("ptb-slice")
+    train = (ptb_dir / "ptb.train.txt").read_text().splitlines(keepends=True)[:1200]
+    (out / "ptb.train.txt").write_text("".join(train))
+    vocab = set(w for line in train for w in line.split())
+    for split in ("valid", "test"):
+        lines = (ptb_dir / f"ptb.{split}.txt").read_text().splitlines(keepends=True)
+        keep = [ln for ln in lines if set(ln.split()) <= vocab][:150]
+        (out / f"ptb.{split}.txt").write_text("".join(keep))
+    return out

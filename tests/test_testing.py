@@ -366,3 +366,17 @@ def test_cli_gradcheck_reports_sampling_and_takes_sample_directions_full_when_de
     args.hidden_size, args.full = 8, True
     assert testing.gradcheck_main(args) == 0
     assert "sampled:" not in capsys.readouterr().out
+
+
+def test_check_function_samples_large_arrays_and_catches_a_near_miss():
+    x = np.random.default_rng(0).uniform(-1, 1, (40, 60))
+
+    def f():
+        return float(np.sum(np.tanh(x) ** 2))
+    right = 2 * np.tanh(x) * (1 - np.tanh(x) ** 2)
+    report = testing.check_function(f, {"x": x}, {"x": right}, seed=3)
+    e = report["grad 'x'"]
+    assert report.ok and e.mode == "sampled" and e.checked == testing.SAMPLE and report.seed == 3
+    assert report.evaluations == 2 * (testing.SAMPLE + testing.DIRECTIONS)
+    with pytest.raises(GradientCheckError):
+        testing.check_function(f, {"x": x}, {"x": right * 1.001})

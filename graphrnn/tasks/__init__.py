@@ -10,8 +10,9 @@ from .base import Task, TaskError
 from .binary_addition import BinaryAddition
 from .dinosaurs import Dinosaurs
 from .primes import Primes
+from .ptb import PTB
 
-TASKS = {t.name: t for t in (BinaryAddition, Primes, Dinosaurs)}
+TASKS = {t.name: t for t in (BinaryAddition, Primes, Dinosaurs, PTB)}
 
 
 def get(name):
@@ -21,4 +22,4 @@ def get(name):
         raise TaskError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
 
 
-__all__ = ["TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs"]
+__all__ = ["TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "PTB"]

@@ -37,6 +37,12 @@ class Task:
         self.config = config
         self.rng = np.random.RandomState(config["seed"])
 
+    @classmethod
+    def for_sampling(cls, config, task_state):
+        """The task rebuilt to sample from a checkpoint (``task_state``: what its
+        ``extra_state`` saved); a task whose data is large builds it without."""
+        return cls(config)
+
     # ---------------------------------------------------------------- building
     @classmethod
     def resolve_config(cls, overrides):
