@@ -380,3 +380,17 @@ def test_check_function_samples_large_arrays_and_catches_a_near_miss():
     assert report.evaluations == 2 * (testing.SAMPLE + testing.DIRECTIONS)
     with pytest.raises(GradientCheckError):
         testing.check_function(f, {"x": x}, {"x": right * 1.001})
+
+
+def test_checks_run_blas_on_one_thread_when_threadpoolctl_is_there(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    real = testing.central_differences
+
+    def spy(f, x, indices, eps=testing.EPS):
+        seen.extend(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+        return real(f, x, indices, eps)
+    monkeypatch.setattr(testing, "central_differences", spy)
+    check_gradients(gr.cells.rnn(2, 3), seed=0)
+    testing.check_function(lambda: 0.0, {"x": np.zeros(3)}, {"x": np.zeros(3)})
+    assert seen and set(seen) == {1}
