@@ -40,13 +40,27 @@ def _run_demo(args):
 # ------------------------------------------------------------------------ gradcheck
 
 def _add_gradcheck(sub):
-    p = sub.add_parser("gradcheck", help="compare a cell's backward with central differences")
-    p.add_argument("cell", help="a built-in cell name or module:function")
-    p.add_argument("--input-size", type=_positive, default=3)
-    p.add_argument("--hidden-size", type=_positive, default=4)
-    p.add_argument("--batch", type=_positive, default=2)
-    p.add_argument("--steps", type=_positive, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    from .testing import DIRECTIONS, FULL_LIMIT, SAMPLE
+    p = sub.add_parser(
+        "gradcheck", help="compare a cell's backward with central differences",
+        description="Compare the engine's BPTT gradients of a cell with float64 central "
+                    f"differences. Arrays of up to {FULL_LIMIT} elements are checked element by "
+                    f"element; larger ones at --sample random elements plus --directions random "
+                    "directions (seeded by --seed, reported with the results).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("cell", help="a built-in cell name (rnn, gru, lstm, lstm_nico, mgu) or module:function")
+    p.add_argument("--input-size", type=_positive, default=3, help="input width D")
+    p.add_argument("--hidden-size", type=_positive, default=4, help="state width H")
+    p.add_argument("--batch", type=_positive, default=2, help="sequences per batch N")
+    p.add_argument("--steps", type=_positive, default=3, help="time steps T (1 checks one cell step)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="draws parameters, inputs, loss weights, sampled elements and directions")
+    p.add_argument("--sample", type=_positive, default=SAMPLE,
+                   help=f"elements checked one by one in each array over {FULL_LIMIT} elements")
+    p.add_argument("--directions", type=_positive, default=DIRECTIONS,
+                   help="random directions checked in each array that is sampled")
+    p.add_argument("--full", action="store_true",
+                   help="check every element of every array (slow for large cells)")
 
 
 def _run_gradcheck(args):

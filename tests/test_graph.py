@@ -350,3 +350,15 @@ def test_misuse_is_a_graph_error_not_a_python_error(make, why):
 def test_init_params_in_an_unsupported_dtype_is_a_graph_error():
     with pytest.raises(gr.GraphError, match=r"dtype int64 is not supported; use float32 or float64"):
         gr.cells.rnn(2, 3).init_params(dtype=np.int64)
+
+
+def test_run_inputs_of_the_wrong_kind_are_graph_errors():
+    cell = gr.cells.gru(3, 4)
+    params = cell.init_params(seed=0)
+    with pytest.raises(gr.GraphError, match=r"xs must be an array"):
+        gr.unroll(cell, params, "abc")
+    with pytest.raises(gr.GraphError, match=r"state0 must be a dict"):
+        gr.unroll(cell, params, np.zeros((2, 3, 3)), [np.zeros((2, 4))])
+    run = gr.unroll(cell, params, np.zeros((2, 3, 3)))
+    with pytest.raises(gr.GraphError, match=r"dstate must be a dict"):
+        run.backward(None, [np.zeros((2, 4))])
