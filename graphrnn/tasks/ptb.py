@@ -150,7 +150,6 @@ class PTB(Task):
         except GraphError as exc:
             raise TaskError(str(exc)) from None
         self.params = self.model.params
-        self.cell_names = []
         self.opt = self.make_optimizer()
         self.best = None             # copies of the parameters with the best validation perplexity
         self.best_ppl = math.inf
@@ -211,7 +210,7 @@ class PTB(Task):
         """Validation after epoch ``epoch`` (1-based): keep the best, maybe divide the rate."""
         t0 = time.perf_counter()
         ppl = self.evaluate("valid")
-        rec = {"epoch": epoch, "valid_perplexity": ppl, "lr": self.opt.lr, "eval_s": 0.0}
+        rec = {"epoch": epoch, "valid_perplexity": ppl, "lr": self.opt.lr}
         line = f"epoch {epoch}: valid perplexity {ppl:.2f} (lr {self.opt.lr:g})"
         if ppl < self.best_ppl:
             self.best_ppl = ppl
