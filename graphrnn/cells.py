@@ -122,12 +122,18 @@ def get(name):
 
 def from_spec(spec: str, input_size: int, hidden_size: int):
     """A cell from a command line: a built-in name, or ``module:function`` for a
-    user's factory called as ``function(input_size, hidden_size)``."""
+    user's factory called as ``function(input_size, hidden_size)``. The module is
+    looked for in the current folder first, as ``python -m`` does."""
     if ":" not in spec:
         return get(spec)(input_size, hidden_size)
     import importlib
+    import os
+    import sys
 
     module_name, _, func_name = spec.partition(":")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

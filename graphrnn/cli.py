@@ -3,16 +3,16 @@
 Each subcommand has a ``_add_<name>(sub)`` that declares its arguments and a
 ``_run_<name>(args)`` that does the work, importing what it needs lazily so
 ``graphrnn --help`` stays fast. Errors a user can cause (bad names, bad sizes,
-missing files) print one line and exit 2, never a traceback.
+missing or damaged files, paths that cannot be written) print one line and
+exit 2, never a traceback: ``main`` is the one place that turns the errors of
+``graphrnn.errors`` into that line.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
+from .errors import GraphrnnError, UsageError  # noqa: F401  (UsageError: imported from here too)
 
 
 def _positive(text):
@@ -34,19 +34,36 @@ def _add_demo(sub):
 
 def _run_demo(args):
     from .demo import demo
+    from .files import check_output_folder
+    check_output_folder(args.out, "output folder")
     return demo(args.out)
 
 
 # ------------------------------------------------------------------------ gradcheck
 
+# Each option: flags, then argparse's keywords. A new option is one more row.
+GRADCHECK_OPTIONS = [
+    (("--input-size",), dict(type=_positive, default=3, metavar="D",
+                             help="width of the cell's input x (default 3)")),
+    (("--hidden-size",), dict(type=_positive, default=4, metavar="H",
+                              help="width of the cell's state (default 4)")),
+    (("--batch",), dict(type=_positive, default=2, metavar="N", help="sequences per batch (default 2)")),
+    (("--steps",), dict(type=_positive, default=3, metavar="T",
+                        help="time steps unrolled before the loss (default 3)")),
+    (("--seed",), dict(type=int, default=0,
+                       help="seed of the parameters, inputs and loss weights (default 0)")),
+]
+
+
 def _add_gradcheck(sub):
-    p = sub.add_parser("gradcheck", help="compare a cell's backward with central differences")
-    p.add_argument("cell", help="a built-in cell name or module:function")
-    p.add_argument("--input-size", type=_positive, default=3)
-    p.add_argument("--hidden-size", type=_positive, default=4)
-    p.add_argument("--batch", type=_positive, default=2)
-    p.add_argument("--steps", type=_positive, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("gradcheck", help="compare a cell's backward with central differences",
+                       description="Unroll CELL over T steps and compare the engine's gradient of "
+                                   "every parameter, the inputs and the initial states with float64 "
+                                   "central differences. Exit status 1 when one differs.")
+    p.add_argument("cell", help="a built-in cell name or module:function (looked for in the "
+                                "current folder first)")
+    for flags, kw in GRADCHECK_OPTIONS:
+        p.add_argument(*flags, **kw)
 
 
 def _run_gradcheck(args):
@@ -58,16 +75,21 @@ def _run_gradcheck(args):
 
 def _add_render(sub):
     p = sub.add_parser("render", help="draw a cell, its unrolled form or its backward pass")
-    p.add_argument("cell", help="a built-in cell name or module:function")
-    p.add_argument("-o", "--output", default=None, help="file to write (.svg, .png, .pdf, .dot)")
-    p.add_argument("--unroll", type=_positive, default=None, metavar="T")
-    p.add_argument("--backward", action="store_true")
-    p.add_argument("--input-size", type=_positive, default=3)
-    p.add_argument("--hidden-size", type=_positive, default=4)
+    p.add_argument("cell", help="a built-in cell name or module:function (looked for in the "
+                                "current folder first)")
+    p.add_argument("-o", "--output", default=None,
+                   help="file to write (.svg, .png, .pdf, .dot; default CELL[-unrolled][-backward].svg)")
+    p.add_argument("--unroll", type=_positive, default=None, metavar="T", help="draw T time steps")
+    p.add_argument("--backward", action="store_true", help="draw the gradient flow too")
+    p.add_argument("--input-size", type=_positive, default=3, metavar="D", help="default 3")
+    p.add_argument("--hidden-size", type=_positive, default=4, metavar="H", help="default 4")
 
 
 def _run_render(args):
+    from .files import check_output_file
     from .render import render_main
+    if args.output is not None:
+        check_output_file(args.output)
     return render_main(args)
 
 
@@ -76,8 +98,9 @@ def _run_render(args):
 def _add_bench(sub):
     p = sub.add_parser("bench", help="time forward+backward against hand-written layers (and PyTorch)")
     p.add_argument("--quick", action="store_true", help="tiny and small sizes only, few repeats")
-    p.add_argument("--out", default=None, help="folder for JSON and markdown results "
-                   "(default benchmarks/results; with --lm, runs/bench)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the JSON and markdown results (default runs/bench; "
+                        "`make bench-results` refreshes the committed benchmarks/results)")
     p.add_argument("--cells", nargs="+", default=None, help="cells to time (default rnn gru lstm mgu)")
     p.add_argument("--sizes", nargs="+", default=None, help="tiny, small, medium (default: all, or tiny small with --quick)")
     p.add_argument("--rounds", type=_positive, default=None, help="interleaved rounds per case")
@@ -90,6 +113,9 @@ def _add_bench(sub):
 
 
 def _run_bench(args):
+    from .bench import DEFAULT_OUT
+    from .files import check_output_folder
+    check_output_folder(args.out or DEFAULT_OUT, "output folder")
     if args.lm:
         from .bench import lm_main
         return lm_main(args)
@@ -128,10 +154,7 @@ def _add_report(sub):
 
 def _run_report(args):
     from .report import write
-    try:
-        md = write(args.folder)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
+    md = write(args.folder)
     print(md)
     print(f"wrote {args.folder}/report.md and {args.folder}/perplexity.png")
     return 0
@@ -156,18 +179,28 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .primitives import GraphError
+    command = "graphrnn"
     try:
+        # Building the parser imports parts of graphrnn: a Ctrl-C there is caught too.
+        args = build_parser().parse_args(argv)
+        command = f"graphrnn {args.command}"
         rc = globals()[f"_run_{args.command}"](args)
-    except (UsageError, GraphError, FileNotFoundError) as exc:
-        print(f"graphrnn {args.command}: error: {exc}", file=sys.stderr)
+    except GraphrnnError as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment (a file, a permission, a full disk), not a bug
+        print(f"{command}: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"graphrnn {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _os_error_line(exc):
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason.lower()}" if where else reason
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ import math
 from . import backend
 
 
-class OptimError(ValueError):
-    """An optimizer was given settings or state that cannot work."""
+from .errors import OptimError  # noqa: F401  (imported from here too)
 
 
 def _check_lr(lr):

@@ -15,14 +15,16 @@ import os
 
 import numpy as np
 
+from . import files
+
 
 def load_runs(root):
     """(finished, unfinished): finished runs as dicts of their metrics plus
     ``folder`` and ``curve`` (validation perplexity per epoch)."""
     done, open_ = [], []
-    for dirpath, _dirs, files in sorted(os.walk(root)):
-        if "metrics.json" not in files:
-            if "checkpoint.json" in files:
+    for dirpath, _dirs, names in sorted(os.walk(root)):
+        if "metrics.json" not in names:
+            if "checkpoint.json" in names:
                 open_.append(dirpath)
             continue
         try:
@@ -156,8 +158,10 @@ def plot(path, best):
         ax.legend()
     ax2.set_ylim(top=1000)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        files.save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -169,8 +173,5 @@ def write(root, name="report.md", plot_name="perplexity.png"):
     rows, best = summarize(runs)
     plot(os.path.join(root, plot_name), best)
     md = markdown(root, rows, best, unfinished, plot_name)
-    tmp = os.path.join(root, "." + name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(md)
-    os.replace(tmp, os.path.join(root, name))
+    files.atomic_write(os.path.join(root, name), md)
     return md

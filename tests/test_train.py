@@ -183,8 +183,8 @@ def test_malformed_data_file_and_wrong_resume_settings_are_named(tmp_path, capsy
     out = str(tmp_path / "b")
     assert cli.main(["train", "primes", "--hidden", "4", "--iterations", "3", "--out", out, "--quiet"]) == 0
     capsys.readouterr()
-    assert cli.main(["train", "--resume", out, "--lr", "0.5"]) == 2
-    assert "a resumed run keeps its settings" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", out, "--hidden", "5"]) == 2
+    assert "a resumed run keeps what defines its model and data" in capsys.readouterr().err
     assert cli.main(["train", "dinosaurs", "--resume", out]) == 2
     assert "is a 'primes' run" in capsys.readouterr().err
     assert cli.main(["train", "primes", "--out", out]) == 2

@@ -17,7 +17,7 @@ import numpy as np
 from .. import backend, cells, data
 from ..layers import Affine, SigmoidMSE
 from ..unroll import unroll
-from .base import Task, TaskError, uniform
+from .base import Task, TaskError, uniform, whole_number
 
 
 class BinaryAddition(Task):
@@ -30,7 +30,8 @@ class BinaryAddition(Task):
     @classmethod
     def resolve_config(cls, overrides):
         config = super().resolve_config(overrides)
-        if not 2 <= int(config["bits"]) <= 12:
+        config["bits"] = whole_number(config, "bits", 2, "in 2..12")
+        if config["bits"] > 12:
             raise TaskError(f"bits must be in 2..12, got {config['bits']}")
         return config
 
