@@ -438,13 +438,13 @@ def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=
     where = os.path.join(folder, checkpoint.MANIFEST)
     checkpoint.validate(manifest, TRAINER_SCHEMA, where)
     config = dict(manifest["config"])
-    name = config.get("task")
-    if task_name is not None and task_name != name:
-        raise CheckpointError(f"{folder} is a {name!r} run, not {task_name!r}")
+    name = config["task"]
     try:
         cls = tasks.get(name)
     except TaskError as exc:
         raise CheckpointError(f"{where}: field config.task: {exc}") from None
+    if task_name is not None and task_name != name:
+        raise CheckpointError(f"{folder} is a {name!r} run, not {task_name!r}")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     recorded_cell = config["cell"]
     config["cell"] = _cell_to_load(recorded_cell, overrides.pop("cell", None), trust, folder)
