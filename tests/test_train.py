@@ -14,6 +14,7 @@ SMALL = {
     "binary-addition": {"iterations": 160, "log_every": 40},
     "dinosaurs": {"iterations": 160, "log_every": 40, "hidden": 12, "samples": 2},
     "primes": {"iterations": 160, "log_every": 40, "hidden": 8, "optimizer": "adam", "lr": 0.01},
+    "lstm-toy": {"iterations": 160, "log_every": 40, "hidden": 10},
 }
 
 
@@ -389,3 +390,26 @@ def test_a_built_in_cell_loads_by_name_and_cannot_be_swapped(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["train", "--resume", out, "--cell", "gru", "--iterations", "6"]) == 2
     assert "differs from the run's cell 'rnn'" in capsys.readouterr().err
+
+
+def test_run_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    assert trainer("primes", out).run() == 0
+    before = {n: (out / n).read_bytes() for n in ("metrics.json", "loss.png")}
+    again = train.resume(str(out), {"iterations": 170}, quiet=True)
+    # metrics that cannot be written as JSON, a plot that fails half way
+    monkeypatch.setattr(again.task, "final_metrics", lambda: {"loss": 1.0, "bad": object()})
+    with pytest.raises(TypeError):
+        again.run()
+    assert (out / "metrics.json").read_bytes() == before["metrics.json"]
+    from matplotlib.figure import Figure
+
+    def torn_savefig(self, f, **kw):
+        f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Figure, "savefig", torn_savefig)
+    monkeypatch.setattr(again.task, "final_metrics", lambda: {"loss": 1.0})
+    with pytest.raises(OSError):
+        again.finish()
+    assert (out / "loss.png").read_bytes() == before["loss.png"]
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
