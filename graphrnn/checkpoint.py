@@ -31,7 +31,7 @@ import zlib
 
 import numpy as np
 
-from . import backend, files
+from . import backend, files, schema
 from .errors import CheckpointError
 
 MANIFEST = "checkpoint.json"
@@ -48,100 +48,22 @@ def _ours(name):
 
 # ------------------------------------------------------------------------- schema
 
-class Field:
-    """A schema leaf: ``check(value)`` returns None, or what was expected."""
-
-    def __init__(self, expected, check):
-        self.expected, self.check = expected, check
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _dtype_problem(v):
-    if not isinstance(v, str):
-        return "a dtype string such as '<f8'"
-    try:
-        dt = np.dtype(v)
-    except (TypeError, ValueError):
-        return "a numpy dtype such as '<f8'"
-    if dt.kind not in "biuf":
-        return "a numeric dtype (bool, int, uint or float)"
-    return None
-
-
-COUNT = Field("a non-negative integer", lambda v: None if _is_int(v) and v >= 0 else "")
-INT = Field("an integer", lambda v: None if _is_int(v) else "")
-NUMBER = Field("a number", lambda v: None if _is_number(v) else "")
-TEXT = Field("a string", lambda v: None if isinstance(v, str) else "")
-OBJECT = Field("an object", lambda v: None if isinstance(v, dict) else "")
-DTYPE = Field("a numeric dtype", _dtype_problem)
-ARRAYS_FILE = Field("a file name checkpoint-NNNNNNNN.npz",
-                    lambda v: None if isinstance(v, str) and _ARRAYS_FILE.match(v) else "")
-
-# A dict schema lists required keys (a key ending in "?" is optional); {"*": s}
-# checks every value of an object against s; [s] every item of a list.
+ARRAYS_FILE = schema.Field("a file name checkpoint-NNNNNNNN.npz",
+                           lambda v: None if isinstance(v, str) and _ARRAYS_FILE.match(v) else "")
+# See graphrnn/schema.py for the notation.
 MANIFEST_SCHEMA = {
-    "format": TEXT,
-    "version": INT,
-    "step": COUNT,
+    "format": schema.TEXT,
+    "version": schema.INT,
+    "step": schema.COUNT,
     "arrays_file": ARRAYS_FILE,
-    "arrays": {"*": {"shape": [COUNT], "dtype": DTYPE}},
-    "config": OBJECT,
+    "arrays": {"*": {"shape": [schema.COUNT], "dtype": schema.DTYPE}},
+    "config": schema.OBJECT,
 }
 
 
-def _describe(v):
-    text = json.dumps(v) if not isinstance(v, (dict, list)) else type(v).__name__.replace(
-        "dict", "an object").replace("list", "a list")
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _key_path(where, key):
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-        return f"{where}.{key}" if where else key
-    return f"{where}[{key!r}]"
-
-
-def validate(value, schema, path, where=""):
-    """Check ``value`` against ``schema``; a ``CheckpointError`` names ``path`` and the field."""
-    def fail(expected, got="present"):
-        field = where or "the top level"
-        raise CheckpointError(f"{path}: field {field}: expected {expected}, "
-                              f"{'it is missing' if got is None else 'got ' + _describe(got)}")
-
-    if isinstance(schema, Field):
-        if schema.check(value) is not None:
-            fail(schema.check(value) or schema.expected, value)
-    elif isinstance(schema, list):
-        if not isinstance(value, list):
-            fail("a list", value)
-        for i, item in enumerate(value):
-            validate(item, schema[0], path, _key_path(where, i))
-    elif isinstance(schema, dict):
-        if not isinstance(value, dict):
-            fail("an object", value)
-        if "*" in schema:
-            for k, v in value.items():
-                validate(v, schema["*"], path, _key_path(where, k))
-            return
-        for key, sub in schema.items():
-            optional = key.endswith("?")
-            key = key.rstrip("?")
-            if key not in value:
-                if optional:
-                    continue
-                raise CheckpointError(f"{path}: field {_key_path(where, key)}: it is missing")
-            validate(value[key], sub, path, _key_path(where, key))
-    else:
-        raise TypeError(f"not a schema: {schema!r}")
+def validate(value, spec, path, where=""):
+    """``schema.validate`` raising ``CheckpointError``."""
+    schema.validate(value, spec, path, CheckpointError, where)
 
 
 # --------------------------------------------------------------------------- save

@@ -11,9 +11,7 @@ from __future__ import annotations
 import math
 
 from . import backend
-
-
-from .errors import OptimError  # noqa: F401  (imported from here too)
+from .errors import OptimError
 
 
 def _check_lr(lr):

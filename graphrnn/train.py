@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from . import backend, checkpoint, files
+from . import backend, checkpoint, files, schema
 from .errors import CheckpointError, TaskError, TrainingError, UsageError
 
 
@@ -105,6 +105,7 @@ class Trainer:
         oa, _ = task.opt.state_dict()
         expected_o = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in oa.items()}
         checkpoint.check_arrays(expected_o, groups.get("optim", {}), "optimizer state")
+        checkpoint.validate(manifest["task_state"], task.state_schema, where, "task_state")
         if "keys" not in groups.get("rng", {}):
             raise CheckpointError(f"{where}: the arrays hold no 'rng/keys' (the random generator's state)")
         for k, a in params.items():
@@ -356,15 +357,14 @@ class Trainer:
 
 # What the trainer itself keeps in a manifest, beyond checkpoint.MANIFEST_SCHEMA.
 TRAINER_SCHEMA = {
-    "config": {"task": checkpoint.TEXT, "cell": checkpoint.TEXT},
-    "optimizer": checkpoint.OBJECT,
-    "task_state": checkpoint.OBJECT,
-    "rng": {"kind": checkpoint.TEXT, "pos": checkpoint.COUNT, "has_gauss": checkpoint.INT,
-            "gauss": checkpoint.NUMBER},
-    "elapsed_s?": checkpoint.NUMBER,
-    "eval_elapsed_s?": checkpoint.NUMBER,
-    "cell_name?": checkpoint.Field("a string or null", lambda v: None if v is None or isinstance(v, str) else ""),
-    "resumes?": [{"step": checkpoint.COUNT, "changed": checkpoint.OBJECT}],
+    "config": {"task": schema.TEXT, "cell": schema.TEXT},
+    "optimizer": schema.OBJECT,
+    "task_state": schema.OBJECT,
+    "rng": {"kind": schema.TEXT, "pos": schema.COUNT, "has_gauss": schema.INT, "gauss": schema.NUMBER},
+    "elapsed_s?": schema.NUMBER,
+    "eval_elapsed_s?": schema.NUMBER,
+    "cell_name?": schema.Field("a string or null", lambda v: None if v is None or isinstance(v, str) else ""),
+    "resumes?": [{"step": schema.COUNT, "changed": schema.OBJECT}],
 }
 
 
@@ -463,6 +463,7 @@ def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=
         config = cls.resolve_config({k: v for k, v in config.items() if k != "task"})
     except TaskError as exc:
         raise CheckpointError(f"{where}: field config: {exc}") from None
+    checkpoint.validate(manifest["task_state"], cls.state_schema, where, "task_state")
     task = cls.for_sampling(config, manifest["task_state"]) if sampling else cls(config)
     trainer = Trainer(task, folder, checkpoint_every=checkpoint_every, quiet=quiet,
                       stream=stream, progress=progress)

@@ -176,3 +176,31 @@ def test_a_running_writers_temporary_file_is_left_alone(tmp_path):
         writer.wait()
     checkpoint.load(str(folder))
     assert not busy.exists()
+
+
+@pytest.fixture(scope="module")
+def ptb_run(ptb_slice, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ptb-ckpt") / "run"
+    tr = train.build("ptb", {"data": str(ptb_slice), "epochs": 1, "hidden": 8, "wordvec": 8},
+                     out=str(out), quiet=True)
+    assert tr.run() == 0
+    return out
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda t: t.update(vocab=5), "task_state.vocab"),
+    (lambda t: t.update(vocab=[1, 2]), "task_state.vocab[0]"),
+    (lambda t: t.update(history="x"), "task_state.history"),
+    (lambda t: t["history"][0].update(lr="fast"), "task_state.history[0].lr"),
+    (lambda t: t.update(clipped=None), "task_state.clipped"),
+    (lambda t: t["dropout_rng"].pop("inc"), "task_state.dropout_rng.inc"),
+    (lambda t: t.update(best_ppl="x"), "task_state.best_ppl"),
+])
+def test_a_damaged_ptb_task_state_is_named_when_sampling_and_resuming(ptb_run, ptb_slice, tmp_path, capsys,
+                                                                       edit, field):
+    run = copy_run(ptb_run, tmp_path / "r")
+    path = _edit_manifest(run, lambda m: edit(m["task_state"]))
+    for argv in (["sample", "ptb", "--checkpoint", str(run), "-n", "3"],
+                 ["train", "--resume", str(run), "--epochs", "2", "--data", str(ptb_slice), "--quiet"]):
+        line = one_line_error(argv, capsys)
+        assert str(path) in line and f"field {field}" in line, line

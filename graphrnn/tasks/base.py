@@ -31,6 +31,9 @@ class Task:
     # Settings a resumed run may change: they steer the training from the
     # checkpoint on; all others define the model or the data and stay.
     resumable: tuple = ("iterations", "lr", "log_every")
+    # What ``extra_state`` keeps in the manifest, checked before
+    # ``load_extra_state`` reads it (notation: graphrnn/schema.py).
+    state_schema: dict = {}
 
     def __init__(self, config):
         self.config = config

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend, cells, data
+from .. import backend, cells, data, schema
 from ..layers import Affine, SigmoidMSE
 from ..unroll import unroll
 from .base import Task, TaskError, uniform, whole_number
@@ -26,6 +26,7 @@ class BinaryAddition(Task):
     defaults = {"iterations": 10_000, "lr": 0.1, "seed": 0, "cell": "rnn", "hidden": 16,
                 "optimizer": "sgd", "log_every": 1000, "bits": 8}
     headline = ("accuracy", "accuracy_unseen", "error")
+    state_schema = {"error": schema.NULLABLE_NUMBER}
 
     @classmethod
     def resolve_config(cls, overrides):

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .. import backend, data, optim
+from .. import backend, data, optim, schema
 from ..layers import Affine, SoftmaxCrossEntropy, softmax
 from ..unroll import unroll
 from .base import Task, TaskError, number, whole_number
@@ -40,6 +40,7 @@ class Dinosaurs(Task):
     headline = ("smoothed_loss",)
     # The data file may move (its content is checked by its SHA256).
     resumable = Task.resumable + ("clip", "samples", "max_length", "data")
+    state_schema = {"smoothed_loss": schema.NUMBER, "vocab?": schema.TEXT}
 
     @classmethod
     def resolve_config(cls, overrides):

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from .. import backend, files, optim
+from .. import backend, files, optim, schema
 from ..data import DataError
 from ..data import ptb as ptbdata
 from ..models import RNNLM
@@ -77,6 +77,15 @@ class PTB(Task):
     # The rate and its schedule steer training; the data folder may move (its
     # files are checked by their SHA256).
     resumable = ("epochs", "lr", "log_every", "clip", "lr_decay", "data")
+    state_schema = {
+        "lr": schema.NUMBER, "best_ppl": schema.NULLABLE_NUMBER,
+        "history": [{"epoch": schema.COUNT, "valid_perplexity": schema.NUMBER, "lr": schema.NUMBER}],
+        "window": [schema.NUMBER], "running": schema.NULLABLE_NUMBER,
+        "clipped": schema.COUNT, "steps": schema.COUNT,
+        "dropout_rng": {"state": schema.TEXT, "inc": schema.TEXT, "has_uint32": schema.INT,
+                        "uinteger": schema.INT},
+        "vocab": [schema.TEXT],
+    }
 
     # ---------------------------------------------------------------- config
     @classmethod
