@@ -445,6 +445,10 @@ def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=
         raise CheckpointError(f"{where}: field config.task: {exc}") from None
     if task_name is not None and task_name != name:
         raise CheckpointError(f"{folder} is a {name!r} run, not {task_name!r}")
+    try:  # the checkpoint's own settings, before any of the user's
+        cls.resolve_config({k: v for k, v in config.items() if k != "task"})
+    except TaskError as exc:
+        raise CheckpointError(f"{where}: field config: {exc}") from None
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     recorded_cell = config["cell"]
     config["cell"] = _cell_to_load(recorded_cell, overrides.pop("cell", None), trust, folder)
@@ -459,10 +463,7 @@ def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=
                                   f"change {allowed})")
         changed[k] = [config.get(k), v]
         config[k] = v
-    try:
-        config = cls.resolve_config({k: v for k, v in config.items() if k != "task"})
-    except TaskError as exc:
-        raise CheckpointError(f"{where}: field config: {exc}") from None
+    config = cls.resolve_config({k: v for k, v in config.items() if k != "task"})
     checkpoint.validate(manifest["task_state"], cls.state_schema, where, "task_state")
     task = cls.for_sampling(config, manifest["task_state"]) if sampling else cls(config)
     trainer = Trainer(task, folder, checkpoint_every=checkpoint_every, quiet=quiet,

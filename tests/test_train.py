@@ -246,6 +246,11 @@ def test_resume_takes_a_new_learning_rate_and_records_it(tmp_path, capsys):
     # the new rate is the one the optimizer uses from the checkpoint on
     again = train.resume(out, {"iterations": 12, "lr": 0.5}, quiet=True)
     assert again.task.opt.lr == 0.5
+    # a bad rate is the user's mistake, not the checkpoint's
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", out, "--lr", "-1", "--iterations", "12"]) == 2
+    err = capsys.readouterr().err
+    assert "lr must be a positive number, got -1" in err and "checkpoint.json" not in err
 
 
 def test_resume_refuses_fewer_iterations_than_done(tmp_path, capsys):
@@ -260,7 +265,7 @@ def test_resume_refuses_fewer_iterations_than_done(tmp_path, capsys):
 
 
 def test_an_explicit_lr_on_resume_sets_the_ptb_rate_over_its_decayed_one(ptb_slice, tmp_path):
-    kw = dict(data=str(ptb_slice), epochs=2, hidden=8, wordvec=8, lr_decay=4.0, log_every=5)
+    kw = dict(data=str(ptb_slice), epochs=1, hidden=8, wordvec=8, lr_decay=4.0, log_every=5)
     tr = train.build("ptb", kw, out=str(tmp_path / "r"), quiet=True)
     tr.task.opt.lr = 1.25                  # as if validation had divided it
     interrupt_at(tr, 3)
