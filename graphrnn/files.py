@@ -37,6 +37,8 @@ def _reason(exc):
 def make_folder(folder, what="folder"):
     """Create ``folder`` (and its parents) if needed; an ``OutputError`` names it when that fails."""
     folder = os.fspath(folder)
+    if not folder:
+        raise OutputError(f"the {what} is an empty path; name a folder")
     try:
         os.makedirs(folder, exist_ok=True)
     except FileExistsError:
@@ -87,6 +89,8 @@ def check_output_folder(folder, what="folder"):
     """Refuse, before any work is done, a folder that cannot be created or
     written into (a file, a file on its path, no write permission)."""
     folder = os.fspath(folder)
+    if not folder:
+        raise OutputError(f"the {what} is an empty path; name a folder")
     say = f"cannot use {folder} as the {what}"
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise OutputError(f"{say}: it is a file, not a folder")

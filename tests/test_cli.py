@@ -215,3 +215,18 @@ def test_make_has_a_target_of_its_own_for_the_committed_benchmark_results():
     assert "--out benchmarks/results" in rule
     bench_rule = make.split("\nbench:", 1)[1].split("\n\n", 1)[0]
     assert "benchmarks/results" not in bench_rule
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "primes", "--cell", ":f"], "expected MODULE:FUNCTION"),
+    (["train", "primes", "--cell", "json:"], "expected MODULE:FUNCTION"),
+    (["train", "primes", "--cell", ".rel:f"], "cannot import module '.rel'"),
+    (["train", "primes", "--cell", "os:getcwd", "--iterations", "1"], "cell os:getcwd(50, 100) raised TypeError"),
+    (["gradcheck", "os.path:join"], "cell os.path:join(3, 4) raised TypeError"),
+    (["render", "os:getcwd"], "raised TypeError"),
+    (["train", "primes", "--out", "", "--iterations", "1"], "the run folder is an empty path"),
+])
+def test_a_module_function_that_is_not_a_cell_factory_is_one_line(argv, says, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    assert says in one_line(capsys)
