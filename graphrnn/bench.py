@@ -620,17 +620,27 @@ def run_lm_benchmarks(sizes, cells, rounds, book=None, use_torch=True, log=print
         rng = np.random.default_rng(0)
         xs, ts = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
         for cell in cells:
-            fns = {"graphrnn": lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts)}
+            makers = {"graphrnn": lambda: lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts)}
             if have_torch:
-                fns["torch"] = lm.torch_step(V, D, H, layers, cell, dropout, tie, xs, ts)
+                makers["torch"] = lambda: lm.torch_step(V, D, H, layers, cell, dropout, tie, xs, ts)
             if book and cell == "lstm":
-                fns["book"] = lm.book_step(book, V, D, H, sname == "better", dropout, xs, ts)
+                makers["book"] = lambda: lm.book_step(book, V, D, H, sname == "better", dropout, xs, ts)
+            fns, held = {}, {}
+            for impl, make in makers.items():
+                # what the model holds between steps: parameters, gradients, buffers
+                gc.collect()
+                before = _proc_status_kib("VmRSS")
+                fns[impl] = make()
+                fns[impl]()
+                after = _proc_status_kib("VmRSS")
+                held[impl] = None if before is None or after is None else max(0, after - before) / 1024
             cases[(sname, cell)] = fns
             t0 = time.perf_counter()
             timing = time_interleaved(fns, rounds, target_s=0.0, warmup=1)
             for impl, tm in timing.items():
                 rows.append({"size": sname, "cell": cell, "impl": impl, "V": V, "D": D, "H": H,
-                             "layers": layers, "N": N, "T": T, "dropout": dropout, "tied": tie, **tm})
+                             "layers": layers, "N": N, "T": T, "dropout": dropout, "tied": tie,
+                             "held_mib": held[impl], **tm})
             log(f"  {sname:6s} {cell:4s} " + "  ".join(f"{k} {v['median_s'] * 1e3:8.1f} ms"
                                                        for k, v in timing.items())
                 + f"   ({time.perf_counter() - t0:.1f} s)")
@@ -651,14 +661,17 @@ def lm_markdown(result):
     lines = [f"One training step of the PTB language model (forward, backward, global-norm clip, SGD), "
              f"float32, median of {result['rounds']} interleaved rounds; {m['date_utc']} UTC, "
              f"{m['cpus']} CPUs, numpy {m['numpy']}, torch {m['torch']}.",
-             "Speed-up = the other's time / graphrnn's. Memory: growth of the resident set's peak "
-             "during one step (all), and numpy's traced peak (numpy contenders).", "",
-             "| size | cell | implementation | ms per step | speed-up of graphrnn | RSS peak growth MiB | traced peak MiB |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             "Speed-up = the other's time / graphrnn's. Memory: what the model holds between steps "
+             "(growth of the resident set from building it through its first step: parameters, "
+             "gradients, buffers), the growth of the resident set's peak during one more step, and "
+             "numpy's traced peak during a step (numpy contenders).", "",
+             "| size | cell | implementation | ms per step | speed-up of graphrnn | held MiB | "
+             "step RSS peak growth MiB | step traced peak MiB |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['size']} | {r['cell']} | {r['impl']} | {r['median_s'] * 1e3:.1f} | "
-                     f"{r['speedup_of_graphrnn']:.2f}x | {_fmt_mib(r.get('rss_peak_delta_mib'))} | "
-                     f"{_fmt_mib(r.get('traced_peak_mib'))} |")
+                     f"{r['speedup_of_graphrnn']:.2f}x | {_fmt_mib(r.get('held_mib'))} | "
+                     f"{_fmt_mib(r.get('rss_peak_delta_mib'))} | {_fmt_mib(r.get('traced_peak_mib'))} |")
     goals = lm_goals(result)
     if goals:
         lines += ["", "| goal | measured | met |", "|---|---:|:---:|"]

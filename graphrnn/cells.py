@@ -11,7 +11,9 @@ Parameter layouts (tests, checkpoints and users rely on them):
   concat([x, h]); states h and s; h' = s' * o (no tanh on the cell state)
 
 Gates are declared one by one; the compiler fuses the matmuls that share a left
-operand, so the declaration stays readable and the run stays packed.
+operand, so the declaration stays readable and the run stays packed. Gates and
+other values the equations name carry those names (``name=`` or ``c.name``), so
+diagrams and error messages say ``z``, ``h~``, ``c'`` rather than an expression.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def rnn(input_size, hidden_size, activation="tanh", bias=True):
     a = x @ Wx
     if bias:
         a = a + c.param("b", (hidden_size,), init="zeros")
-    c.update(h=ACTIVATIONS[activation](a + h @ Wh))
+    c.update(h=ACTIVATIONS[activation](c.name(a + h @ Wh, "a")))
     return c.build()
 
 
@@ -45,10 +47,10 @@ def gru(input_size, hidden_size):
     Wx = c.param("Wx", (input_size, 3 * H))
     Wh = c.param("Wh", (H, 3 * H))
     b = c.param("b", (3 * H,), init="zeros")
-    xw = x @ Wx + b
-    z = sigmoid(xw[:, :H] + h @ Wh[:, :H])
-    r = sigmoid(xw[:, H:2 * H] + h @ Wh[:, H:2 * H])
-    h_hat = tanh(xw[:, 2 * H:] + (r * h) @ Wh[:, 2 * H:])
+    xw = c.name(x @ Wx + b, "xw")
+    z = sigmoid(xw[:, :H] + h @ Wh[:, :H], name="z")
+    r = sigmoid(xw[:, H:2 * H] + h @ Wh[:, H:2 * H], name="r")
+    h_hat = tanh(xw[:, 2 * H:] + (r * h) @ Wh[:, 2 * H:], name="h~")
     c.update(h=(1 - z) * h + z * h_hat)
     return c.build()
 
@@ -63,12 +65,12 @@ def lstm(input_size, hidden_size):
     Wx = cb.param("Wx", (input_size, 4 * H))
     Wh = cb.param("Wh", (H, 4 * H))
     b = cb.param("b", (4 * H,), init="zeros")
-    xw = x @ Wx + b
-    f = sigmoid(xw[:, :H] + h @ Wh[:, :H])
-    g = tanh(xw[:, H:2 * H] + h @ Wh[:, H:2 * H])
-    i = sigmoid(xw[:, 2 * H:3 * H] + h @ Wh[:, 2 * H:3 * H])
-    o = sigmoid(xw[:, 3 * H:] + h @ Wh[:, 3 * H:])
-    c_next = f * c + g * i
+    xw = cb.name(x @ Wx + b, "xw")
+    f = sigmoid(xw[:, :H] + h @ Wh[:, :H], name="f")
+    g = tanh(xw[:, H:2 * H] + h @ Wh[:, H:2 * H], name="g")
+    i = sigmoid(xw[:, 2 * H:3 * H] + h @ Wh[:, 2 * H:3 * H], name="i")
+    o = sigmoid(xw[:, 3 * H:] + h @ Wh[:, 3 * H:], name="o")
+    c_next = cb.name(f * c + g * i, "c'")
     cb.update(h=o * tanh(c_next), c=c_next)
     return cb.build()
 
@@ -80,15 +82,15 @@ def lstm_nico(input_size, hidden_size):
     x = cb.input("x", input_size)
     h = cb.state("h", H)
     s = cb.state("s", H)
-    xc = concat([x, h])
+    xc = concat([x, h], name="xh")
     gate = {}
     for name in ("g", "i", "f", "o"):
         W = cb.param(f"W{name}", (input_size + H, H), init="uniform(-0.1, 0.1)")
         bias = cb.param(f"b{name}", (H,), init="uniform(-0.1, 0.1)")
         gate[name] = xc @ W + bias
-    g = tanh(gate["g"])
-    i, f, o = (sigmoid(gate[k]) for k in "ifo")
-    s_next = g * i + s * f
+    g = tanh(gate["g"], name="g")
+    i, f, o = (sigmoid(gate[k], name=k) for k in "ifo")
+    s_next = cb.name(g * i + s * f, "s'")
     cb.update(h=s_next * o, s=s_next)
     return cb.build()
 
@@ -102,9 +104,9 @@ def mgu(input_size, hidden_size):
     Wx = c.param("Wx", (input_size, 2 * H))
     Wh = c.param("Wh", (H, 2 * H))
     b = c.param("b", (2 * H,), init="zeros")
-    xw = x @ Wx + b
-    f = sigmoid(xw[:, :H] + h @ Wh[:, :H])
-    h_hat = tanh(xw[:, H:] + (f * h) @ Wh[:, H:])
+    xw = c.name(x @ Wx + b, "xw")
+    f = sigmoid(xw[:, :H] + h @ Wh[:, :H], name="f")
+    h_hat = tanh(xw[:, H:] + (f * h) @ Wh[:, H:], name="h~")
     c.update(h=(1 - f) * h + f * h_hat)
     return c.build()
 

@@ -41,28 +41,40 @@ def _run_demo(args):
 
 # ------------------------------------------------------------------------ gradcheck
 
-# Each option: flags, then argparse's keywords. A new option is one more row.
-GRADCHECK_OPTIONS = [
-    (("--input-size",), dict(type=_positive, default=3, metavar="D",
-                             help="width of the cell's input x (default 3)")),
-    (("--hidden-size",), dict(type=_positive, default=4, metavar="H",
-                              help="width of the cell's state (default 4)")),
-    (("--batch",), dict(type=_positive, default=2, metavar="N", help="sequences per batch (default 2)")),
-    (("--steps",), dict(type=_positive, default=3, metavar="T",
-                        help="time steps unrolled before the loss (default 3)")),
-    (("--seed",), dict(type=int, default=0,
-                       help="seed of the parameters, inputs and loss weights (default 0)")),
-]
+def gradcheck_options():
+    """Each option of ``graphrnn gradcheck``: flags, then argparse's keywords. A
+    new option is one more row (its default is shown by the help)."""
+    from .testing import DIRECTIONS, FULL_LIMIT, SAMPLE
+    return [
+        (("--input-size",), dict(type=_positive, default=3, metavar="D", help="input width D")),
+        (("--hidden-size",), dict(type=_positive, default=4, metavar="H", help="state width H")),
+        (("--batch",), dict(type=_positive, default=2, metavar="N", help="sequences per batch N")),
+        (("--steps",), dict(type=_positive, default=3, metavar="T",
+                            help="time steps T (1 checks one cell step)")),
+        (("--seed",), dict(type=int, default=0,
+                           help="draws parameters, inputs, loss weights, sampled elements and directions")),
+        (("--sample",), dict(type=_positive, default=SAMPLE,
+                             help=f"elements checked one by one in each array over {FULL_LIMIT} elements")),
+        (("--directions",), dict(type=_positive, default=DIRECTIONS,
+                                 help="random directions checked in each array that is sampled")),
+        (("--full",), dict(action="store_true",
+                           help="check every element of every array (slow for large cells)")),
+    ]
 
 
 def _add_gradcheck(sub):
-    p = sub.add_parser("gradcheck", help="compare a cell's backward with central differences",
-                       description="Unroll CELL over T steps and compare the engine's gradient of "
-                                   "every parameter, the inputs and the initial states with float64 "
-                                   "central differences. Exit status 1 when one differs.")
-    p.add_argument("cell", help="a built-in cell name or module:function (looked for in the "
-                                "current folder first)")
-    for flags, kw in GRADCHECK_OPTIONS:
+    from .testing import FULL_LIMIT
+    p = sub.add_parser(
+        "gradcheck", help="compare a cell's backward with central differences",
+        description="Compare the engine's BPTT gradients of a cell with float64 central "
+                    f"differences. Arrays of up to {FULL_LIMIT} elements are checked element by "
+                    f"element; larger ones at --sample random elements plus --directions random "
+                    "directions (seeded by --seed, reported with the results). Exit status 1 when "
+                    "a gradient differs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("cell", help="a built-in cell name (rnn, gru, lstm, lstm_nico, mgu) or module:function "
+                                "(looked for in the current folder first)")
+    for flags, kw in gradcheck_options():
         p.add_argument(*flags, **kw)
 
 

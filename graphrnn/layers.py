@@ -14,80 +14,41 @@ import numpy as np
 from . import backend
 
 
-def _write(grads, key, value, accumulate):
-    """Store a gradient: into the array already in ``grads`` (no new memory),
-    added to it with ``accumulate`` (a weight used twice: tied embeddings)."""
-    cur = grads.get(key)
-    if cur is None or tuple(cur.shape) != tuple(value.shape):
-        if accumulate:
-            raise ValueError(f"gradient {key!r}: nothing to accumulate into")
-        grads[key] = value
-    elif accumulate:
-        cur += value
-    else:
-        cur[...] = value
-
-
 class Affine:
     """y = x W + b over all rows at once;  dW = xᵀ dy,  db = Σ dy,  dx = dy Wᵀ.
 
     ``x`` may have any leading axes: (N, T, H) runs as one (N·T, H) GEMM, never
-    one per time step. With ``weight="embed.W", transposed=True`` the layer uses
-    another layer's (out, in) matrix as Wᵀ (a tied output layer reuses the
-    embedding) and adds its gradient to that matrix's with ``accumulate``.
+    one per time step.
     """
 
-    def __init__(self, in_size, out_size, bias=True, prefix="out.", *, weight=None, transposed=False):
+    def __init__(self, in_size, out_size, bias=True, prefix="out."):
         if in_size < 1 or out_size < 1:
             raise ValueError(f"Affine: sizes must be positive, got {in_size} x {out_size}")
         self.in_size, self.out_size, self.bias = in_size, out_size, bias
-        self.shared = weight is not None
-        self.w = weight if self.shared else prefix + "W"
+        self.w = prefix + "W"
         self.b = prefix + "b" if bias else None
-        self.transposed = transposed
         self._x = None
 
     def param_shapes(self):
-        """The parameters this layer owns (not a weight it shares)."""
-        shapes = {}
-        if not self.shared:
-            shapes[self.w] = (self.out_size, self.in_size) if self.transposed else (self.in_size, self.out_size)
+        shapes = {self.w: (self.in_size, self.out_size)}
         if self.bias:
             shapes[self.b] = (self.out_size,)
         return shapes
 
-    def _weight(self, params):
-        W = params[self.w]
-        return W.T if self.transposed else W
-
-    def forward(self, params, x, out=None):
-        """y with x's leading axes; ``out`` is an optional (rows, out_size) buffer."""
-        xp = backend.xp()
-        x2 = x.reshape(-1, self.in_size)
-        self._x, self._lead = x2, x.shape[:-1]
-        y = xp.matmul(x2, self._weight(params), out=out)
+    def forward(self, params, x):
+        self._x = x
+        y = x @ params[self.w]
         if self.bias:
             y += params[self.b]
-        return y.reshape(self._lead + (self.out_size,))
+        return y
 
-    def backward(self, params, dy, grads, accumulate=False):
-        """Gradients into ``grads`` (written, or added to with ``accumulate``); returns dx."""
-        xp = backend.xp()
-        x2 = self._x
+    def backward(self, params, dy, grads):
+        x2 = self._x.reshape(-1, self.in_size)
         dy2 = dy.reshape(-1, self.out_size)
-        cur = grads.get(self.w)
-        if self.transposed:  # dWᵀ = dyᵀ x, computed in the stored (out, in) layout
-            a, b = dy2.T, x2
-        else:
-            a, b = x2.T, dy2
-        if cur is not None and not accumulate and tuple(cur.shape) == (a.shape[0], b.shape[1]):
-            xp.matmul(a, b, out=cur)  # straight into the gradient: no temporary
-        else:
-            _write(grads, self.w, a @ b, accumulate)
+        grads[self.w] = x2.T @ dy2
         if self.bias:
-            _write(grads, self.b, dy2.sum(axis=0), False)
-        dx = dy2 @ params[self.w] if self.transposed else dy2 @ params[self.w].T
-        return dx.reshape(self._lead + (self.in_size,))
+            grads[self.b] = dy2.sum(axis=0)
+        return dy @ params[self.w].T
 
 
 class Embedding:
@@ -150,6 +111,170 @@ class Dropout:
 
     def backward(self, dy):
         return dy if self._mask is None else dy * self._mask
+
+
+class SoftmaxOutput:
+    """The output side of a language model as one layer: z = x W + b over all
+    N·T rows, p = softmax(z), L = mean over rows of −log p[t].
+
+    With e = exp(z) (row sums s) and r_i = 1 / (count·s_i), dz = diag(r) e −
+    onehot(t)/count. That (rows, V) matrix is never formed: the backward scales
+    the 100-wide x instead of the 10,000-wide e and corrects the target columns,
+
+        dW = (r⊙x)ᵀ e − Σ_i x_i ⊗ onehot(t_i) / count
+        db = rᵀ e − counts(t) / count
+        dx = r ⊙ (e Wᵀ) − W[:, t]ᵀ / count
+
+    ``W`` is (in, V), or with ``transposed`` a (V, in) matrix used as Wᵀ (a
+    tied output layer reuses the embedding). When the caller keeps W and b as
+    the rows of one (in+1, V) array (``joint``), the bias rides in the GEMMs
+    against a column of ones: no bias pass forward, no db pass backward.
+
+    Stability: exp(z) is taken without shifting (a pass fewer); a row whose
+    sum overflows or nears underflow (not in [1e-30, inf)) is recomputed with
+    its maximum subtracted, so the loss is log s + m − z[t] either way.
+    """
+
+    TINY = 1e-30
+
+    def __init__(self, in_size, vocab_size, transposed=False):
+        if in_size < 1 or vocab_size < 1:
+            raise ValueError(f"SoftmaxOutput: sizes must be positive, got {in_size} x {vocab_size}")
+        self.in_size, self.vocab_size, self.transposed = in_size, vocab_size, transposed
+        self._x = None
+
+    def scores(self, x, W, b):
+        """z = x W + b (rows, V), leaving the saved state alone."""
+        return x @ (W.T if self.transposed else W) + b
+
+    def forward(self, x, targets, W, b, joint=None):
+        """Mean −log p[targets] for x (rows, in) and integer targets (rows,)."""
+        xp = backend.xp()
+        rows = x.shape[0]
+        z = self._buffer(xp, rows, x.dtype)
+        if joint is not None:
+            xa = xp.empty((rows, self.in_size + 1), dtype=x.dtype)
+            xa[:, :self.in_size] = x
+            xa[:, self.in_size] = 1
+            xp.matmul(xa, joint, out=z)
+        else:
+            xp.matmul(x, W.T if self.transposed else W, out=z)
+            z += b
+        r = xp.arange(rows)
+        z_t = z[r, targets]
+        with np.errstate(over="ignore"):  # an overflowing row is redone below
+            xp.exp(z, out=z)
+            s = z.sum(axis=1)
+        shift = xp.zeros_like(s)
+        bad = ~((s >= self.TINY) & xp.isfinite(s))
+        if bool(bad.any()):
+            idx = xp.flatnonzero(bad)
+            zb = self.scores(x[idx], W, b)
+            m = zb.max(axis=1, keepdims=True)
+            zb -= m
+            xp.exp(zb, out=zb)
+            z[idx] = zb
+            s[idx] = zb.sum(axis=1)
+            shift[idx] = m[:, 0]
+        nll = xp.log(s) + shift - z_t
+        self._x, self._s, self._t, self.count = x, s, targets, rows
+        return float(nll.sum(dtype=xp.float64)) / rows
+
+    def _buffer(self, xp, rows, dtype):
+        buf = getattr(self, "_z", None)
+        if buf is None or buf.shape[0] != rows or buf.dtype != dtype:
+            buf = self._z = xp.empty((rows, self.vocab_size), dtype=dtype)
+        return buf
+
+    def backward(self, W, dW, db, djoint=None):
+        """Writes dW and db (or [dW; db] into ``djoint``); returns dx (rows, in)."""
+        xp = backend.xp()
+        e, x, t = self._z, self._x, self._t
+        if x is None:
+            raise ValueError("SoftmaxOutput: backward needs a forward first (and runs once per forward)")
+        inv = e.dtype.type(1.0 / self.count)
+        r = (inv / self._s).astype(e.dtype)
+        xr = x * r[:, None]                                          # r ⊙ x
+        if djoint is not None:
+            xra = xp.concatenate([xr, r[:, None]], axis=1)
+            xp.matmul(xra.T, e, out=djoint)                          # [dW; db] = (r⊙[x, 1])ᵀ e
+            xa = xp.concatenate([x, xp.ones((x.shape[0], 1), dtype=x.dtype)], axis=1)
+            backend.scatter_add(djoint.T, t, xa * -inv)              # column t_i loses [x_i, 1]/count
+        else:
+            if self.transposed:
+                xp.matmul(e.T, xr, out=dW)                           # dWᵀ = eᵀ (r⊙x)
+                backend.scatter_add(dW, t, x * -inv)
+            else:
+                xp.matmul(xr.T, e, out=dW)
+                backend.scatter_add(dW.T, t, x * -inv)
+            xp.matmul(r, e, out=db)                                  # db = rᵀ e
+            backend.scatter_add(db, t, xp.full(t.shape, -inv, dtype=e.dtype))
+        dx = e @ W if self.transposed else e @ W.T                   # e Wᵀ
+        dx *= r[:, None]
+        dx -= inv * (W[t] if self.transposed else W[:, t].T)         # rows of Wᵀ at the targets
+        self._x = None
+        return dx
+
+
+def sigmoid(xp, z):
+    # tanh form: no overflow warning for large negative z, same value as 1/(1+e^-z)
+    return 0.5 * xp.tanh(0.5 * z) + 0.5
+
+
+class SigmoidMSE:
+    """p = sigmoid(z);  L = 1/2 sum (p - y)^2;  dz = (p - y) p (1 - p).
+
+    The 1/2 makes plain gradient descent with rate a the update of the classic
+    hand-written programs (iamtrask's ``W += a * h^T ((y - p) p (1 - p))``).
+    """
+
+    def forward(self, z, y):
+        xp = backend.xp()
+        self.p = p = sigmoid(xp, z)
+        self.err = err = p - y
+        return 0.5 * float((err * err).sum())
+
+    def backward(self):
+        p = self.p
+        return self.err * p * (1 - p)
+
+
+class SquaredError:
+    """L = sum (pred - y)^2;  dpred = 2 (pred - y)  (no 1/2: Nico Jimenez's ToyLossLayer)."""
+
+    def forward(self, pred, y):
+        self.err = err = pred - y
+        return float((err * err).sum())
+
+    def backward(self):
+        return 2 * self.err
+
+
+class SoftmaxCrossEntropy:
+    """p = softmax(z) over the last axis;  L = −Σ log p[target];  dz = p − onehot(target).
+
+    ``targets`` holds class indices with the shape of z without its last axis;
+    the loss is summed over every position, as in the dinosaur-name program.
+    Stable: log p[t] = z[t] − m − log Σ exp(z − m) with m the row's maximum,
+    so no exp overflows and no rounded-to-zero probability reaches the log.
+    """
+
+    def forward(self, z, targets):
+        xp = backend.xp()
+        z2 = z.reshape(-1, z.shape[-1])
+        rows = xp.arange(z2.shape[0])
+        t = targets.reshape(-1)
+        e = z2 - z2.max(axis=1, keepdims=True)
+        logit_t = e[rows, t]
+        xp.exp(e, out=e)
+        s = e.sum(axis=1)
+        self.p, self.rows, self.t, self.shape = e / s[:, None], rows, t, z.shape
+        return float((xp.log(s) - logit_t).sum())
+
+    def backward(self):
+        d = self.p.copy()
+        d[self.rows, self.t] -= 1
+        return d.reshape(self.shape)
 
 
 class SoftmaxOutput:

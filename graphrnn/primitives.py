@@ -5,6 +5,10 @@ until run time). A primitive instance belongs to one node: ``shape`` records the
 input shapes it was checked against, so ``backward`` knows how to undo
 broadcasting or slicing without saving anything at run time.
 
+``rule`` states the local backward in one short line per input, as a reader
+would write it by hand (``dx = dy·y(1−y)``); the backward diagram prints it
+on every node, so a gradient can be followed from the loss to a parameter.
+
 ``saves`` lists what ``backward`` reads: input positions (0, 1, ...) and/or
 ``"y"`` (the forward's output). The planner keeps exactly those values per time
 step and nothing else. ``backward(xp, dy, xs, y, needs)`` receives the inputs
@@ -73,6 +77,7 @@ def unbroadcast(xp, g, shape):
 class Primitive:
     name = ""
     arity = 1
+    rule: tuple = ()  # the local backward, one line per input (see the module docstring)
     saves: tuple = ()
     linear = False  # backward is the transpose of forward and needs no saved value
     writes_gradients = False  # backward_into computes into its destinations (no copy)
@@ -143,6 +148,7 @@ class MatMul(Primitive):
     """y = a @ w;  da = dy @ wᵀ,  dw = aᵀ dy   (rows of a are independent)"""
     name = "matmul"
     arity = 2
+    rule = ("da = dy Wᵀ", "dW = aᵀ dy")
     saves = (0, 1)
     writes_gradients = True
 
@@ -186,6 +192,7 @@ class MatMul(Primitive):
 class Add(Binary):
     """y = a + b;  da = dy,  db = dy   (summed over broadcast axes)"""
     name = "add"
+    rule = ("da = dy", "db = dy")
     linear = True
 
     def forward(self, xp, a, b, out=None):
@@ -202,6 +209,7 @@ class Add(Binary):
 class Sub(Binary):
     """y = a - b;  da = dy,  db = -dy"""
     name = "sub"
+    rule = ("da = dy", "db = −dy")
     linear = True
 
     def forward(self, xp, a, b, out=None):
@@ -218,6 +226,7 @@ class Sub(Binary):
 class Neg(Elementwise):
     """y = -x;  dx = -dy"""
     name = "neg"
+    rule = ("dx = −dy",)
     linear = True
 
     def forward(self, xp, x, out=None):
@@ -230,6 +239,7 @@ class Neg(Elementwise):
 class Slice(Primitive):
     """y = x[..., start:stop];  dx = zeros with dy placed at [..., start:stop]"""
     name = "slice"
+    rule = ("dx[:, i:j] = dy",)
     linear = True
 
     def __init__(self, start: int, stop: int):
@@ -260,6 +270,7 @@ class Concat(Primitive):
     """y = [x1 | x2 | ...] along the last axis;  dxi = dy[..., offset_i : offset_i + width_i]"""
     name = "concat"
     arity = None  # any number of inputs
+    rule = ("dxₖ = dy[:, xₖ's columns]",)  # one line for every input
     linear = True
 
     def shape(self, where, *shapes):
@@ -290,6 +301,7 @@ class Concat(Primitive):
 class Mul(Binary):
     """y = a * b;  da = dy * b,  db = dy * a"""
     name = "mul"
+    rule = ("da = dy·b", "db = dy·a")
     saves = (0, 1)
 
     def forward(self, xp, a, b, out=None):
@@ -304,6 +316,7 @@ class Mul(Binary):
 class Tanh(Elementwise):
     """y = tanh(x);  dx = dy * (1 - y²)   (reuses the forward's output)"""
     name = "tanh"
+    rule = ("dx = dy·(1−y²)",)
     saves = ("y",)
 
     def forward(self, xp, x, out=None):
@@ -319,6 +332,7 @@ _EXP_CAP = {4: 88.0, 8: 708.0}  # largest x with exp(x) finite, by float size (f
 class Sigmoid(Elementwise):
     """y = 1 / (1 + e⁻ˣ);  dx = dy * y * (1 - y)"""
     name = "sigmoid"
+    rule = ("dx = dy·y(1−y)",)
     saves = ("y",)
 
     def forward(self, xp, x, out=None):
@@ -348,6 +362,7 @@ class Sigmoid(Elementwise):
 class Relu(Elementwise):
     """y = max(x, 0);  dx = dy * [y > 0]"""
     name = "relu"
+    rule = ("dx = dy·[y>0]",)
     saves = ("y",)
 
     def forward(self, xp, x, out=None):
@@ -360,6 +375,7 @@ class Relu(Elementwise):
 class Exp(Elementwise):
     """y = eˣ;  dx = dy * y"""
     name = "exp"
+    rule = ("dx = dy·y",)
     saves = ("y",)
 
     def forward(self, xp, x, out=None):

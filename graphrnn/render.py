@@ -2,15 +2,22 @@
 
 Two stages, as in tinygrad's old ``graph.py``: first a networkx DiGraph whose
 nodes carry a ``role`` (input, state_in, state, state_out, output, param,
-static, const, op, ellipsis, grad_in), a short ``label`` and a ``cluster``;
-then a ``graphviz.Digraph`` emitted from it. Tests and the gallery compare the
-first stage's output as DOT text, so everything here is ordered by the cell's
-topological order and never by memory addresses or set iteration.
+static, const, op, rows, shared_ref, ellipsis, grad_in), a short ``label`` and
+a ``cluster``; then a ``graphviz.Digraph`` emitted from it. Tests compare the
+first stage and the gallery its DOT text, so everything here is ordered by the
+cell's topological order and never by memory addresses or set iteration.
 
 By default the diagram is drawn from the *compiled* plan, not the declaration:
 fused matmuls appear as one wide product, and the part that depends only on
 the input and the parameters (hoisted: run once for all T steps as one
 batched op over N*T rows) is a shaded region.
+
+Values are labelled with the names the reader knows: a name given in the cell
+(``z = sigmoid``), a parameter view (``Wh[:, 2H:3H]``) or a short expression of
+those. The backward view prints each primitive's own ``rule`` on its node and
+labels every gradient edge with what it holds and the rule that made it
+(``dL/dz += da``). The unrolled view draws the steps as columns, left to right
+in time, with the parameters and the hoisted part apart on the left.
 """
 from __future__ import annotations
 
@@ -58,12 +65,17 @@ STYLE = {
     "const": dict(shape="plaintext", fontcolor="#444444"),
     "op": dict(shape="box", style="rounded,filled", fillcolor="#ffffff", color="#444444"),
     "ellipsis": dict(shape="box", style="dotted,rounded", color="#888888", fontcolor="#444444"),
+    # inside a step of the unrolled view: what is drawn once outside it
+    "rows": dict(shape="parallelogram", style="filled,dashed", fillcolor="#eaf1fb", color="#3d85c6"),
+    "shared_ref": dict(shape="box", style="filled,dashed", fillcolor="#fff2e6", color="#b45f06",
+                       fontcolor="#783f04"),
     "grad_in": dict(shape="note", style="filled", fillcolor="#f4cccc", color="#cc0000",
                     fontcolor="#990000"),
 }
 CLUSTER_STYLE = {
     "hoisted": dict(style="filled,rounded", fillcolor="#eaf1fb", color="#3d85c6", fontcolor="#1c4587"),
     "step": dict(style="rounded", color="#999999", fontcolor="#444444"),
+    "params": dict(style="filled,rounded", fillcolor="#fffaf3", color="#b45f06", fontcolor="#783f04"),
 }
 FORWARD_EDGE = dict(color="#444444")
 FORWARD_EDGE_FAINT = dict(color="#b7b7b7", fontcolor="#999999")
@@ -128,8 +140,8 @@ class _Dims:
         return f"[{lead}{self.bound(start) if start else ''}:{self.bound(stop)}]"
 
 
-def _cap(line):
-    return line if len(line) <= LINE_MAX else line[: LINE_MAX - 1] + "…"
+def _cap(line, width=LINE_MAX):
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def _lines(*lines):
@@ -150,32 +162,112 @@ def _folds_const(g, n):
     return a.get("opname") in _FOLD_SYMBOLS and len(consts) == 2 and sum(consts) == 1
 
 
-def _op_label(g, n, dims, rows=None):
-    """op name (with any constant folded in) and result shape, e.g. ``sub 1 − ·``."""
+# ------------------------------------------------------------------------- names
+
+_PREC = {"matmul": 3, "mul": 3, "add": 2, "sub": 2}
+_OP_SYMBOLS = {"matmul": "@", "mul": "*", "add": "+", "sub": "-"}
+
+
+def _fused_parts(g, n):
+    """The names of the columns of a fused op, left to right (``["z", "r"]``), when
+    every consumer is a named slice of it; else None."""
+    if not g.nodes[n].get("fused"):
+        return None
+    succ = list(g.successors(n))
+    if not succ or not all(g.nodes[m].get("opname") == "slice" and g.nodes[m].get("vname") for m in succ):
+        return None
+    return [g.nodes[m]["vname"] for m in sorted(succ, key=lambda m: g.nodes[m]["op"].start)]
+
+
+def _display(g, n, dims, depth=0):
+    """What node n holds, as the reader knows it: a name (``z``, ``Wh``, ``z|r`` for
+    a fused op), a parameter view (``Wh[:, 2H:3H]``), or a short expression of
+    those (``r * h``). Gradients are labelled with it: ``dL/dz``."""
     a = g.nodes[n]
-    name = a["opname"]
-    args = a["args"]
-    consts = [g.nodes[p]["value"] if g.nodes[p]["kind"] == "const" else None for p in args]
-    head = name
+    if a.get("vname"):
+        return a["vname"]
+    if a["kind"] in ("input", "state", "param"):
+        return a["name"]
+    if a["kind"] == "const":
+        return _num(a["value"])
+    parts = _fused_parts(g, n)
+    if parts:
+        return "|".join(parts)
+    return _cap(_expression(g, n, dims, depth), NAME_MAX)
+
+
+def _expression(g, n, dims, depth):
+    a = g.nodes[n]
+    name, args = a["opname"], a["args"]
+    if depth >= 3:
+        return "…"
+    names = [_display(g, p, dims, depth + 1) for p in args]
+    precs = [_PREC.get(g.nodes[p].get("opname"), 9) if g.nodes[p]["kind"] == "op"
+             and not g.nodes[p].get("vname") and not _fused_parts(g, p) else 9 for p in args]
+
+    def wrap(i, mine):
+        return f"({names[i]})" if precs[i] < mine else names[i]
+    if name in _OP_SYMBOLS:
+        mine = _PREC[name]
+        return f"{wrap(0, mine)} {_OP_SYMBOLS[name]} {wrap(1, mine + (name in ('sub', 'matmul')))}"
+    if name == "neg":
+        return f"-{wrap(0, 9)}"
     if name == "slice":
-        head = "slice " + dims.slice(len(g.nodes[args[0]]["shape"]), a["op"].start, a["op"].stop)
-    elif _folds_const(g, n):
+        return wrap(0, 9) + dims.slice(len(g.nodes[args[0]]["shape"]), a["op"].start, a["op"].stop)
+    return f"{name}({', '.join(names)})"
+
+
+NAME_MAX = 22  # an expression standing for a value is cut here: a label, not a formula
+
+
+def _grad_of(name):
+    """``dL/dz``; ``dL/d(r * h)`` for an expression."""
+    return f"dL/d({name})" if " " in name else f"dL/d{name}"
+
+
+def _named_head(g, n, head):
+    """``z = sigmoid`` when the value (or the fused op's columns) has a name."""
+    a = g.nodes[n]
+    name = a.get("vname") or "|".join(_fused_parts(g, n) or ())
+    return f"{name} = {head}" if name else head
+
+
+def _op_head(g, n, dims):
+    """The op, with a constant operand written in (``sub 1 − ·``) and slices' columns."""
+    a = g.nodes[n]
+    name, args = a["opname"], a["args"]
+    if name == "slice":
+        return "slice " + dims.slice(len(g.nodes[args[0]]["shape"]), a["op"].start, a["op"].stop)
+    if _folds_const(g, n):
+        consts = [g.nodes[p]["value"] if g.nodes[p]["kind"] == "const" else None for p in args]
         sym = _FOLD_SYMBOLS[name]
-        head = (f"{name} {_num(consts[0])} {sym} ·" if consts[0] is not None
+        return (f"{name} {_num(consts[0])} {sym} ·" if consts[0] is not None
                 else f"{name} · {sym} {_num(consts[1])}")
-    extra = "fused" if a.get("fused") and name != "slice" else ""
-    return _lines(head, dims.shape(a["shape"], rows), extra)
+    return name
+
+
+def _rule_lines(g, n, wants):
+    """The primitive's local rule, for the inputs a gradient is wanted for."""
+    a = g.nodes[n]
+    rule = a["op"].rule
+    if len(rule) == 1:
+        return [rule[0]] if any(wants(p) for p in a["args"]) else []
+    return [r for r, p in zip(rule, a["args"]) if wants(p)]
+
+
+def _op_label(g, n, dims, rows=None, rules=()):
+    """``z = sigmoid``, the local rule in a backward view, the result shape."""
+    a = g.nodes[n]
+    head = _named_head(g, n, _op_head(g, n, dims))
+    extra = "fused" if a.get("fused") and a["opname"] != "slice" else ""
+    return "\n".join([_cap(head), *rules, *(s for s in (dims.shape(a["shape"], rows), extra) if s)])
 
 
 def _static_label(g, n, dims):
     """A value computed from parameters only: ``Wh[:, 2H:3H]`` when it is a slice of one."""
     a = g.nodes[n]
     if a["opname"] == "slice":
-        p = a["args"][0]
-        pa = g.nodes[p]
-        base = pa["name"] if pa["kind"] == "param" else _static_label(g, p, dims).split("\n")[0]
-        return _lines(base + dims.slice(len(pa["shape"]), a["op"].start, a["op"].stop),
-                      dims.shape(a["shape"]))
+        return _lines(_display(g, n, dims), dims.shape(a["shape"]))
     return _op_label(g, n, dims)
 
 
@@ -197,6 +289,15 @@ def _edge_label(g, src, dst, dims):
     return ""
 
 
+def _part(g, src, dst):
+    """Which of dst's rule lines gives src its gradient: ``da``, ``dW``, ``da + db`` (x * x)."""
+    a = g.nodes[dst]
+    rule = a["op"].rule
+    lhs = [(rule[i] if len(rule) > 1 else rule[0]).split(" = ")[0]
+           for i, p in enumerate(a["args"]) if p == src]
+    return " + ".join(dict.fromkeys(lhs))
+
+
 # ------------------------------------------------------------------ the nx stage
 
 class _Builder:
@@ -211,29 +312,22 @@ class _Builder:
     def node(self, nid, role, label, cluster=None, tooltip=""):
         self.G.add_node(nid, role=role, label=label, cluster=cluster, tooltip=tooltip)
 
-    def edge(self, u, v, label="", kind="forward", grad=""):
-        self.G.add_edge(u, v, label=label, kind=kind, grad=grad)
-
-
-def _name_of(g, n, dims):
-    a = g.nodes[n]
-    if a["kind"] in ("input", "state", "param"):
-        return a["name"]
-    if a["kind"] == "op" and a["opname"] == "slice" and g.nodes[a["args"][0]]["kind"] == "param":
-        return _static_label(g, n, dims).split("\n")[0]
-    return f"({a['opname']})" if a.get("opname") else a["label"]
+    def edge(self, u, v, label="", kind="forward", grad="", part="", constraint=True):
+        """``grad`` names what flows along the edge (its gradient is dL/d<grad>);
+        ``part`` is the rule of v that makes that gradient (``da``, ``dW``);
+        ``constraint=False`` lets the layout ignore the edge when ranking nodes."""
+        self.G.add_edge(u, v, label=label, kind=kind, grad=grad, part=part, constraint=constraint)
 
 
 def _source(cell, compiled):
-    if compiled:
-        plan = compile_cell(cell)
-        return plan.graph, plan.kind, plan
-    plan = compile_cell(cell, fuse=False)  # same graph as declared, with its kinds
+    plan = compile_cell(cell, fuse=bool(compiled))  # fuse=False: the graph as declared, with its kinds
     return plan.graph, plan.kind, plan
 
 
 def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=True) -> nx.DiGraph:
-    """The diagram as a networkx DiGraph (nodes: role, label, cluster; edges: kind, label)."""
+    """The diagram as a networkx DiGraph (nodes: role, label, cluster; edges: kind,
+    label, grad, part, constraint; graph: title, clusters, backward, and for the
+    unrolled view same_rank, the groups of step nodes that share a row)."""
     if unroll is not None and (not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1):
         raise GraphError(f"render: unroll must be a positive number of steps, got {unroll!r}")
     if shapes not in (True, False, "symbolic", "concrete"):
@@ -241,12 +335,10 @@ def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=Tr
     dims = _Dims(cell, shapes)
     g, kind, plan = _source(cell, compiled)
     order = list(nx.lexicographical_topological_sort(g))
-    if unroll is None:
-        G = _cell_view(cell, g, kind, plan, order, dims, compiled)
-    else:
-        G = _unrolled_view(cell, g, kind, plan, order, dims, compiled, unroll)
+    view = _View(cell, g, kind, plan, order, dims, compiled, backward)
+    G = view.one_step() if unroll is None else view.unrolled(unroll)
     if backward:
-        _add_backward(G, plan, unroll)
+        _add_backward(G, unroll)
     sizes = f"D={cell.input_size}, H={cell.hidden_size}, N=batch"
     what = "cell" if unroll is None else f"unrolled over T={unroll} steps"
     if backward:
@@ -256,57 +348,213 @@ def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=Tr
     return G
 
 
-def _cell_view(cell, g, kind, plan, order, dims, compiled):
-    b = _Builder(cell.name)
-    hoisted_ops = [n for n in order if kind[n] == HOISTED and g.nodes[n]["kind"] == "op"]
-    hoist = compiled and bool(hoisted_ops)
-    if hoist:
-        b.cluster("cluster_hoisted", "hoisted: run once for all T steps\n(one batched op over N·T rows)",
-                  "hoisted")
-    for n in order:
-        a = g.nodes[n]
-        nid = f"n{n}"
-        k = a["kind"]
-        if k == "input":
-            b.node(nid, "input", _lines(a["name"], dims.shape(a["shape"])),
-                   "cluster_hoisted" if hoist else None, "input, one step of xs")
-        elif k == "state":
-            b.node(nid, "state_in", _lines(a["name"], dims.shape(a["shape"])),
-                   tooltip=f"state {a['name']} from the previous step")
-        elif k == "param":
-            b.node(nid, "param", _lines(a["name"], dims.shape(a["shape"])), tooltip="parameter")
-        elif k == "const":
-            b.node(nid, "const", _num(a["value"]))
-        elif kind[n] == STATIC:
-            b.node(nid, "static", _static_label(g, n, dims),
-                   tooltip="computed from parameters only, once per call")
-        else:
-            cl = "cluster_hoisted" if hoist and kind[n] == HOISTED else None
-            b.node(nid, "op", _op_label(g, n, dims), cl, a["label"])
-    for n in order:
-        a = g.nodes[n]
-        if a["kind"] != "op":
-            continue
-        for p in dict.fromkeys(a["args"]):
-            if g.nodes[p]["kind"] == "const" and _folds_const(g, n):
-                continue  # the constant is written into the op's label
-            b.edge(f"n{p}", f"n{n}", _edge_label(g, p, n, dims), grad=_name_of(g, p, dims))
-    # Constants folded into labels are not drawn.
-    for n in order:
-        if g.nodes[n]["kind"] == "const" and b.G.degree(f"n{n}") == 0:
-            b.G.remove_node(f"n{n}")
-    out_is_state = False
-    for name, snode, unode in plan.states:
-        sid = f"out_{name}"
-        is_out = unode == cell.output_node
-        out_is_state |= is_out
-        label = _lines(f"{name}'" + (" = output" if is_out else ""), dims.shape(g.nodes[snode]["shape"]))
-        b.node(sid, "state_out", label, tooltip=f"next value of state {name}")
-        b.edge(f"n{unode}", sid, kind="state", grad=f"{name}'")
-    if not out_is_state:
-        b.node("output", "output", _lines("output", dims.shape(g.nodes[cell.output_node]["shape"])))
-        b.edge(f"n{cell.output_node}", "output", kind="state", grad="y")
-    return b.G
+class _View:
+    """Turns a compiled cell graph into diagram nodes and edges: the cell for one
+    step, or the unrolled steps as columns."""
+
+    def __init__(self, cell, g, kind, plan, order, dims, compiled, backward):
+        self.cell, self.g, self.kind, self.plan, self.order = cell, g, kind, plan, order
+        self.dims, self.backward = dims, backward
+        self.hoist = compiled and any(kind[n] == HOISTED and g.nodes[n]["kind"] == "op" for n in order)
+        self.wants = plan.requires[True]  # which nodes a gradient is computed for
+        self.b = _Builder(cell.name)
+
+    def op_label(self, n, dims=None, rows=None):
+        rules = _rule_lines(self.g, n, lambda p: self.wants[p]) if self.backward else ()
+        return _op_label(self.g, n, dims or self.dims, rows, rules)
+
+    def forward_edge(self, src_id, dst_id, p, n, label=None, grad=None):
+        g = self.g
+        self.b.edge(src_id, dst_id, _edge_label(g, p, n, self.dims) if label is None else label,
+                    grad=grad or _display(g, p, self.dims), part=_part(g, p, n))
+
+    def args_of(self, n):
+        """n's operands, each once, without the constants written into its label."""
+        g = self.g
+        return [p for p in dict.fromkeys(g.nodes[n]["args"])
+                if not (g.nodes[p]["kind"] == "const" and _folds_const(g, n))]
+
+    # ---------------------------------------------------------------- one step
+
+    def one_step(self):
+        b, g, kind, dims = self.b, self.g, self.kind, self.dims
+        if self.hoist:
+            b.cluster("cluster_hoisted", "hoisted: run once for all T steps\n(one batched op over N·T rows)",
+                      "hoisted")
+        for n in self.order:
+            a = g.nodes[n]
+            nid, k = f"n{n}", a["kind"]
+            if k == "input":
+                b.node(nid, "input", _lines(a["name"], dims.shape(a["shape"])),
+                       "cluster_hoisted" if self.hoist else None, "input, one step of xs")
+            elif k == "state":
+                b.node(nid, "state_in", _lines(a["name"], dims.shape(a["shape"])),
+                       tooltip=f"state {a['name']} from the previous step")
+            elif k == "param":
+                b.node(nid, "param", _lines(a["name"], dims.shape(a["shape"])), tooltip="parameter")
+            elif k == "const":
+                if not all(_folds_const(g, m) for m in g.successors(n)):
+                    b.node(nid, "const", _num(a["value"]))
+            elif kind[n] == STATIC:
+                b.node(nid, "static", _static_label(g, n, dims),
+                       tooltip="computed from parameters only, once per call")
+            else:
+                cl = "cluster_hoisted" if self.hoist and kind[n] == HOISTED else None
+                b.node(nid, "op", self.op_label(n), cl, a.get("expr", a["label"]))
+        for n in self.order:
+            if g.nodes[n]["kind"] == "op":
+                for p in self.args_of(n):
+                    self.forward_edge(f"n{p}", f"n{n}", p, n)
+        self.cell_outputs()
+        return b.G
+
+    def cell_outputs(self):
+        b, g, cell = self.b, self.g, self.cell
+        out_is_state = False
+        for name, snode, unode in self.plan.states:
+            is_out = unode == cell.output_node
+            out_is_state |= is_out
+            label = _lines(f"{name}'" + (" = output" if is_out else ""), self.dims.shape(g.nodes[snode]["shape"]))
+            b.node(f"out_{name}", "state_out", label, tooltip=f"next value of state {name}")
+            b.edge(f"n{unode}", f"out_{name}", kind="state", grad=f"{name}'")
+        if not out_is_state:
+            b.node("output", "output", _lines("output", self.dims.shape(g.nodes[cell.output_node]["shape"])))
+            b.edge(f"n{cell.output_node}", "output", kind="state", grad="y")
+
+    # ---------------------------------------------------------------- unrolled
+
+    def unrolled(self, T):
+        """Steps as columns, left to right in time, each read top to bottom like the
+        cell; a state leaves the bottom of its step for the top of the next. The
+        parameters and the hoisted part are drawn once, apart, on the left. Inside a
+        step, what comes from outside it is a reference: ``xw [t=2]`` (step 2's rows
+        of the hoisted result) or ``Wh[:, :2H]`` (the shared parameter view)."""
+        steps, folded = _shown_steps(T)
+        shared = self.shared_part()
+        self.state_chain(T, steps, folded)
+        for t in steps:
+            self.step(t, T, steps, shared)
+        self.align_columns()
+        return self.b.G
+
+    def align_columns(self):
+        """Corresponding nodes of every step on one rank, so the steps line up as
+        columns. (Their left-to-right order is the order the clusters are made in:
+        see ``to_digraph``.)"""
+        G = self.b.G
+        rows = {}
+        for n, d in G.nodes(data=True):
+            if (d["cluster"] or "").startswith("cluster_step_"):
+                rows.setdefault(n.split("_", 1)[1], []).append(n)
+        G.graph["same_rank"] = [ns for _, ns in sorted(rows.items()) if len(ns) > 1]
+
+    def shared_part(self):
+        """Parameters and their views in one box, the hoisted part in another: the
+        nodes drawn once. Returns their ids."""
+        b, g, kind, dims = self.b, self.g, self.kind, self.dims
+        b.cluster("cluster_params", "parameters: shared by every step", "params")
+        if self.hoist:
+            b.cluster("cluster_hoisted", "hoisted: run once for all T steps\n(one batched op over T·N rows)",
+                      "hoisted")
+        shared = set()
+        for n in self.order:
+            a, k = g.nodes[n], g.nodes[n]["kind"]
+            if k == "param":
+                b.node(f"n{n}", "param", _lines(a["name"], dims.shape(a["shape"])), "cluster_params",
+                       "parameter, shared by every step")
+            elif k != "const" and kind[n] == STATIC:
+                b.node(f"n{n}", "static", _static_label(g, n, dims), "cluster_params",
+                       "computed from parameters once per call")
+            elif self.hoist and k == "input":
+                b.node(f"n{n}", "input", _lines(a["name"] + "s", dims.shape(("N", "T", a["shape"][1]))),
+                       "cluster_hoisted", "the whole input sequence")
+            elif self.hoist and kind[n] == HOISTED:
+                b.node(f"n{n}", "op", self.op_label(n, rows="T·N"), "cluster_hoisted", a.get("expr", a["label"]))
+            else:
+                continue
+            shared.add(n)
+        for n in self.order:
+            if n in shared and g.nodes[n]["kind"] == "op":
+                for p in self.args_of(n):
+                    if g.nodes[p]["kind"] != "const":
+                        self.forward_edge(f"n{p}", f"n{n}", p, n)
+        return shared
+
+    def state_chain(self, T, steps, folded):
+        """h0, h1, ... between the steps (h<t> is the value after step t), and the
+        ellipsis that stands for the steps not drawn."""
+        b, g = self.b, self.g
+        shown = sorted({0, *steps, *((steps[-1] - 1,) if folded else ())})
+        for t in shown:
+            # a state opens the column of the step that reads it, when that one is drawn
+            cluster = f"cluster_step_{t + 1}" if t + 1 in steps else None
+            for name, snode, _ in self.plan.states:
+                role = "state_in" if t == 0 else "state_out" if t == T else "state"
+                b.node(_sid(name, t), role, _lines(f"{name}{t}", self.dims.shape(g.nodes[snode]["shape"])),
+                       cluster, f"state {name} after step {t}" if t else f"initial state {name}")
+        if folded:
+            lo, hi = folded
+            b.node("ellipsis", "ellipsis", f"· · ·\nsteps {lo}–{hi}\n(the same cell)")
+            for name, _, _ in self.plan.states:
+                b.edge(_sid(name, lo - 1), "ellipsis", kind="state", grad=f"{name}{lo - 1}", constraint=False)
+                b.edge("ellipsis", _sid(name, hi), kind="state", grad=f"{name}{hi}", constraint=False)
+
+    def step(self, t, T, steps, shared):
+        b, g, kind = self.b, self.g, self.kind
+        cid = f"cluster_step_{t}"
+        b.cluster(cid, f"step {t}", "step")
+        quiet = _Dims(self.cell, False)
+        refs = {}
+
+        def nid(n):
+            a = g.nodes[n]
+            if a["kind"] == "state":
+                return _sid(a["name"], t - 1)
+            if n not in shared:
+                return f"t{t}_n{n}"
+            if n not in refs:  # a reference inside the step to what is drawn once
+                refs[n] = f"t{t}_ref{n}"
+                if kind[n] == HOISTED:
+                    b.node(refs[n], "rows", f"{_display(g, n, self.dims)}\n[t={t}]", cid,
+                           f"step {t}'s rows of the hoisted {_display(g, n, self.dims)}")
+                else:
+                    b.node(refs[n], "shared_ref", _display(g, n, self.dims), cid,
+                           "the shared parameter (view) drawn once in the parameters box")
+            return refs[n]
+
+        for n in self.order:
+            a = g.nodes[n]
+            if n in shared or a["kind"] in ("state", "param", "const"):
+                continue
+            if a["kind"] == "input":
+                b.node(nid(n), "input", _lines(f"{a['name']}{t}", self.dims.shape(a["shape"])), cid)
+            else:
+                # Every step has the same shapes: the first step shown says them once.
+                b.node(nid(n), "op", self.op_label(n, self.dims if t == steps[0] else quiet), cid,
+                       a.get("expr", a["label"]))
+        for n in self.order:
+            a = g.nodes[n]
+            if a["kind"] != "op" or n in shared:
+                continue
+            for p in self.args_of(n):
+                pa = g.nodes[p]
+                if pa["kind"] == "const":
+                    b.node(f"t{t}_n{p}", "const", _num(pa["value"]), cid)
+                    b.edge(f"t{t}_n{p}", nid(n))
+                    continue
+                grad = f"{pa['name']}{t - 1}" if pa["kind"] == "state" else None
+                self.forward_edge(nid(p), nid(n), p, n, grad=grad)
+        for name, snode, unode in self.plan.states:
+            # up to the top of the next column: that edge must not push the next step down
+            b.edge(nid(unode), _sid(name, t), kind="state", grad=f"{name}{t}", constraint=t == T)
+        if not any(u == self.cell.output_node for _, _, u in self.plan.states):
+            oid = f"y_{t}"
+            b.node(oid, "output", _lines(f"y{t}", self.dims.shape(g.nodes[self.cell.output_node]["shape"])), cid)
+            b.edge(nid(self.cell.output_node), oid, kind="state", grad=f"y{t}")
+
+
+def _sid(name, t):
+    return f"s_{name}_{t}"
 
 
 def _shown_steps(T):
@@ -315,157 +563,93 @@ def _shown_steps(T):
     return list(range(1, FOLD_HEAD + 1)) + [T], (FOLD_HEAD + 1, T - 1)
 
 
-def _unrolled_view(cell, g, kind, plan, order, dims, compiled, T):
-    b = _Builder(cell.name)
-    steps, folded = _shown_steps(T)
-    hoisted_ops = [n for n in order if kind[n] == HOISTED and g.nodes[n]["kind"] == "op"]
-    hoist = compiled and bool(hoisted_ops)
-    shared = set()  # nodes drawn once, outside the steps
-    rows = "T·N"
-    if hoist:
-        b.cluster("cluster_hoisted", "hoisted: run once for all T steps\n(one batched op over T·N rows)",
-                  "hoisted")
-    for n in order:
-        a = g.nodes[n]
-        k = a["kind"]
-        if k == "param":
-            b.node(f"n{n}", "param", _lines(a["name"], dims.shape(a["shape"])), tooltip="parameter, shared")
-            shared.add(n)
-        elif k != "const" and kind[n] == STATIC:
-            b.node(f"n{n}", "static", _static_label(g, n, dims), tooltip="computed once per call")
-            shared.add(n)
-        elif hoist and k == "input":
-            b.node(f"n{n}", "input", _lines(a["name"] + "s", dims.shape(("N", "T", a["shape"][1]))),
-                   "cluster_hoisted", "the whole input sequence")
-            shared.add(n)
-        elif hoist and kind[n] == HOISTED:
-            b.node(f"n{n}", "op", _op_label(g, n, dims, rows), "cluster_hoisted", a["label"])
-            shared.add(n)
-
-    # Edges among the nodes drawn once (the hoisted part, parameter views).
-    for n in order:
-        a = g.nodes[n]
-        if a["kind"] != "op" or n not in shared:
-            continue
-        for p in dict.fromkeys(a["args"]):
-            if g.nodes[p]["kind"] == "const":
-                continue
-            b.edge(f"n{p}", f"n{n}", _edge_label(g, p, n, dims), grad=_name_of(g, p, dims))
-
-    # States between the steps: h0, h1, ... (the value after step t is h<t>).
-    state_names = [name for name, _, _ in plan.states]
-    shown_states = sorted({0, *steps, *((steps[-1] - 1,) if folded else ())})
-
-    def sid(name, t):
-        return f"s_{name}_{t}"
-
-    for t in shown_states:
-        for name, snode, _ in plan.states:
-            role = "state_in" if t == 0 else "state_out" if t == T else "state"
-            b.node(sid(name, t), role, _lines(f"{name}{t}", dims.shape(g.nodes[snode]["shape"])),
-                   tooltip=f"state {name} after step {t}" if t else f"initial state {name}")
-    if folded:
-        lo, hi = folded
-        b.node("ellipsis", "ellipsis", f"· · ·\nsteps {lo}–{hi}\n(the same cell)")
-        for name in state_names:
-            b.edge(sid(name, lo - 1), "ellipsis", kind="state", grad=f"{name}{lo - 1}")
-            b.edge("ellipsis", sid(name, hi), kind="state", grad=f"{name}{hi}")
-
-    out_is_state = any(u == cell.output_node for _, _, u in plan.states)
-    quiet = _Dims(cell, False)
-    for t in steps:
-        cid = f"cluster_step_{t}"
-        b.cluster(cid, f"step {t}", "step")
-
-        def nid(n):
-            if n in shared:
-                return f"n{n}"
-            a = g.nodes[n]
-            if a["kind"] == "state":
-                return sid(a["name"], t - 1)
-            return f"t{t}_n{n}"
-
-        for n in order:
-            a = g.nodes[n]
-            if n in shared or a["kind"] in ("state", "param", "const"):
-                continue
-            if a["kind"] == "input":
-                b.node(nid(n), "input", _lines(f"{a['name']}{t}", dims.shape(a["shape"])), cid)
-            else:
-                # Every step has the same shapes: the first step shown says them once.
-                b.node(nid(n), "op", _op_label(g, n, dims if t == steps[0] else quiet), cid, a["label"])
-        for n in order:
-            a = g.nodes[n]
-            if a["kind"] != "op" or n in shared:
-                continue
-            for p in dict.fromkeys(a["args"]):
-                pa = g.nodes[p]
-                if pa["kind"] == "const":
-                    if _folds_const(g, n):
-                        continue
-                    b.node(f"t{t}_n{p}", "const", _num(pa["value"]), cid)
-                    b.edge(f"t{t}_n{p}", nid(n))
-                    continue
-                label = _edge_label(g, p, n, dims)
-                if hoist and p in shared and kind[p] == HOISTED:
-                    label = f"[t={t}]"  # this step's rows of the batched result
-                grad = f"{pa['name']}{t - 1}" if pa["kind"] == "state" else _name_of(g, p, dims)
-                b.edge(nid(p), nid(n), label, grad=grad)
-        for name, snode, unode in plan.states:
-            b.edge(nid(unode), sid(name, t), kind="state", grad=f"{name}{t}")
-        if not out_is_state:
-            oid = f"y_{t}"
-            b.node(oid, "output", _lines(f"y{t}", dims.shape(g.nodes[cell.output_node]["shape"])))
-            b.edge(nid(cell.output_node), oid, kind="state", grad=f"y{t}")
-    return b.G
-
-
-def _add_backward(G, plan, unroll):
-    """Reverse every forward edge whose source wants a gradient, labelled dL/d<what flows>."""
+def _add_backward(G, unroll):
+    """Reverse every forward edge that carries a gradient, labelled with what it
+    holds and the rule that made it (``dL/dz = dx``; ``+=`` where several consumers
+    add up), then mark where gradients enter and leave."""
     fwd = [(u, v, d) for u, v, d in G.edges(data=True) if d["kind"] in ("forward", "state")]
-    deferred = {f"n{n}" for n in plan.deferred}
-    hoisted_ops = {f"n{n}" for n in plan.hoisted_ops}
+    consumers = {}
     for u, v, d in fwd:
-        role = G.nodes[u]["role"]
-        if role == "const":
+        consumers[u] = consumers.get(u, 0) + 1
+    for u, v, d in fwd:
+        if G.nodes[u]["role"] == "const":
             continue
-        label = f"dL/d{d['grad']}"
-        # The gradient of a parameter that the engine sums over all steps in one
-        # batched product after the reverse loop (deferred or hoisted).
-        tail = v.split("_n")[-1] if v.startswith("t") else v[1:] if v.startswith("n") else ""
-        if role in ("param", "static") and (f"n{tail}" in deferred or v in hoisted_ops):
-            label += "\n(Σ over t, after the loop)"
-        G.add_edge(v, u, label=label, kind="grad", grad="")
-    # Where the gradient enters: from the loss and from the next step.
+        label = _grad_of(d["grad"])
+        if d["part"]:
+            label += (" += " if consumers[u] > 1 else " = ") + d["part"]
+        G.add_edge(v, u, label=label, kind="grad", grad="", part="", constraint=d["constraint"])
     if unroll is None:
-        for n, d in list(G.nodes(data=True)):
-            if d["role"] in ("state_out", "output"):
-                name = d["label"].split("\n")[0].split(" ")[0]
-                src = f"grad_{n}"
-                if d["role"] == "output" or "= output" in d["label"]:
-                    text = f"dL/d{name}\nfrom the loss" + ("\nand step t+1" if d["role"] == "state_out" else "")
-                else:
-                    text = f"dL/d{name}\nfrom step t+1"
-                G.add_node(src, role="grad_in", label=text,
-                           cluster=None, tooltip="incoming gradient")
-                G.add_edge(src, n, label="", kind="grad_in", grad="")
+        _gradients_of_one_step(G)
     else:
-        out_states = {name for name, _, u in plan.states if u == plan.output_node}
-        for n, d in list(G.nodes(data=True)):
-            name = n[2:].rsplit("_", 1)[0] if n.startswith("s_") else None
-            # Every step's output meets the loss; the last states may carry a dstate.
-            if d["role"] in ("state_out", "output") or (d["role"] == "state" and name in out_states):
-                G.add_node(f"grad_{n}", role="grad_in", label="dL/d" + d["label"].split("\n")[0]
-                           + "\nfrom the loss", cluster=None, tooltip="incoming gradient")
-                G.add_edge(f"grad_{n}", n, label="", kind="grad_in", grad="")
-    # Where it leaves: the gradient of the incoming states goes to the step before
-    # (in the unrolled view, only the first step's: it is the result grads.state0).
+        _gradients_of_the_unrolled(G)
+    # Where a gradient leaves: the incoming states' (to the step before, or, in
+    # the unrolled view, only the first step's: the result grads.state0).
     for n, d in list(G.nodes(data=True)):
         if d["role"] == "state_in":
             name = d["label"].split("\n")[0]
             text = (f"dL/d{name}\nto step t−1" if unroll is None else f"dL/d{name}\n(grads.state0)")
-            G.add_node(f"gradout_{n}", role="grad_in", label=text, cluster=None, tooltip="outgoing gradient")
-            G.add_edge(n, f"gradout_{n}", label="", kind="grad_in", grad="")
+            G.add_node(f"gradout_{n}", role="grad_in", label=text, cluster=d["cluster"], tooltip="outgoing gradient")
+            G.add_edge(n, f"gradout_{n}", label="", kind="grad_in", grad="", part="", constraint=True)
+
+
+def _note(G, target, text, tooltip="incoming gradient"):
+    # in its target's box: an edge into another box would pull the boxes out of order
+    G.add_node(f"grad_{target}", role="grad_in", label=text, cluster=G.nodes[target]["cluster"],
+               tooltip=tooltip)
+    G.add_edge(f"grad_{target}", target, label="", kind="grad_in", grad="", part="", constraint=True)
+
+
+_SUMMED = "the engine sums this gradient over all steps in one batched call after the reverse loop"
+
+
+def _param_notes(G):
+    for n, d in list(G.nodes(data=True)):
+        if d["role"] == "param" and G.in_degree(n):
+            name = d["label"].split("\n")[0]
+            _note(G, n, f"dL/d{name}: summed\nover the T steps\nafter the loop", _SUMMED)
+
+
+def _gradients_of_one_step(G):
+    """Into the states' next values, from the loss and the step after; into the
+    parameters, summed over the steps after the loop."""
+    for n, d in list(G.nodes(data=True)):
+        name = d["label"].split("\n")[0].split(" ")[0]
+        if d["role"] == "output" or (d["role"] == "state_out" and "= output" in d["label"]):
+            _note(G, n, f"dL/d{name}\nfrom the loss" + ("\nand step t+1" if d["role"] == "state_out" else ""))
+        elif d["role"] == "state_out":
+            _note(G, n, f"dL/d{name}\nfrom step t+1")
+    _param_notes(G)
+
+
+def _gradients_of_the_unrolled(G):
+    """From the loss into every step's output; the steps' gradients of a shared
+    parameter, and of their rows of a hoisted value, meet after the loop."""
+    outputs = [n for n, d in G.nodes(data=True) if d["role"] == "output"]
+    # With no separate output, the output is a state: every value of it meets the loss.
+    out_state = None if outputs else next(
+        (n.rsplit("_", 1)[0] for n, d in G.nodes(data=True) if d["role"] == "state_out"), None)
+    for n, d in list(G.nodes(data=True)):
+        first = d["label"].split("\n")[0]
+        if d["role"] == "state" and n.rsplit("_", 1)[0] == out_state:
+            # Said on the gradient edge rather than by a note: a note's edge into a
+            # step's box would pull the steps out of their order in dot's layout.
+            for m in G.successors(n):
+                if G.edges[n, m]["kind"] == "grad":
+                    t = int(n.rsplit("_", 1)[1])
+                    G.edges[n, m]["label"] += f"\nfrom the loss\nand step {t + 1}"
+        elif d["role"] == "output" or (d["role"] == "state_out" and n.rsplit("_", 1)[0] == out_state):
+            _note(G, n, f"dL/d{first}\nfrom the loss")
+        elif d["cluster"] == "cluster_hoisted" and _read_in_steps(G, n, "rows"):
+            first = first.split(" = ")[0]  # the value's name, not its op
+            _note(G, n, f"dL/d{first}: the rows of\nall T steps, one backward\nafter the loop",
+                  "the hoisted backward runs once over all T·N rows")
+    _param_notes(G)
+
+
+def _read_in_steps(G, n, role):
+    """Does some step hold a reference (``role``) to node n (``n7``)?"""
+    tail = f"_ref{n[1:]}"
+    return any(d["role"] == role and m.endswith(tail) for m, d in G.nodes(data=True))
 
 
 # ------------------------------------------------------------------ graphviz stage
@@ -508,23 +692,26 @@ def to_digraph(G) -> graphviz.Digraph:
     by_cluster = {}
     for n, d in G.nodes(data=True):
         by_cluster.setdefault(d.get("cluster"), []).append((n, d))
-    for n, d in by_cluster.get(None, []):
-        emit_node(dg, n, d)
+    # Clusters first, in the order they were made: dot's first left-to-right order
+    # follows the order it meets nodes in, so the unrolled view's boxes come out as
+    # parameters, hoisted part, step 1, 2, ... (invisible edges between clusters
+    # do not order them under newrank; tests/test_render.py checks the positions).
     for cid, c in G.graph["clusters"].items():
         with dg.subgraph(name=cid) as sg:
             sg.attr(label=c["label"], fontsize="11", **CLUSTER_STYLE[c["kind"]])
             for n, d in by_cluster.get(cid, []):
                 emit_node(sg, n, d)
-    reversed_fwd = {(v, u) for u, v, d in G.edges(data=True) if d["kind"] == "grad"}
+    for n, d in by_cluster.get(None, []):
+        emit_node(dg, n, d)
     for u, v, d in G.edges(data=True):
         k = d["kind"]
-        if (u, v) in reversed_fwd:
-            continue  # drawn by its gradient edge, along the same path
         if k == "grad":
-            # Drawn from the forward source with the arrow at the tail: the
-            # gradient follows the forward edge's path, back against it, and
-            # the layout stays the forward one.
-            u, v = v, u
+            continue  # drawn in its forward edge's place, below
+        if G.has_edge(v, u) and G.edges[v, u]["kind"] == "grad":
+            # The gradient is drawn along its forward edge with the arrow at the
+            # tail, in the forward edge's place in the source: the layout stays the
+            # forward one (dot's first ordering follows the order of the source).
+            d = G.edges[v, u]
             attrs = dict(GRAD_EDGE, dir="back")
         elif k == "grad_in":
             attrs = dict(GRAD_EDGE)
@@ -533,10 +720,18 @@ def to_digraph(G) -> graphviz.Digraph:
         else:
             attrs = dict(FORWARD_EDGE_FAINT if backward else FORWARD_EDGE)
         if backward and k == "state":
-            attrs["color"] = "#a8c89a"
+            # the gradient through time (BPTT's carry) drawn heavier than the local ones
+            attrs["penwidth"] = "2"
         if d.get("label"):
             attrs["label"] = d["label"]
+        if not d.get("constraint", True):
+            attrs["constraint"] = "false"
         dg.edge(u, v, **attrs)
+    for nodes in G.graph.get("same_rank", ()):
+        with dg.subgraph() as sg:
+            sg.attr(rank="same")
+            for n in nodes:
+                sg.node(n)
     return dg
 
 

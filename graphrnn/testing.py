@@ -6,6 +6,9 @@ Three entry points for users and for the test suite:
   against float64 central differences, for every parameter, the inputs and
   the initial states. The loss weighs both the outputs and the final states
   with random weights, so both gradient paths (dhs and dstate) are exercised.
+  Small arrays are checked entry by entry; large ones (a GRU at H=1000) at a
+  random sample of entries plus along random directions, so the cost grows
+  with the number of arrays, not their size.
 - ``check_primitive(name, shapes, ...)``: one primitive's hand-written backward
   against its full numeric Jacobian.
 - ``check_against_naive(cell, ...)``: the compiled plan against the naive
@@ -25,7 +28,10 @@ pytest suite; importing this module needs Hypothesis only for those.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,11 +53,19 @@ TOLERANCES = {
 # rounding error ~1e-16/EPS both stay near 1e-10 for these smooth functions.
 EPS = 1e-6
 
-# Arrays with more elements than this are checked along random directions
-# (mode="auto") instead of element by element.
-FULL_LIMIT = 4096
+# Arrays with more elements than this are sampled (mode="auto"): SAMPLE random
+# entries by central differences plus DIRECTIONS random directions. Two forward
+# passes per entry made a full check of a GRU at H=1000 take minutes; a sampled
+# array costs 2 * (SAMPLE + DIRECTIONS) passes whatever its size.
+FULL_LIMIT = 1024
+SAMPLE = 64
+DIRECTIONS = 8
+
+# A check expected to take longer than this many seconds shows a progress bar.
+PROGRESS_AFTER = 3.0
 
 CHECK_KINDS = ("primitive", "cell", "unroll", "compiled-vs-naive", "layer", "model")
+MODES = ("auto", "full", "sampled", "projection")
 
 
 def tolerance(dtype, atol=None, rtol=None):
@@ -78,19 +92,24 @@ class GradientCheckError(errors.GradientCheckError):
 
     Attributes: ``kind`` (primitive / cell / unroll / compiled-vs-naive),
     ``subject`` (the cell or primitive), ``entry`` (the parameter, input or
-    state), ``index`` (element index in that entry), ``got`` (the engine's
-    value), ``expected`` (the reference), ``abs_err``, ``rel_err``, ``atol``,
-    ``rtol``, and ``report`` (the full report, or None).
+    state), ``index`` (element index in that entry; ``()`` when the worst
+    comparison is along a random direction), ``direction`` (that direction's
+    number, else None), ``got`` (the engine's value), ``expected`` (the
+    reference), ``abs_err``, ``rel_err``, ``atol``, ``rtol``, and ``report``
+    (the full report, or None).
     """
 
     def __init__(self, kind, subject, entry, index, got, expected, atol, rtol, report=None,
-                 reference="central difference"):
+                 reference="central difference", direction=None):
         self.kind, self.subject, self.entry, self.index = kind, subject, entry, index
+        self.direction = direction
         self.got, self.expected = float(got), float(expected)
         self.abs_err = abs(self.got - self.expected) if not (math.isnan(self.got) or math.isnan(self.expected)) else math.inf
         self.rel_err = float(rel_error(self.got, self.expected))
         self.atol, self.rtol, self.report, self.reference = atol, rtol, report, reference
-        msg = (f"{kind} gradient check failed for {subject}: {entry} at index {tuple(index)}: "
+        where = (f"along random direction {direction} (⟨u, ∇L⟩)" if direction is not None
+                 else f"at index {tuple(index)}")
+        msg = (f"{kind} gradient check failed for {subject}: {entry} {where}: "
                f"engine {self.got:.10g} vs {reference} {self.expected:.10g} "
                f"(abs err {self.abs_err:.3g}, rel err {self.rel_err:.3g}; "
                f"allowed {atol:g} + {rtol:g}*|expected|)")
@@ -101,7 +120,13 @@ class GradientCheckError(errors.GradientCheckError):
 
 @dataclass
 class EntryResult:
-    """The comparison of one gradient array (a parameter, xs or a state0)."""
+    """The comparison of one gradient array (a parameter, xs or a state0).
+
+    ``mode`` says how it was checked: ``full`` (every element), ``sampled``
+    (``checked`` random elements and ``directions`` random directions) or
+    ``projection`` (directions only). ``direction`` is the number of the
+    direction that came out worst, or None when the worst is an element.
+    """
     name: str
     shape: tuple
     max_abs: float
@@ -112,17 +137,39 @@ class EntryResult:
     expected: float
     excess: float  # worst |got - expected| / (atol + rtol*|expected|); <= 1 passes
     mode: str = "full"
+    checked: int = -1  # elements compared one by one (-1: all of them)
+    directions: int = 0
+    direction: int | None = None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def coverage(self) -> str:
+        """What was compared, for the report: ``all 48``, ``64 of 3,000,000 + 8 dirs``."""
+        n = self.size if self.checked < 0 else self.checked
+        text = f"all {n:,}" if n >= self.size else f"{n:,} of {self.size:,}"
+        if self.directions:
+            text = (f"{self.directions} dirs" if n == 0 else text + f" + {self.directions} dirs")
+        return text
 
 
 @dataclass
 class GradCheckReport:
-    """Per-entry maximum errors of one check; ``str()`` is a table."""
+    """Per-entry maximum errors of one check; ``str()`` is a table.
+
+    ``seed`` drew the random inputs, loss weights, sampled elements and
+    directions (the same seed repeats the check exactly); ``evaluations``
+    counts the forward passes the numeric side made.
+    """
     kind: str
     subject: str
     dtype: str
     atol: float
     rtol: float
     entries: list = field(default_factory=list)
+    seed: int | None = None
+    evaluations: int = 0
 
     @property
     def ok(self) -> bool:
@@ -136,6 +183,11 @@ class GradCheckReport:
     def max_rel(self) -> float:
         return max((e.max_rel for e in self.entries), default=0.0)
 
+    @property
+    def sampled(self) -> bool:
+        """True when some array was not compared element by element."""
+        return any(e.mode != "full" for e in self.entries)
+
     def worst(self):
         return max(self.entries, key=lambda e: e.excess, default=None)
 
@@ -146,21 +198,23 @@ class GradCheckReport:
         raise KeyError(name)
 
     def __str__(self):
-        rows = [(e.name, _fmt_shape(e.shape), f"{e.max_abs:.2e}", f"{e.max_rel:.2e}",
+        rows = [(e.name, _fmt_shape(e.shape), e.coverage(), f"{e.max_abs:.2e}", f"{e.max_rel:.2e}",
                  "ok" if e.ok else "FAIL") for e in self.entries]
-        head = ("param/input", "shape", "max abs err", "max rel err", "ok")
-        widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+        head = ("param/input", "shape", "checked", "max abs err", "max rel err", "ok")
+        widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
         line = "  ".join("{:<%d}" % w for w in widths)
-        out = [f"{self.kind} check of {self.subject} ({self.dtype}, atol {self.atol:g}, rtol {self.rtol:g})",
+        seed = "" if self.seed is None else f", seed {self.seed}"
+        out = [f"{self.kind} check of {self.subject} ({self.dtype}, atol {self.atol:g}, "
+               f"rtol {self.rtol:g}{seed})",
                line.format(*head), line.format(*("-" * w for w in widths))]
-        out += [line.format(*r) for r in rows]
+        out += [line.format(*r).rstrip() for r in rows]
         return "\n".join(out)
 
     def raise_if_failed(self, reference="central difference"):
         w = self.worst()
         if w is not None and not w.ok:
             raise GradientCheckError(self.kind, self.subject, w.name, w.worst_index, w.got, w.expected,
-                                     self.atol, self.rtol, self, reference)
+                                     self.atol, self.rtol, self, reference, w.direction)
         return self
 
 
@@ -189,6 +243,134 @@ def compare(name, got, expected, atol, rtol, mode="full", shape=None) -> EntryRe
                        float(expected[k]), float(excess[k]), mode)
 
 
+# --------------------------------------------------------------------------- numeric side
+
+def central_differences(f, x, indices, eps=EPS):
+    """``(f(x + ε e_i) − f(x − ε e_i)) / 2ε`` for each flat index i of x (float64,
+    changed in place and restored exactly)."""
+    flat = x.reshape(-1)
+    out = np.empty(len(indices))
+    for k, i in enumerate(indices):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        out[k] = (fp - fm) / (2 * eps)
+    return out
+
+
+def directional_differences(f, x, analytic, rng, directions, eps=EPS):
+    """(⟨u, analytic⟩, (f(x + εu) − f(x − εu)) / 2ε) along ``directions`` random
+    unit vectors u (Gaussian, normalised; each made and dropped in turn, so a
+    large array costs one extra copy, not one per direction)."""
+    base = x.copy()
+    got, want = np.empty(directions), np.empty(directions)
+    for k in range(directions):
+        u = rng.standard_normal(x.shape)
+        u /= np.sqrt(np.vdot(u, u))
+        got[k] = np.vdot(u, analytic)
+        np.add(base, eps * u, out=x)
+        fp = f()
+        np.subtract(base, eps * u, out=x)
+        fm = f()
+        want[k] = (fp - fm) / (2 * eps)
+    x[...] = base
+    return got, want
+
+
+def sample_indices(shape, k, rng):
+    """``k`` distinct flat indices into an array of ``shape`` (all of them when
+    it has no more), spread over the last axis.
+
+    The last axis is cut into k equal strata with one sample in each, the other
+    axes drawn uniformly: a wrong rule confined to one gate's columns (a
+    quarter of an LSTM's) is never missed because the draw left them out.
+    """
+    size = math.prod(shape)
+    if k >= size:
+        return np.arange(size)
+    width = shape[-1] if shape else 1
+    rows = size // width
+    edges = np.arange(k + 1) * width // k  # stratum i: columns edges[i] .. edges[i+1]-1
+    cols = np.minimum(edges[:-1] + (rng.random(k) * np.maximum(np.diff(edges), 1)).astype(np.int64),
+                      width - 1)
+    picked = dict.fromkeys((rng.integers(0, rows, k) * width + cols).tolist())
+    while len(picked) < k:  # rare repeats when the array has few rows: fill up at random
+        picked.setdefault(int(rng.integers(0, size)))
+    return np.fromiter(picked, dtype=np.int64, count=k)
+
+
+def _numeric_grad(f, x, eps, mode, directions, rng):
+    """Every element's central difference, as ``(None, gradient)`` (mode "full" only;
+    kept for callers of the earlier private helper)."""
+    if mode != "full":
+        raise ValueError("_numeric_grad: only mode 'full'; use directional_differences")
+    return None, central_differences(f, x, range(x.size), eps).reshape(x.shape)
+
+
+def _check_array(name, f, x, analytic, mode, sample, directions, rng, atol, rtol) -> EntryResult:
+    """One array's comparison: every element, or a sample plus random directions."""
+    if mode == "full":
+        numeric = central_differences(f, x, range(x.size)).reshape(x.shape)
+        return compare(name, analytic, numeric, atol, rtol, "full", shape=x.shape)
+    idx = sample_indices(x.shape, sample, rng) if mode == "sampled" else np.arange(0)
+    numeric = central_differences(f, x, idx)
+    got, want = directional_differences(f, x, analytic, rng, directions)
+    parts = []
+    if idx.size:
+        e = compare(name, analytic.reshape(-1)[idx], numeric, atol, rtol)
+        e.worst_index = tuple(int(i) for i in np.unravel_index(idx[e.worst_index[0]], x.shape))
+        parts.append(e)
+    if directions:
+        e = compare(name, got, want, atol, rtol)
+        e.direction, e.worst_index = e.worst_index[0], ()
+        parts.append(e)
+    w = max(parts, key=lambda e: e.excess)
+    w.max_abs = max(e.max_abs for e in parts)
+    w.max_rel = max(e.max_rel for e in parts)
+    w.shape, w.mode, w.checked, w.directions = tuple(x.shape), mode, int(idx.size), directions
+    return w
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread, when threadpoolctl is installed.
+
+    A check makes thousands of small products (2 rows at a time). OpenBLAS's
+    threads spin-wait for a core another process holds: on two busy cores
+    ``graphrnn gradcheck gru --hidden-size 1000`` took 98 s with the default
+    threads and 5.4 s with one (4.9 s of CPU either way when the cores are free).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+class _Progress:
+    """Counts forward passes; shows a tqdm bar once the check looks long."""
+
+    def __init__(self, total, seconds_each, show, desc):
+        self.count = 0
+        if show is None:
+            show = total * seconds_each > PROGRESS_AFTER
+        self.bar = None
+        if show:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="pass", file=sys.stderr, leave=False)
+
+    def tick(self):
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 # --------------------------------------------------------------------------- cells
 
 def _loss_weights(rng, run, cell):
@@ -206,65 +388,58 @@ def _loss(run, wh, ws):
     return val
 
 
-def _numeric_grad(f, x, eps, mode, directions, rng):
-    """Central differences of scalar f at x (float64, changed in place and restored).
-
-    Returns (analytic-side projector, numeric values): with mode "full" every
-    element is perturbed; with "projection" each random unit direction u gives
-    ⟨u, ∇f⟩ ≈ (f(x + εu) − f(x − εu)) / 2ε.
-    """
-    if mode == "full":
-        g = np.zeros(x.shape)
-        flat = x.reshape(-1)
-        gf = g.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + eps
-            fp = f()
-            flat[i] = old - eps
-            fm = f()
-            flat[i] = old
-            gf[i] = (fp - fm) / (2 * eps)
-        return None, g
-    us = rng.normal(size=(directions,) + x.shape)
-    us /= np.sqrt((us ** 2).reshape(directions, -1).sum(axis=1)).reshape((directions,) + (1,) * x.ndim)
-    vals = np.zeros(directions)
-    base = x.copy()
-    for k in range(directions):
-        x[...] = base + eps * us[k]
-        fp = f()
-        x[...] = base - eps * us[k]
-        fm = f()
-        vals[k] = (fp - fm) / (2 * eps)
-    x[...] = base
-    return us, vals
-
-
 def _draw(rng, shape, dtype):
     return rng.uniform(-1, 1, shape).astype(dtype)
 
 
+def _mode_of(mode, size, full_limit):
+    if mode != "auto":
+        return mode
+    return "full" if size <= full_limit else "sampled"
+
+
 def check_gradients(cell, params=None, xs=None, state0=None, *, batch=2, steps=3, seed=0,
-                    atol=None, rtol=None, dtype=None, mode="auto", directions=8,
-                    fuse=True, kind=None, raise_on_failure=True) -> GradCheckReport:
+                    atol=None, rtol=None, dtype=None, mode="auto", directions=DIRECTIONS,
+                    sample=SAMPLE, full_limit=FULL_LIMIT, fuse=True, kind=None, progress=None,
+                    raise_on_failure=True) -> GradCheckReport:
     """Check ``gr.unroll(cell, ...).backward`` against float64 central differences.
 
     Missing ``params``/``xs``/``state0`` are drawn from ``seed`` (uniform in
     [-1, 1], xs of shape (batch, steps, input size)). The loss is
     ``Σ w·hs + Σ_s v_s·state_s`` with random weights w, v. Every parameter, xs
-    and every initial state is checked, element by element (``mode="full"``),
-    along ``directions`` random unit directions (``mode="projection"``), or
-    full for arrays up to ``FULL_LIMIT`` elements and projected above
-    (``mode="auto"``). The dtype under test is that of ``params`` (default
-    float64); the numeric side always runs in float64.
+    and every initial state is checked:
+
+    - ``mode="full"``: element by element (two forward passes per element);
+    - ``mode="sampled"``: at ``sample`` random elements (spread over the last
+      axis) plus along ``directions`` random unit directions u, comparing
+      ⟨u, ∇L⟩ with (L(x+εu) − L(x−εu)) / 2ε;
+    - ``mode="projection"``: along the random directions only;
+    - ``mode="auto"`` (default): full for arrays up to ``full_limit``
+      elements, sampled above, so a GRU at H=1000 costs a few hundred passes.
+
+    The dtype under test is that of ``params`` (default float64); the numeric
+    side always runs in float64. ``seed`` also draws the sample and the
+    directions, and is recorded in the report. ``progress`` shows a tqdm bar
+    on stderr (None: only when the check looks longer than ``PROGRESS_AFTER``
+    seconds).
 
     Returns a ``GradCheckReport``; raises ``GradientCheckError`` naming the worst
     entry unless ``raise_on_failure=False``.
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    with _one_blas_thread():
+        report = _check_gradients(cell, params, xs, state0, batch, steps, seed, atol, rtol, dtype, mode,
+                                  directions, sample, full_limit, fuse, kind, progress)
+    if raise_on_failure:
+        report.raise_if_failed()
+    return report
+
+
+def _check_gradients(cell, params, xs, state0, batch, steps, seed, atol, rtol, dtype, mode, directions,
+                     sample, full_limit, fuse, kind, progress):
     from .unroll import unroll
 
-    if mode not in ("auto", "full", "projection"):
-        raise ValueError(f"mode must be 'auto', 'full' or 'projection', got {mode!r}")
     rng = np.random.default_rng(seed)
     if params is None:
         params = {k: _draw(rng, s, dtype or np.float64) for k, s in cell.param_shapes().items()}
@@ -284,13 +459,14 @@ def check_gradients(cell, params=None, xs=None, state0=None, *, batch=2, steps=3
     wh, ws = _loss_weights(rng, run, cell)
     xp = backend.xp()
     g = run.backward(xp.asarray(wh, dtype=dtype), {k: xp.asarray(v, dtype=dtype) for k, v in ws.items()})
+    del run
 
     # The reference: the same engine forward on float64 host copies.
     p64 = {k: backend.to_numpy(v).astype(np.float64) for k, v in params.items()}
     x64 = backend.to_numpy(xs).astype(np.float64)
     s64 = {k: backend.to_numpy(v).astype(np.float64) for k, v in state0.items()}
 
-    def f():
+    def loss64():
         r = unroll(cell, {k: backend.asarray(v) for k, v in p64.items()}, backend.asarray(x64),
                    {k: backend.asarray(v) for k, v in s64.items()}, fuse=fuse)
         return _loss(r, wh, ws)
@@ -298,47 +474,71 @@ def check_gradients(cell, params=None, xs=None, state0=None, *, batch=2, steps=3
     targets = [(f"param {k!r}", p64[k], g.params[k]) for k in cell.param_shapes()]
     targets.append(("xs", x64, g.xs))
     targets += [(f"state0[{k!r}]", s64[k], g.state0[k]) for k in cell.state_sizes() if k in s64]
+    modes = [_mode_of(mode, arr.size, full_limit) for _, arr, _ in targets]
+    total = sum(2 * arr.size if m == "full" else
+                2 * (directions + (min(sample, arr.size) if m == "sampled" else 0))
+                for (_, arr, _), m in zip(targets, modes))
+
+    t0 = time.perf_counter()
+    loss64()  # also warms the float64 plan up: its time is what every pass will cost
+    progress = _Progress(total, time.perf_counter() - t0, progress, f"gradcheck {cell.name}")
+
+    def f():
+        progress.tick()
+        return loss64()
 
     subject = f"cell {cell.name!r}"
     if kind is None:
         kind = "unroll" if xs.shape[1] > 1 else "cell"
-    report = GradCheckReport(kind, subject, str(dtype), atol, rtol)
-    for name, arr, analytic in targets:
-        m = mode if mode != "auto" else ("full" if arr.size <= FULL_LIMIT else "projection")
-        us, numeric = _numeric_grad(f, arr, EPS, m, directions, rng)
-        analytic = backend.to_numpy(analytic).astype(np.float64)
-        if us is not None:  # compare projections ⟨u, ∇L⟩
-            analytic = (us * analytic).reshape(directions, -1).sum(axis=1)
-        report.entries.append(compare(name, analytic, numeric, atol, rtol, m, shape=arr.shape))
-    if raise_on_failure:
-        report.raise_if_failed()
+    report = GradCheckReport(kind, subject, str(dtype), atol, rtol, seed=seed)
+    # The sample and the directions get a stream of their own: which elements
+    # are checked depends on the seed and the shapes, not on what was drawn before.
+    pick = np.random.default_rng([seed, 1])
+    try:
+        for (name, arr, analytic), m in zip(targets, modes):
+            analytic = backend.to_numpy(analytic).astype(np.float64)
+            report.entries.append(_check_array(name, f, arr, analytic, m, sample, directions, pick,
+                                               atol, rtol))
+    finally:
+        progress.close()
+    report.evaluations = progress.count
     return report
 
 
 def check_function(f, inputs, grads, *, subject="function", atol=None, rtol=None, mode="auto",
-                   directions=8, seed=0, kind="layer", raise_on_failure=True) -> GradCheckReport:
+                   directions=DIRECTIONS, sample=SAMPLE, full_limit=FULL_LIMIT, seed=0, kind="layer",
+                   raise_on_failure=True) -> GradCheckReport:
     """Check hand-written gradients of any scalar function against float64 central differences.
 
     ``f()`` computes the loss from the float64 arrays in ``inputs`` (dict name
     -> array; the check perturbs them in place and restores them), ``grads``
-    holds the analytic gradient of each name. Arrays are checked element by
-    element, or along ``directions`` random unit directions above
-    ``FULL_LIMIT`` elements (``mode="auto"``). This is how the language-model
+    holds the analytic gradient of each name. ``mode``, ``sample``,
+    ``directions`` and ``full_limit`` choose how much of each array is compared,
+    as in ``check_gradients`` (by default element by element up to
+    ``FULL_LIMIT`` elements, sampled above). This is how the language-model
     layers and the whole ``RNNLM`` are checked; a user's own layer can be too.
     """
-    rng = np.random.default_rng(seed)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
     atol, rtol = tolerance(np.float64, atol, rtol)
-    report = GradCheckReport(kind, subject, "float64", atol, rtol)
+    report = GradCheckReport(kind, subject, "float64", atol, rtol, seed=seed)
+    pick = np.random.default_rng([seed, 1])
+    count = [0]
+
+    def counted():
+        count[0] += 1
+        return f()
     for name, arr in inputs.items():
         if arr.dtype != np.float64 or not arr.flags.c_contiguous:
             raise ValueError(f"check_function: input {name!r} must be a C-contiguous float64 array "
                              "(the check perturbs it in place)")
-        m = mode if mode != "auto" else ("full" if arr.size <= FULL_LIMIT else "projection")
-        us, numeric = _numeric_grad(f, arr, EPS, m, directions, rng)
-        analytic = backend.to_numpy(grads[name]).astype(np.float64)
-        if us is not None:
-            analytic = (us * analytic).reshape(directions, -1).sum(axis=1)
-        report.entries.append(compare(f"grad {name!r}", analytic, numeric, atol, rtol, m, shape=arr.shape))
+    with _one_blas_thread():
+        for name, arr in inputs.items():
+            analytic = backend.to_numpy(grads[name]).astype(np.float64)
+            report.entries.append(_check_array(f"grad {name!r}", counted, arr, analytic,
+                                               _mode_of(mode, arr.size, full_limit), sample, directions,
+                                               pick, atol, rtol))
+    report.evaluations = count[0]
     if raise_on_failure:
         report.raise_if_failed()
     return report
@@ -483,9 +683,16 @@ def check_primitive(name_or_op, shapes, *, attrs=(), values=None, seed=0, atol=N
 # --------------------------------------------------------------------------- CLI
 
 def gradcheck_main(args) -> int:
-    """``graphrnn gradcheck CELL``: a per-parameter table; exit status 1 on failure."""
+    """``graphrnn gradcheck CELL``: a per-parameter table; exit status 1 on failure.
+
+    Options beyond the cell and its sizes are read with defaults, so that a
+    parser without ``--sample``, ``--directions`` or ``--full`` still works.
+    """
     from .cells import from_spec
 
+    sample = getattr(args, "sample", SAMPLE)
+    directions = getattr(args, "directions", DIRECTIONS)
+    mode = "full" if getattr(args, "full", False) else "auto"
     cell = from_spec(args.cell, args.input_size, args.hidden_size)
     rng = np.random.default_rng(args.seed)
     params = {k: v * 1.0 for k, v in cell.init_params(seed=args.seed, dtype=np.float64).items()}
@@ -494,15 +701,21 @@ def gradcheck_main(args) -> int:
         if not np.any(backend.to_numpy(v)):
             params[k] = backend.asarray(rng.uniform(-0.5, 0.5, v.shape))
     report = check_gradients(cell, params, batch=args.batch, steps=args.steps, seed=args.seed,
-                             raise_on_failure=False)
+                             mode=mode, sample=sample, directions=directions, raise_on_failure=False)
     print(report)
+    if report.sampled:
+        full = ", --full checks every element" if hasattr(args, "full") else ""
+        print(f"sampled: arrays over {FULL_LIMIT:,} elements were checked at {sample} random elements "
+              f"(spread over the last axis) and along {directions} random directions, drawn with "
+              f"seed {args.seed}; another --seed draws others{full}")
     w = report.worst()
     if report.ok:
         print(f"ok: all {len(report.entries)} gradients of cell {cell.name!r} match central differences "
-              f"(worst rel err {report.max_rel:.2e})")
+              f"(worst rel err {report.max_rel:.2e}; {report.evaluations:,} forward passes)")
         return 0
-    print(f"FAILED: {w.name} at index {w.worst_index}: engine {w.got:.10g} vs central difference "
-          f"{w.expected:.10g}")
+    where = (f"along random direction {w.direction}" if w.direction is not None
+             else f"at index {w.worst_index}")
+    print(f"FAILED: {w.name} {where}: engine {w.got:.10g} vs central difference {w.expected:.10g}")
     return 1
 
 
@@ -604,7 +817,8 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
     (through tanh, sigmoid or a gated mix, so states stay bounded; sometimes
     one state simply takes another's old value, a shift register), every
     parameter and the input are used, and sometimes the output is a separate
-    value (possibly hoisted, possibly a state before its update). For
+    value (possibly hoisted, possibly a state before its update); sometimes
+    no update reads a state at all. For
     compiler-pass writers: compare ``gr.unroll`` with ``gr.unroll_naive``
     (``check_against_naive``) on what this draws.
     """
@@ -632,6 +846,10 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
             pool.append((s, 1.0))
         counter = [0]
         dangling = {v.node: v for v, _ in pool}
+        # Sometimes a state that no update has to read (h' = f(x) only): the
+        # engine must still carry it and give its initial value a zero gradient.
+        if draw(st.integers(0, 4)) == 0:
+            dangling.pop(states[0].node)
 
         def new_param(shape, static_ok=True):
             counter[0] += 1

@@ -11,6 +11,8 @@ backward stops at that state (``g.state0`` is returned, not propagated).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from . import backend
@@ -133,7 +135,11 @@ def _prepare(cell, params, xs, state0):
     xp = backend.xp()
     dtype = cell.check_params(params)
     if not hasattr(xs, "shape"):
-        xs = np.asarray(xs, dtype=dtype)
+        try:
+            xs = np.asarray(xs, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise GraphError(f"cell {cell.name!r}: xs must be an array of shape (N, T, "
+                             f"{cell.input_size}): {exc}") from None
     if xs.ndim != 3 or xs.shape[2] != cell.input_size:
         raise GraphError(f"cell {cell.name!r}: xs has shape {fmt_shape(tuple(xs.shape))}, expected "
                          f"(N, T, {cell.input_size}) for input {cell.input_name!r} of size {cell.input_size}")
@@ -143,6 +149,9 @@ def _prepare(cell, params, xs, state0):
     xs = _check_array(xp, xs, lambda: f"cell {cell.name!r}: xs", xs.shape, dtype)
     if dtype is None:  # a cell without parameters runs in the inputs' dtype
         dtype = xs.dtype
+    if state0 is not None and not isinstance(state0, Mapping):
+        raise GraphError(f"cell {cell.name!r}: state0 must be a dict state name -> (N, size) array, "
+                         f"got {type(state0).__name__}")
     state0 = dict(state0 or {})
     sizes = cell.state_sizes()
     unknown = [k for k in state0 if k not in sizes]
@@ -253,6 +262,9 @@ class Run:
         if dhs is not None:
             dhs = _check_array(xp, dhs, lambda: f"cell {cname!r}: dhs", (n, t, width[plan.output_node]), dtype)
             E["DHS"] = dhs.transpose(1, 0, 2)
+        if dstate is not None and not isinstance(dstate, Mapping):
+            raise GraphError(f"cell {cname!r}: dstate must be a dict state name -> (N, size) array, "
+                             f"got {type(dstate).__name__}")
         dstate = dict(dstate or {})
         for k in dstate:
             if k not in plan.cell.states:

@@ -164,10 +164,10 @@ def test_every_gradcheck_option_has_help_text(capsys):
     with pytest.raises(SystemExit):
         cli.main(["gradcheck", "--help"])
     out = capsys.readouterr().out
-    for flags, kw in cli.GRADCHECK_OPTIONS:
+    for flags, kw in cli.gradcheck_options():
         assert kw.get("help"), flags
         assert flags[0] in out
-    assert "(default 3)" in out
+    assert "(default: 3)" in out
 
 
 # ------------------------------------------------------------- module:function

@@ -240,3 +240,12 @@ def test_a_gradient_a_primitive_says_it_passes_through_is_dy_itself(name, data):
     for passed, g in zip(op.passes_gradient(), grads):
         if passed:
             np.testing.assert_array_equal(g, dy)
+
+
+@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+def test_every_primitive_states_its_local_rule_one_line_per_input(name):
+    cls = PRIMITIVES[name]
+    assert len(cls.rule) == (cls.arity or 1), "one line per input (concat: one line for all)"
+    for line in cls.rule:
+        lhs, _, rhs = line.partition(" = ")
+        assert lhs.startswith("d") and "dy" in rhs and len(line) <= 28, line

@@ -6,12 +6,14 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import networkx as nx
 import pytest
 
 import graphrnn as gr
 from graphrnn import cli
 from graphrnn.plan import STATIC, compile_cell
-from graphrnn.render import (GALLERY_SIZES, GraphvizNotFound, gallery_items,
+from graphrnn.primitives import PRIMITIVES
+from graphrnn.render import (GALLERY_SIZES, GraphvizNotFound, diagram_graph, gallery_items,
                              gallery_sources, render)
 
 GALLERY = Path(__file__).resolve().parent.parent / "docs" / "gallery"
@@ -41,7 +43,7 @@ def test_cell_svg_names_every_primitive_parameter_and_state(name, tmp_path):
            and not (plan.kind[n] == STATIC and g.nodes[n]["opname"] == "slice")]
     for opname in sorted({g.nodes[n]["opname"] for n in ops}):
         want = sum(g.nodes[n]["opname"] == opname for n in ops)
-        got = sum(t.split(" ")[0] == opname for t in texts)
+        got = sum(t.split(" = ")[-1].split(" ")[0] == opname for t in texts)
         assert got == want, (opname, got, want, texts)
     for p in cell.params:
         assert p in texts, (p, texts)
@@ -83,7 +85,7 @@ def test_lstm_nico_concat_edges_say_which_columns_each_part_fills():
     src = render(gr.cells.lstm_nico(3, 4)).source
     assert 'label="concat(' not in src  # labels are op + shape, not the long expression
     assert 'label="[:, :D]"' in src and 'label="[:, D:D+H]"' in src
-    assert 'label="concat\n(N, D+H)"' in src
+    assert 'label="xh = concat\n(N, D+H)"' in src
     assert 'label="concat\n(D+H, 4H)' in src  # the four gate weights joined by the compiler
 
 
@@ -103,8 +105,8 @@ def test_unrolled_has_one_cluster_per_step_and_parameters_once(T):
     assert steps == [f"cluster_step_{t}" for t in range(1, T + 1)]
     for p in cell.params:
         assert len(_node_decls(src, f"{p}\n")) == 1, p
-    # Every step takes its rows of the one hoisted product.
-    assert all(f'label="[t={t}]"' in src for t in range(1, T + 1))
+    # Every step takes its rows of the one hoisted product, xw = x @ Wx + b.
+    assert all(f'label="xw\n[t={t}]"' in src for t in range(1, T + 1))
     # States flow h0 -> step 1 -> h1 -> ... -> hT.
     for t in range(T + 1):
         assert len(_node_decls(src, f"h{t}\n")) == 1
@@ -130,7 +132,8 @@ def test_backward_reverses_edges_and_labels_what_flows():
     grads = [line for line in bwd.splitlines() if "dir=back" in line]
     assert grads and all("dashed" in line and "#cc0000" in line for line in grads)
     # The weight gradients are summed over all steps after the loop (deferred / hoisted).
-    assert re.search(r'label="dL/dWx\n\(Σ over t, after the loop\)"', bwd)
+    for p in ("Wx", "Wh", "b"):
+        assert f'label="dL/d{p}: summed\nover the T steps\nafter the loop"' in bwd
     # Every forward edge into the update carries a gradient back: as many as in the forward.
     n_fwd = len(re.findall(r" -> ", fwd))
     assert len(grads) >= n_fwd - 1
@@ -235,3 +238,174 @@ def test_cli_without_output_writes_an_svg_named_after_the_cell(tmp_path, monkeyp
     assert cli.main(["render", "mgu", "--unroll", "2", "--backward"]) == 0
     texts = svg_texts(tmp_path / "mgu-unrolled-backward.svg")
     assert "step 1" in texts and "step 2" in texts and any(t.startswith("dL/dWh") for t in texts)
+
+
+# --------------------------------------------------------------------------- names the reader knows
+
+def _labels(G, role=None):
+    return [d["label"] for _, d in G.nodes(data=True) if role is None or d["role"] == role]
+
+
+def _grad_labels(G):
+    return [d["label"] for _, _, d in G.edges(data=True) if d["kind"] == "grad"]
+
+
+def named_cell():
+    c = gr.CellBuilder("named")
+    x, h = c.input("x", 3), c.state("h", 4)
+    W, U = c.param("W", (3, 4)), c.param("U", (4, 4))
+    gate = c.name(gr.sigmoid(x @ W + h @ U), "gate")
+    cand = gr.tanh(h @ U, name="cand")
+    c.update(h=gate * cand + (1 - gate) * h)
+    return c.build()
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_users_names_label_the_values_and_their_gradients(compiled):
+    G = diagram_graph(named_cell(), compiled=compiled)
+    heads = [label.split("\n")[0] for label in _labels(G, "op")]
+    assert "gate = sigmoid" in heads and "cand = tanh" in heads
+    grads = _grad_labels(diagram_graph(named_cell(), backward=True, compiled=compiled))
+    assert "dL/dgate += da" in grads and "dL/dcand = db" in grads  # gate feeds two products
+    assert "dL/d(1 - gate) = da" in grads
+
+
+@pytest.mark.parametrize("name,gates", [("gru", ["xw", "z", "r", "h~"]), ("mgu", ["xw", "f", "h~"]),
+                                        ("lstm", ["xw", "f", "g", "i", "o", "c'"]),
+                                        ("lstm_nico", ["xh", "g", "i", "f", "o", "s'"]), ("rnn", ["a"])])
+def test_builtin_cells_name_their_gates_in_every_view(name, gates):
+    cell = gr.cells.CELLS[name](3, 4)
+    for opts in ({}, {"compiled": False}, {"unroll": 2}, {"backward": True}):
+        G = diagram_graph(cell, **opts)
+        named = {label.split(" = ")[0] for label in _labels(G) if " = " in label.split("\n")[0]}
+        assert set(gates) <= {n for part in named for n in part.split("|")}, (opts, named)
+        if opts.get("backward"):
+            grads = " ".join(_grad_labels(G))
+            assert all(f"dL/d{gate}" in grads for gate in gates if gate != "xw" or name != "rnn")
+
+
+def test_the_compiled_gru_names_the_fused_gate_by_its_columns():
+    heads = [label.split("\n")[0] for label in _labels(diagram_graph(gr.cells.gru(3, 4)), "op")]
+    assert "z|r = sigmoid" in heads and "z = slice [:, :H]" in heads and "r = slice [:, H:2H]" in heads
+
+
+OPNAMES = "|".join(PRIMITIVES)
+
+
+@pytest.mark.parametrize("name", sorted(gr.cells.CELLS))
+@pytest.mark.parametrize("unroll", [None, 3])
+def test_every_gradient_edge_names_what_it_holds_and_the_rule_that_made_it(name, unroll):
+    G = diagram_graph(gr.cells.CELLS[name](3, 4), backward=True, unroll=unroll)
+    grads = _grad_labels(G)
+    assert grads
+    for label in grads:
+        assert label.startswith("dL/d") and not re.search(rf"dL/d\(({OPNAMES})\)", label), label
+    parts = {label.split("\n")[0].split(" = ")[-1].split(" += ")[-1] for label in grads if "=" in label}
+    assert parts <= {"da", "db", "dx", "dW", "dx[:, i:j]", "dxₖ", "da + db"}, parts
+
+
+@pytest.mark.parametrize("name", sorted(gr.cells.CELLS))
+def test_the_backward_view_shows_each_primitives_own_rule_on_its_node(name, monkeypatch):
+    cell = gr.cells.CELLS[name](3, 4)
+    G = diagram_graph(cell, backward=True)
+    plan = compile_cell(cell)
+    for n, a in plan.graph.nodes(data=True):
+        if f"n{n}" in G and G.nodes[f"n{n}"]["role"] == "op":
+            label = G.nodes[f"n{n}"]["label"]
+            wanted = [r for r, p in zip(a["op"].rule * len(a["args"]), a["args"])
+                      if plan.requires[True][p]]
+            assert wanted and all(r in label for r in wanted), (label, wanted)
+    # The text is the primitive's own: change it there and the diagram follows.
+    monkeypatch.setattr(PRIMITIVES["tanh"], "rule", ("dx = TEST",))
+    labels = " ".join(_labels(diagram_graph(gr.cells.CELLS[name](3, 4), backward=True), "op"))
+    assert "dx = TEST" in labels and "dx = dy·(1−y²)" not in labels
+
+
+def test_forward_views_show_no_rules():
+    labels = " ".join(_labels(diagram_graph(gr.cells.gru(3, 4)), "op"))
+    assert "dy" not in labels
+
+
+def test_a_gradient_can_be_followed_by_hand_from_the_loss_to_a_parameter():
+    """From the incoming dL/dh' note, along gradient edges only, to Wh: every edge on
+    the way says what it holds, and every node on the way says its rule."""
+    cell = gr.cells.gru(3, 4)
+    G = diagram_graph(cell, backward=True)
+    grad = nx_grad_graph(G)
+    wh = f"n{cell.params['Wh']}"
+    path = nx.shortest_path(grad, "grad_out_h", wh)
+    assert len(path) > 4
+    for u, v in zip(path[1:], path[2:]):
+        assert G.edges[u, v]["label"].startswith("dL/d")
+        if G.nodes[u]["role"] == "op":
+            assert "dy" in G.nodes[u]["label"]
+
+
+def nx_grad_graph(G):
+    return nx.DiGraph([(u, v) for u, v, d in G.edges(data=True) if d["kind"] in ("grad", "grad_in")])
+
+
+# --------------------------------------------------------------------------- the unrolled view
+
+def _step_of(node_data):
+    c = node_data["cluster"] or ""
+    return int(c.rsplit("_", 1)[1]) if c.startswith("cluster_step_") else None
+
+
+@pytest.mark.parametrize("name", sorted(gr.cells.CELLS))
+@pytest.mark.parametrize("T", [3, 12])
+def test_unrolled_steps_are_columns_in_time_order_with_the_state_passed_to_the_next(name, T):
+    cell = gr.cells.CELLS[name](3, 4)
+    G = diagram_graph(cell, unroll=T)
+    steps = [1, 2, T] if T > 5 else [1, 2, 3]
+    # The boxes are made in the order dot draws them left to right: shared ones, then steps.
+    clusters = list(G.graph["clusters"])
+    assert clusters[:2] == ["cluster_params", "cluster_hoisted"] or clusters[:1] == ["cluster_params"]
+    assert [c for c in clusters if c.startswith("cluster_step_")] == [f"cluster_step_{t}" for t in steps]
+    for t in steps:
+        for s in cell.states:
+            # each step's column opens with the state it reads, which the step before made
+            assert G.nodes[f"s_{s}_{t - 1}"]["cluster"] == f"cluster_step_{t}"
+            made_by = [u for u, _, d in G.in_edges(f"s_{s}_{t}", data=True) if d["kind"] == "state"]
+            assert [_step_of(G.nodes[u]) for u in made_by] == [t]
+    # Corresponding nodes of the steps share a rank: the steps line up as columns.
+    rows = G.graph["same_rank"]
+    assert rows and all(sorted(_step_of(G.nodes[n]) for n in row) == steps for row in rows)
+
+
+@pytest.mark.parametrize("name", sorted(gr.cells.CELLS))
+def test_unrolled_parameters_and_hoisted_part_are_drawn_once_apart_and_referenced_in_steps(name):
+    cell = gr.cells.CELLS[name](3, 4)
+    G = diagram_graph(cell, unroll=3)
+    for p, node in cell.params.items():
+        assert G.nodes[f"n{node}"]["cluster"] == "cluster_params"
+    # No forward edge enters a step from outside it except the state: steps hold references.
+    for u, v, d in G.edges(data=True):
+        if d["kind"] == "forward" and _step_of(G.nodes[v]) is not None:
+            assert _step_of(G.nodes[u]) == _step_of(G.nodes[v]), (u, v)
+    refs = [d for _, d in G.nodes(data=True) if d["role"] in ("rows", "shared_ref")]
+    assert refs and all(_step_of(d) for d in refs)
+    if name == "gru":
+        assert sorted(d["label"] for d in refs if _step_of(d) == 2) == [
+            "Wh[:, 2H:3H]", "Wh[:, :2H]", "xw\n[t=2]"]
+        notes = _labels(diagram_graph(cell, unroll=3, backward=True), "grad_in")
+        assert "dL/dxw: the rows of\nall T steps, one backward\nafter the loop" in notes
+        assert "dL/dWh: summed\nover the T steps\nafter the loop" in notes
+
+
+@needs_dot
+@pytest.mark.parametrize("name", sorted(gr.cells.CELLS))
+def test_dot_draws_the_steps_left_to_right_in_time(name):
+    """The layout itself (positions from Graphviz, not pixels): step t's column
+    lies left of step t+1's, in the forward and the backward view."""
+    import json
+    import subprocess
+
+    first = next(iter(gr.cells.CELLS[name](3, 4).states))
+    for backward in (False, True):
+        src = render(gr.cells.CELLS[name](3, 4), unroll=4, backward=backward).source
+        out = json.loads(subprocess.run(["dot", "-Tjson"], input=src.encode(), capture_output=True,
+                                        check=True).stdout)
+        x = {o["name"]: float(o["pos"].split(",")[0]) for o in out["objects"] if "pos" in o}
+        xs = [x[f"s_{first}_{t}"] for t in range(4)]
+        assert xs == sorted(xs), (backward, xs)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 import graphrnn as gr
 from graphrnn import testing
 from graphrnn.cli import main
-from graphrnn.primitives import PRIMITIVES, Tanh
+from graphrnn.primitives import PRIMITIVES, Primitive, Tanh
 from graphrnn.testing import (GradientCheckError, cell_sizes, check_gradients, random_cells,
                               rel_error, unroll_args)
 
@@ -198,3 +198,199 @@ def test_cli_gradcheck_fails_with_status_1_on_a_wrong_cell(capsys, monkeypatch):
 def test_cli_gradcheck_unknown_cell_is_a_usage_error(capsys):
     assert main(["gradcheck", "nope"]) == 2
     assert "unknown cell 'nope'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the checker against near misses
+# A checker with its tolerance x1000, or one that compares only the first
+# input of a rule, must fail these: each wrong rule is off by only 0.1%.
+
+def off_by(cls, input_index, factor=1.001, columns=None):
+    """A primitive class whose gradient for one input is ``factor`` times the right one
+    (only in ``columns`` of it, if given): a near miss, as a typo in a rule makes."""
+    def backward(self, xp, dy, xs, y, needs):
+        grads = list(cls.backward(self, xp, dy, xs, y, needs))
+        g = grads[input_index]
+        if g is not None:
+            g = np.array(g, dtype=np.float64)
+            if columns is None:
+                g = g * factor
+            else:
+                g[..., columns[0]:columns[1]] *= factor
+            grads[input_index] = g
+        return tuple(grads)
+    # the engine writes some gradients in place; the default backward_into calls backward
+    return type(f"OffBy{factor}{cls.__name__}{input_index}", (cls,),
+                {"backward": backward, "backward_into": Primitive.backward_into, "writes_gradients": False})
+
+
+PRIMITIVE_SHAPES = {"matmul": [(2, 3), (3, 2)], "concat": [(2, 1), (2, 2)], "slice": [(2, 4)]}
+
+
+def _inputs(name):
+    cls = PRIMITIVES[name]
+    return PRIMITIVE_SHAPES.get(name, [(2, 3), (2, 3)] if cls.arity == 2 else [(2, 3)])
+
+
+@pytest.mark.parametrize("name,i", [(n, i) for n in PRIMITIVES for i in range(len(_inputs(n)))])
+def test_check_primitive_catches_a_rule_off_by_one_part_in_a_thousand_in_any_input(name, i):
+    attrs = (1, 3) if name == "slice" else ()
+    assert testing.check_primitive(name, _inputs(name), attrs=attrs).ok  # the right rule passes
+    wrong = off_by(PRIMITIVES[name], i)(*attrs)
+    with pytest.raises(GradientCheckError) as info:
+        testing.check_primitive(wrong, _inputs(name))
+    assert info.value.entry == f"dy/d(input {i})"
+    assert info.value.rel_err < 2e-3  # it really was a near miss
+
+
+def _with_rule(cell, opname, wrong, only=None):
+    """Put ``wrong`` (a primitive class) in place of every ``opname`` node (or of
+    node ``only``) of a freshly built cell, before anything is compiled."""
+    for n, a in cell.graph.nodes(data=True):
+        if a.get("opname") == opname and (only is None or n == only):
+            op = wrong(*a["op"].attrs().values())
+            op.check("mutant", *a["op"].in_shapes)
+            a["op"] = op
+    return cell
+
+
+@pytest.mark.parametrize("opname,i", [("sigmoid", 0), ("tanh", 0), ("matmul", 0), ("matmul", 1),
+                                      ("mul", 0), ("mul", 1)])
+@pytest.mark.parametrize("mode", ["full", "sampled"])
+def test_check_gradients_catches_a_near_miss_rule_in_a_cell(opname, i, mode):
+    cell = _with_rule(gr.cells.lstm(2, 3), opname, off_by(PRIMITIVES[opname], i))
+    with pytest.raises(GradientCheckError) as info:
+        check_gradients(cell, seed=0, fuse=False, mode=mode, sample=4, directions=2)
+    err = info.value
+    assert err.rel_err < 0.05 and err.report.worst().mode == mode  # a near miss, through T steps
+    if (opname, i) == ("matmul", 1):  # dW only: the inputs and states are right
+        assert {e.name for e in err.report.entries if not e.ok} <= {"param 'Wx'", "param 'Wh'"}
+
+
+def test_sampling_never_misses_a_wrong_gate_block():
+    """One gate's columns of dWh (a quarter of them) wrong by 0.1%: four samples,
+    spread over the columns, find it whatever the seed."""
+    H = 4
+    cell = gr.cells.lstm(2, H)
+    o_gate = [n for n, a in cell.graph.nodes(data=True) if a.get("opname") == "matmul"
+              and cell.graph.nodes[a["args"][1]]["label"] == f"Wh[:, {3 * H}:{4 * H}]"]
+    assert len(o_gate) == 1
+    for seed in range(5):
+        bad = _with_rule(gr.cells.lstm(2, H), "matmul", off_by(PRIMITIVES["matmul"], 1), only=o_gate[0])
+        report = check_gradients(bad, seed=seed, fuse=False, mode="sampled", sample=4, directions=0,
+                                 raise_on_failure=False)
+        wh = report["param 'Wh'"]
+        assert not wh.ok and 3 * H <= wh.worst_index[1] < 4 * H and wh.checked == 4
+        assert all(e.ok for e in report.entries if e.name != "param 'Wh'")
+
+
+def test_sample_indices_are_distinct_in_range_and_cover_every_column_block():
+    rng = np.random.default_rng(0)
+    for shape, k in [((8, 32), 4), ((3, 5), 12), ((1000,), 64), ((2, 3, 7), 7)]:
+        idx = testing.sample_indices(shape, k, rng)
+        assert len(idx) == len(set(idx.tolist())) == k
+        assert idx.min() >= 0 and idx.max() < np.prod(shape)
+        cols = np.unravel_index(idx, shape)[-1]
+        edges = np.arange(k + 1) * shape[-1] // k
+        assert all(np.any((cols >= lo) & (cols < hi)) for lo, hi in zip(edges, edges[1:]) if hi > lo)
+    assert testing.sample_indices((2, 3), 10, rng).tolist() == list(range(6))
+
+
+def test_directional_differences_see_a_gradient_off_by_one_part_in_a_thousand():
+    x = np.random.default_rng(1).uniform(-1, 1, (40, 50))
+    w = np.random.default_rng(2).uniform(-1, 1, (40, 50))
+
+    def f():
+        return float(np.sum(w * np.tanh(x)))
+    right = w * (1 - np.tanh(x) ** 2)
+    for analytic, ok in [(right, True), (right * 1.001, False)]:
+        got, want = testing.directional_differences(f, x, analytic, np.random.default_rng(0), 4)
+        assert testing.compare("x", got, want, *testing.tolerance(np.float64)).ok == ok
+    assert np.array_equal(x, np.random.default_rng(1).uniform(-1, 1, (40, 50)))  # restored exactly
+
+
+# --------------------------------------------------------------------------- the checker at scale
+
+def _expected_passes(report, sample, directions):
+    return sum(2 * e.size if e.mode == "full" else 2 * (min(sample, e.size) + directions)
+               for e in report.entries)
+
+
+def test_large_arrays_are_sampled_at_a_cost_that_does_not_grow_with_their_size():
+    costs = []
+    for H in (40, 80):
+        report = check_gradients(gr.cells.gru(3, H), seed=0)
+        modes = {e.name: e.mode for e in report.entries}
+        assert modes == {"param 'Wx'": "full", "param 'Wh'": "sampled", "param 'b'": "full" if 3 * H <= 1024
+                         else "sampled", "xs": "full", "state0['h']": "full"}
+        wh = report["param 'Wh'"]
+        assert wh.checked == testing.SAMPLE and wh.directions == testing.DIRECTIONS
+        assert report.evaluations == _expected_passes(report, testing.SAMPLE, testing.DIRECTIONS)
+        costs.append(2 * (wh.checked + wh.directions))
+    assert costs[0] == costs[1]
+
+
+def test_small_cells_are_still_checked_element_by_element():
+    report = check_gradients(gr.cells.lstm(3, 4), seed=0)
+    assert all(e.mode == "full" and e.coverage() == f"all {e.size:,}" for e in report.entries)
+    assert report.evaluations == 2 * sum(e.size for e in report.entries) and not report.sampled
+
+
+def test_a_sampled_report_says_how_many_elements_which_seed_and_how_many_directions():
+    report = check_gradients(gr.cells.gru(3, 40), seed=5, sample=10, directions=3)
+    text = str(report)
+    assert "seed 5" in text.splitlines()[0]
+    assert "10 of 4,800 + 3 dirs" in text and "all 18" in text
+    again = check_gradients(gr.cells.gru(3, 40), seed=5, sample=10, directions=3)
+    assert [(e.max_abs, e.worst_index) for e in again.entries] == [(e.max_abs, e.worst_index) for e in report.entries]
+
+
+def test_a_progress_bar_only_when_asked_or_when_the_check_looks_long(capsys):
+    check_gradients(gr.cells.rnn(2, 3), seed=0)
+    assert "gradcheck rnn" not in capsys.readouterr().err
+    check_gradients(gr.cells.rnn(2, 3), seed=0, progress=True)
+    assert "gradcheck rnn" in capsys.readouterr().err
+    assert testing._Progress(1000, 0.01, None, "x").bar is not None  # 10 s expected
+    assert testing._Progress(10, 0.01, None, "x").bar is None
+
+
+def test_cli_gradcheck_reports_sampling_and_takes_sample_directions_full_when_declared(capsys):
+    import argparse
+    assert main(["gradcheck", "gru", "--hidden-size", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "64 of 4,800 + 8 dirs" in out and "sampled:" in out and "seed 0" in out
+    args = argparse.Namespace(cell="gru", input_size=3, hidden_size=40, batch=2, steps=2, seed=1,
+                              sample=5, directions=2, full=False)
+    assert testing.gradcheck_main(args) == 0
+    out = capsys.readouterr().out
+    assert "5 of 4,800 + 2 dirs" in out and "seed 1" in out
+    args.hidden_size, args.full = 8, True
+    assert testing.gradcheck_main(args) == 0
+    assert "sampled:" not in capsys.readouterr().out
+
+
+def test_check_function_samples_large_arrays_and_catches_a_near_miss():
+    x = np.random.default_rng(0).uniform(-1, 1, (40, 60))
+
+    def f():
+        return float(np.sum(np.tanh(x) ** 2))
+    right = 2 * np.tanh(x) * (1 - np.tanh(x) ** 2)
+    report = testing.check_function(f, {"x": x}, {"x": right}, seed=3)
+    e = report["grad 'x'"]
+    assert report.ok and e.mode == "sampled" and e.checked == testing.SAMPLE and report.seed == 3
+    assert report.evaluations == 2 * (testing.SAMPLE + testing.DIRECTIONS)
+    with pytest.raises(GradientCheckError):
+        testing.check_function(f, {"x": x}, {"x": right * 1.001})
+
+
+def test_checks_run_blas_on_one_thread_when_threadpoolctl_is_there(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    real = testing.central_differences
+
+    def spy(f, x, indices, eps=testing.EPS):
+        seen.extend(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+        return real(f, x, indices, eps)
+    monkeypatch.setattr(testing, "central_differences", spy)
+    check_gradients(gr.cells.rnn(2, 3), seed=0)
+    testing.check_function(lambda: 0.0, {"x": np.zeros(3)}, {"x": np.zeros(3)})
+    assert seen and set(seen) == {1}
