@@ -119,7 +119,7 @@ def main(argv=None):
     new = render(text)
     if "--check" in argv:
         if new != text:
-            print("README.md is stale: run python benchmarks/readme.py")
+            print("README.md is stale: run .venv/bin/python benchmarks/readme.py")
             return 1
         return 0
     if new != text:

@@ -15,23 +15,43 @@ import os
 
 import numpy as np
 
+from . import files, schema
+from .errors import DataError
+
+
+# What the report reads from a finished run's metrics.json (see graphrnn/schema.py).
+RUN_SCHEMA = {
+    "cell": schema.TEXT, "lr": schema.NUMBER, "seed": schema.INT, "epochs": schema.COUNT,
+    "valid_perplexity": schema.NUMBER, "test_perplexity": schema.NUMBER,
+    "valid_history?": [schema.NUMBER], "seconds_per_epoch?": schema.NULLABLE_NUMBER,
+    "clip_fraction?": schema.NULLABLE_NUMBER,
+}
+
 
 def load_runs(root):
     """(finished, unfinished): finished runs as dicts of their metrics plus
-    ``folder`` and ``curve`` (validation perplexity per epoch)."""
+    ``folder`` and ``curve`` (validation perplexity per epoch); unfinished
+    ones as their folders, or for a metrics.json that cannot be used, the
+    line saying why (file and field)."""
     done, open_ = [], []
-    for dirpath, _dirs, files in sorted(os.walk(root)):
-        if "metrics.json" not in files:
-            if "checkpoint.json" in files:
+    for dirpath, _dirs, names in sorted(os.walk(root)):
+        if "metrics.json" not in names:
+            if "checkpoint.json" in names:
                 open_.append(dirpath)
             continue
+        path = os.path.join(dirpath, "metrics.json")
         try:
-            with open(os.path.join(dirpath, "metrics.json"), encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 m = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            open_.append(dirpath)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            open_.append(f"{path}: not readable JSON ({exc})")
             continue
-        if m.get("valid_perplexity") is None:
+        if not isinstance(m, dict) or m.get("valid_perplexity") is None:
+            continue
+        try:
+            schema.validate(m, RUN_SCHEMA, path, DataError)
+        except DataError as exc:
+            open_.append(str(exc))
             continue
         m["folder"] = dirpath
         m["train_curve"] = _train_curve(os.path.join(dirpath, "metrics.jsonl"))
@@ -48,7 +68,8 @@ def _train_curve(path):
                     r = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a torn last line
-                if "train_perplexity" in r:
+                if isinstance(r, dict) and isinstance(r.get("iteration"), int) \
+                        and isinstance(r.get("train_perplexity"), (int, float)):
                     pts.append((r["iteration"], r["train_perplexity"]))
     except OSError:
         pass
@@ -105,8 +126,11 @@ def markdown(root, rows, best, unfinished, plot_name="perplexity.png"):
             lines.append(f"| {r['cell']} | {r['lr']:g} | {_pm(r['valid'])} | {_pm(r['test'])} | "
                          f"{r['test_mean'] - win['test_mean']:+.1f} | {spread:.1f} |")
         lines += ["", verdict(order), ""]
-    if unfinished:
-        lines += ["Unfinished runs (not counted): " + ", ".join(os.path.relpath(u, root) for u in unfinished), ""]
+    folders = [u for u in unfinished if os.path.isdir(u)]
+    if folders:
+        lines += ["Unfinished runs (not counted): " + ", ".join(os.path.relpath(u, root) for u in folders), ""]
+    for why in (u for u in unfinished if not os.path.isdir(u)):
+        lines += [f"Not counted: {why}", ""]
     lines += [f"![perplexity curves]({plot_name})", ""]
     return "\n".join(lines)
 
@@ -156,8 +180,10 @@ def plot(path, best):
         ax.legend()
     ax2.set_ylim(top=1000)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        files.save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -169,8 +195,5 @@ def write(root, name="report.md", plot_name="perplexity.png"):
     rows, best = summarize(runs)
     plot(os.path.join(root, plot_name), best)
     md = markdown(root, rows, best, unfinished, plot_name)
-    tmp = os.path.join(root, "." + name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(md)
-    os.replace(tmp, os.path.join(root, name))
+    files.atomic_write(os.path.join(root, name), md)
     return md
