@@ -32,6 +32,8 @@ bench: $(VENV)/.installed
 
 bench-results: $(VENV)/.installed
 	$(VENV)/bin/graphrnn bench --out benchmarks/results
+	$(VENV)/bin/graphrnn bench --lm --out benchmarks/results
+	$(PY) benchmarks/readme.py
 
 gallery: $(VENV)/.installed graphviz
 	$(PY) -c "import sys; from graphrnn.render import main; sys.exit(main(['--gallery', 'docs/gallery']))"

@@ -1,6 +1,6 @@
 """GRU vs LSTM vs the minimal gated unit on PTB, each at its own best learning rate.
 
-    python tasks/ptb_compare.py [--data DIR] [--out runs/ptb-ch6] [--cells lstm,gru,mgu]
+    .venv/bin/python tasks/ptb_compare.py [--data DIR] [--out runs/ptb-ch6] [--cells lstm,gru,mgu]
         [--lr 5,10,20] [--seed 0,1] [--preset ch6] [graphrnn sweep options]
 
 The same as ``graphrnn sweep ptb --cell CELLS --lr RATES --seed SEEDS --preset
