@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/classic.py [--ptb-runs runs/ptb-ch6] [--out benchmarks/results]
 
-Runs binary-addition, primes and dinosaurs with their default (the original
+Runs binary-addition, primes, lstm-toy and dinosaurs with their default (the original
 programs') settings in fresh folders, reads the PTB chapter 6 runs of a sweep
 folder when one is given (``tasks/ptb_compare.py`` or ``graphrnn sweep``), and
 writes ``classic.json``: the figures ``benchmarks/readme.py`` puts into the
@@ -19,7 +19,7 @@ import numpy as np
 
 from graphrnn import train
 
-TASKS = ("binary-addition", "primes", "dinosaurs")
+TASKS = ("binary-addition", "primes", "lstm-toy", "dinosaurs")
 
 
 def run_task(name, folder):
