@@ -190,8 +190,9 @@ def test_the_rate_is_divided_when_validation_gets_worse_and_the_best_parameters_
         np.testing.assert_array_equal(tr.task.params[k], v)
 
 
-def test_resumed_ptb_run_ends_bit_for_bit_where_an_uninterrupted_one_ends(ptb_slice, tmp_path):
-    kw = dict(layers=2, dropout=0.3, tie=True, cell="gru", lr_decay=4.0)
+@pytest.mark.parametrize("epoch_restart", [True, False])
+def test_resumed_ptb_run_ends_bit_for_bit_where_an_uninterrupted_one_ends(ptb_slice, tmp_path, epoch_restart):
+    kw = dict(layers=2, dropout=0.3, tie=True, cell="gru", lr_decay=4.0, epoch_restart=epoch_restart)
     whole = build(ptb_slice, tmp_path / "whole", **kw)
     assert whole.run() == 0
     part = build(ptb_slice, tmp_path / "part", **kw)
@@ -215,6 +216,26 @@ def test_resumed_ptb_run_ends_bit_for_bit_where_an_uninterrupted_one_ends(ptb_sl
         for key in ("train_s", "iterations_per_s", "seconds_per_epoch"):
             d.pop(key, None)
     assert a == b
+
+
+def test_ch6_streams_run_on_across_epochs_and_validation_leaves_the_training_state(ptb_slice, tmp_path):
+    tr = build(ptb_slice, tmp_path / "r", epochs=2)           # ch6: as train_rnnlm.py's one fit
+    task = tr.task
+    k = task.epoch_length
+    xs, _ = task.batch(k)
+    np.testing.assert_array_equal(xs, ptb.train_batch(task.corpus.train, 20, 35, k)[0])
+    for i in range(k):
+        task.step(i)
+    before = {n: v.copy() for n, v in task.model.get_state().items()}
+    task.end_epoch(1)
+    after = task.model.get_state()
+    assert before and sorted(before) == sorted(after)
+    for n in before:
+        np.testing.assert_array_equal(before[n], after[n])
+    restart = build(ptb_slice, tmp_path / "b", epochs=2, epoch_restart=True).task
+    np.testing.assert_array_equal(restart.batch(k)[0], ptb.train_batch(task.corpus.train, 20, 35, 0)[0])
+    restart.end_epoch(1)
+    assert restart.model.get_state() == {}
 
 
 def test_resume_refuses_changed_data_files(ptb_slice, tmp_path):

@@ -34,20 +34,25 @@ from .base import Task, TaskError, number, whole_number
 # The book's settings. ``lr`` may depend on the cell: the GRU write-up trained
 # BetterRnnlm's GRU at 10 because at 20 its early perplexity swung widely.
 PRESETS = {
+    # train_rnnlm.py calls fit once for all epochs: the streams run on and the
+    # state is carried from one epoch into the next.
     "ch6": {"wordvec": 100, "hidden": 100, "layers": 1, "batch": 20, "steps": 35, "lr": 20.0,
-            "clip": 0.25, "epochs": 4, "dropout": 0.0, "tie": False, "lr_decay": 1.0},
+            "clip": 0.25, "epochs": 4, "dropout": 0.0, "tie": False, "lr_decay": 1.0,
+            "epoch_restart": False},
+    # train_better_rnnlm.py calls fit once per epoch: each starts the streams
+    # again from their beginnings, from a zero state.
     "better": {"wordvec": 650, "hidden": 650, "layers": 2, "batch": 20, "steps": 35,
                "lr": {"gru": 10.0, "*": 20.0}, "clip": 0.25, "epochs": 40, "dropout": 0.5,
-               "tie": True, "lr_decay": 4.0},
+               "tie": True, "lr_decay": 4.0, "epoch_restart": True},
     # BetterRnnlm's recipe at half its width: about an hour on 2 cores (docs/ptb.md).
     "cpu": {"wordvec": 320, "hidden": 320, "layers": 2, "batch": 20, "steps": 35,
             "lr": {"gru": 10.0, "*": 20.0}, "clip": 0.25, "epochs": 20, "dropout": 0.4,
-            "tie": True, "lr_decay": 4.0},
+            "tie": True, "lr_decay": 4.0, "epoch_restart": True},
 }
 
 SETTINGS = ("preset", "cell", "wordvec", "hidden", "layers", "batch", "steps", "lr", "clip",
-            "epochs", "dropout", "tie", "lr_decay", "seed", "optimizer", "log_every", "data",
-            "eval_batch", "dtype")
+            "epochs", "dropout", "tie", "lr_decay", "epoch_restart", "seed", "optimizer", "log_every",
+            "data", "eval_batch", "dtype")
 # Set by the task itself, recorded so a resumed run can be checked against them.
 DERIVED = ("iterations", "data_sha256", "vocab_size")
 
@@ -118,6 +123,7 @@ class PTB(Task):
         if not 0.0 <= config["dropout"] < 1.0:
             raise TaskError(f"dropout must be in [0, 1), got {config['dropout']}")
         config["tie"] = bool(config["tie"])
+        config["epoch_restart"] = bool(config["epoch_restart"])
         if config["tie"] and config["wordvec"] != config["hidden"]:
             raise TaskError(f"tied weights need wordvec == hidden, got {config['wordvec']} and "
                             f"{config['hidden']}")
@@ -182,14 +188,14 @@ class PTB(Task):
 
     # ------------------------------------------------------------- training
     def batch(self, i):
-        k = i % self.epoch_length
+        k = i % self.epoch_length if self.config["epoch_restart"] else i
         xs, ts = ptbdata.train_batch(self.corpus.train, self.config["batch"], self.config["steps"], k)
         return backend.asarray(xs), backend.asarray(ts)
 
     def step(self, i):
         m = self.model
-        if i % self.epoch_length == 0:
-            m.reset_state()          # each epoch starts at the streams' beginnings
+        if i % self.epoch_length == 0 and self.config["epoch_restart"]:
+            m.reset_state()
         xs, ts = self.batch(i)
         loss = m.forward(xs, ts)
         m.backward()
@@ -224,6 +230,7 @@ class PTB(Task):
     def end_epoch(self, epoch):
         """Validation after epoch ``epoch`` (1-based): keep the best, maybe divide the rate."""
         t0 = time.perf_counter()
+        carried = self.model.get_state()
         ppl = self.evaluate("valid")
         rec = {"epoch": epoch, "valid_perplexity": ppl, "lr": self.opt.lr}
         line = f"epoch {epoch}: valid perplexity {ppl:.2f} (lr {self.opt.lr:g})"
@@ -234,7 +241,8 @@ class PTB(Task):
             self.opt.lr /= self.config["lr_decay"]
             rec["lr_next"] = self.opt.lr
             line += f"; worse than {self.best_ppl:.2f}, lr now {self.opt.lr:g}"
-        self.model.reset_state()
+        # evaluation leaves a zero state; streams that run on keep theirs
+        self.model.set_state({} if self.config["epoch_restart"] else carried)
         rec["eval_s"] = round(time.perf_counter() - t0, 3)
         self.history.append({k: rec[k] for k in ("epoch", "valid_perplexity", "lr")})
         return rec, [line]
