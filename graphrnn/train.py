@@ -139,6 +139,11 @@ class Trainer:
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(keep)
 
+    def stop(self):
+        """Ask a running ``run`` to checkpoint and return 130 after the current
+        iteration, as a first Ctrl-C does (``graphrnn sweep`` stops its runs so)."""
+        self._stop = True
+
     def _on_sigint(self, signum, frame):
         if self._stop:  # a second Ctrl-C: stop now, keep the last checkpoint on disk
             raise KeyboardInterrupt
