@@ -255,9 +255,16 @@ def verdict(order, judge):
     gap = abs(second["mean"][k] - win["mean"][k])
     spread = max(_spread(r, k) for r in (win, second))
     n = min(len(win["values"][k]), len(second["values"][k]))
+    seeds = f"{n} seed{'s' if n != 1 else ''} each"
     if gap == 0:
-        return (f"**{win['cell']}** (lr {win['lr']:g}) and **{second['cell']}** (lr {second['lr']:g}) tie on "
-                f"{name} at {_num(win['mean'][k])} ({n} seeds each).")
+        tie = (f"**{win['cell']}** (lr {win['lr']:g}) and **{second['cell']}** (lr {second['lr']:g}) tie on "
+               f"{name} at {_num(win['mean'][k])} ({seeds})")
+        other = [x for x in judge.shown if x != k and win["mean"][x] != second["mean"][x]]
+        if not other:
+            return tie + "."
+        x = other[0]
+        return (tie + f"; on {x.replace('_', ' ')}, the next figure, {win['cell']} is better: "
+                f"{_num(win['mean'][x])} against {_num(second['mean'][x])}.")
     figure = "test perplexity" if judge.task == "ptb" else name
     head = (f"**{win['cell']}** wins at its own best rate (lr {win['lr']:g}): {figure} "
             f"{_num(win['mean'][k])} against {second['cell']}'s {_num(second['mean'][k])} (lr {second['lr']:g}), "
@@ -265,7 +272,7 @@ def verdict(order, judge):
     if n < 2:
         return head + "; with one seed per cell there is no spread over seeds to weigh it against."
     clear = "larger" if gap > spread else "not larger"
-    return head + f", {clear} than the spread over seeds ({_unsigned(spread)}, {n} seeds each)."
+    return head + f", {clear} than the spread over seeds ({_unsigned(spread)}, {seeds})."
 
 
 # ----------------------------------------------------------------------------- plots

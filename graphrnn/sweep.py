@@ -28,9 +28,11 @@ the same grid one run after another in this process, without it.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -299,6 +301,14 @@ class Progress:
         self.last_step = {}     # name -> the furthest iteration reported (to tell what a retry lost)
         self.retries = {}
 
+    # Tune pickles its callbacks (with this) to restore an experiment; the sweep
+    # never restores one (the run folders are its record), so the stream stays here.
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "stream"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, stream=sys.stdout)
+
     def say(self, name, text):
         k = self.index[name]
         n = len(self.index)
@@ -315,7 +325,7 @@ class Progress:
                                f"pid {rec['pid']} on {rec['host']}")
             else:
                 seen = self.last_step.get(name)
-                lost = "" if seen is None else f"; it had reached iteration {seen}, so ≥ {max(seen - rec['start_step'], 0)} redone"
+                lost = "" if seen is None else f"; last reported iteration {seen}"
                 self.say(name, f"resumed from its checkpoint at iteration {rec['start_step']}/{rec['total']} "
                                f"(attempt {rec['attempt']}{lost})")
         elif ev == "epoch":
@@ -345,13 +355,16 @@ def _fmt(v):
 
 
 def _error_line(trial):
-    """The last line of a Tune trial's error file (the exception), or a generic note."""
+    """What a Tune trial's error file says, in one line: the last exception raised."""
     try:
         with open(trial.error_file, encoding="utf-8") as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
-        return lines[-1] if lines else "the trial failed"
+            text = f.read()
     except (OSError, TypeError):
-        return "the trial failed"
+        return "the run failed"
+    if "ActorDiedError" in text or "worker process has died" in text:
+        return "its worker process died (killed, out of memory, or crashed)"
+    found = re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b:?.*)$", text, re.M)
+    return found[-1][:200] if found else "the run failed"
 
 
 def _callback(progress, retries):
@@ -365,11 +378,11 @@ def _callback(progress, retries):
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             name = trial.config["spec"]["name"]
-            progress.retry(name, _error_line(trial)[:160], progress.retries.get(name, 0) + 1, retries)
+            progress.retry(name, _error_line(trial), progress.retries.get(name, 0) + 1, retries)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             name = trial.config["spec"]["name"]
-            progress.say(name, f"failed after {retries} retries: {_error_line(trial)[:160]}; its last "
+            progress.say(name, f"failed after {retries} retries: {_error_line(trial)}; its last "
                                f"checkpoint is kept (run the sweep again to resume it)")
 
     return Lines()
@@ -450,6 +463,7 @@ def run_ray(specs, progress, *, out, cpus_per_run, gpus_per_run, retries):
     from ray import tune
 
     stop_file = os.path.join(out, STOP)
+    terminal = sys.stderr   # saved before Ray's output is diverted to a file
     for s in specs:
         s["stop_file"] = stop_file
     stopping = []
@@ -461,7 +475,7 @@ def run_ray(specs, progress, *, out, cpus_per_run, gpus_per_run, retries):
         open(stop_file, "w").close()
         print("graphrnn sweep: stopping; each running run saves a checkpoint at its next iteration "
               "(Ctrl-C again to stop at once; run the same command again to continue)",
-              file=sys.stderr, flush=True)
+              file=terminal, flush=True)
 
     resources = {"cpu": cpus_per_run, **({"gpu": gpus_per_run} if gpus_per_run else {})}
     name = f"tune-{datetime.datetime.now():%Y%m%d-%H%M%S}"
@@ -477,12 +491,38 @@ def run_ray(specs, progress, *, out, cpus_per_run, gpus_per_run, retries):
             name=name, storage_path=os.path.join(os.path.abspath(out), ".tune"), verbose=0,
             callbacks=[_callback(progress, retries)],
             failure_config=tune.FailureConfig(max_failures=retries)))
-    old = signal.signal(signal.SIGINT, on_sigint)
     try:
-        tuner.fit()
+        old = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:   # not the main thread (a sweep started from a thread): Ctrl-C is not ours
+        old = None
+    try:
+        with _ray_output_to(os.path.join(out, ".tune", "ray.log")):
+            tuner.fit()
     finally:
-        signal.signal(signal.SIGINT, old)
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
     return 130 if stopping else 0
+
+
+@contextlib.contextmanager
+def _ray_output_to(path):
+    """Send what Ray and Tune print (worker-death notices, tracebacks, warnings)
+    to ``path`` while the sweep runs: the terminal shows the progress lines,
+    which say the same in one line each."""
+    import logging
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    f = open(path, "a", encoding="utf-8")
+    handler = logging.StreamHandler(f)
+    logger = logging.getLogger("ray")
+    saved = (logger.handlers[:], logger.propagate)
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    try:
+        with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            yield
+    finally:
+        logger.handlers[:], logger.propagate = saved
+        f.close()
 
 
 # ----------------------------------------------------------------------------- the command
