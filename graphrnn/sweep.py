@@ -712,7 +712,9 @@ def _sweep(args, stream):
         how = {"driver": "sequential", "runs_at_once": 1}
         rc = run_sequential(pending, progress, args.retries) if pending else 0
     else:
+        t_ray = time.time()
         started, desc, res = start_ray(args.address, cpus, args.dashboard)
+        t_ray = time.time() - t_ray
         at_once = int(res.get("CPU", 0) // per_run)
         if args.gpus_per_run:
             at_once = min(at_once, int(res.get("GPU", 0) // args.gpus_per_run))
@@ -721,7 +723,7 @@ def _sweep(args, stream):
                              + (f" and {args.gpus_per_run:g} GPU(s)" if args.gpus_per_run else ""))
         print(f"  {desc}; {at_once} run(s) at once, {per_run} CPU(s) and BLAS thread(s) each", file=stream,
               flush=True)
-        how = {"driver": "ray", "cluster": desc, "runs_at_once": at_once}
+        how = {"driver": "ray", "cluster": desc, "runs_at_once": at_once, "ray_start_s": round(t_ray, 2)}
         try:
             rc = run_ray(pending, progress, out=out, cpus_per_run=per_run,
                          gpus_per_run=args.gpus_per_run, retries=args.retries) if pending else 0
