@@ -420,15 +420,12 @@ def run_sequential(specs, progress, retries):
     return 0
 
 
-def _quiet_ray_environment(dashboard):
+def _quiet_ray_environment():
     """Environment for Ray before it starts: no usage-stats prompt, Tune's old
     quiet reporter (verbose=0 silences it), our own Ctrl-C handling."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1e9")
-    if not dashboard:
-        os.environ.setdefault("RAY_ENABLE_RECORD_ACTOR_TASK_LOGGING", "0")
 
 
 def start_ray(address, cpus, dashboard):
@@ -437,7 +434,7 @@ def start_ray(address, cpus, dashboard):
     import logging
 
     import ray
-    _quiet_ray_environment(dashboard)
+    _quiet_ray_environment()
     if ray.is_initialized():   # a caller (a test, a notebook) already holds a Ray
         started = False
     elif address:

@@ -31,7 +31,7 @@ def ray_address():
     test of the module: Ray's start-up takes seconds."""
     ray = pytest.importorskip("ray", reason=NEEDS_RAY)
     pytest.importorskip("ray.tune", reason=NEEDS_RAY)
-    sweep._quiet_ray_environment(dashboard=False)
+    sweep._quiet_ray_environment()
     ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield ctx.address_info["address"]
     ray.shutdown()
