@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_scaling.py DIR [--runs 18] [--cores 1,2,4,8,16,18,32,64]
         [--scale X] [--start-s S] [--overhead-s O] [--reports-per-run K] [--driver-ms P]
+    python benchmarks/sweep_scaling.py --measure-driver 300    # Tune's cost per report, here
 
 DIR is a finished sweep (``graphrnn sweep``'s ``--out``, or the benchmark's
 ``ray-0``): each run's wall time (``attempts.jsonl``: from the worker's first
@@ -27,6 +28,7 @@ import heapq
 import json
 import os
 import sys
+import time
 
 
 def run_walls(folder):
@@ -57,9 +59,41 @@ def makespan(durations, cores, overhead, start):
     return end
 
 
+def measure_driver(reports):
+    """Milliseconds per ``tune.report`` round trip: 1 and 2 trials that only report."""
+    import logging
+
+    import ray
+    from ray import tune
+
+    from graphrnn import sweep
+    sweep._quiet_ray_environment()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+
+    def only_reports(config):
+        t = time.perf_counter()
+        for i in range(reports):
+            tune.report({"i": i})
+        tune.report({"i": reports, "loop_s": time.perf_counter() - t})
+
+    import tempfile
+    for trials in (1, 2):
+        res = tune.Tuner(tune.with_resources(only_reports, {"cpu": 1}),
+                         param_space={"x": tune.grid_search(list(range(trials)))},
+                         tune_config=tune.TuneConfig(reuse_actors=True),
+                         run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(), verbose=0)).fit()
+        loop = max(r.metrics["loop_s"] for r in res)
+        print(f"{trials} trial(s) reporting {reports} times each: {1000 * loop / reports:.1f} ms a report per "
+              f"trial, {1000 * loop / (reports * trials):.1f} ms a report on the driver")
+    ray.shutdown()
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder")
+    p.add_argument("folder", nargs="?")
+    p.add_argument("--measure-driver", type=int, default=None, metavar="N",
+                   help="instead: time N reports of trials that do nothing else")
     p.add_argument("--runs", type=int, default=None, help="grid size (default: the runs measured)")
     p.add_argument("--cores", default="1,2,4,8,16,18,32,64")
     p.add_argument("--scale", type=float, default=1.0,
@@ -71,6 +105,10 @@ def main(argv=None):
                    help="reports a run sends (default: the epochs of the measured runs, plus 2)")
     p.add_argument("--driver-ms", type=float, default=5.0, help="driver time per report")
     args = p.parse_args(argv)
+    if args.measure_driver:
+        return measure_driver(args.measure_driver)
+    if not args.folder:
+        p.error("name a sweep folder, or --measure-driver N")
     walls = run_walls(args.folder)
     if not walls:
         print(f"no finished runs with attempts.jsonl under {args.folder}", file=sys.stderr)

@@ -704,10 +704,13 @@ def _sweep(args, stream):
     pending = [s for s in specs if s["name"] in todo["partial"] + todo["new"]]
 
     t0 = time.time()
-    if args.sequential:
+    if not pending:
+        how = {"driver": "none: nothing left to run", "runs_at_once": 0}
+        rc = 0
+    elif args.sequential:
         print(f"  one run after another in this process, {per_run} BLAS thread(s) each", file=stream, flush=True)
         how = {"driver": "sequential", "runs_at_once": 1}
-        rc = run_sequential(pending, progress, args.retries) if pending else 0
+        rc = run_sequential(pending, progress, args.retries)
     else:
         t_ray = time.time()
         started, desc, res = start_ray(args.address, cpus, args.dashboard)
@@ -723,7 +726,7 @@ def _sweep(args, stream):
         how = {"driver": "ray", "cluster": desc, "runs_at_once": at_once, "ray_start_s": round(t_ray, 2)}
         try:
             rc = run_ray(pending, progress, out=out, cpus_per_run=per_run,
-                         gpus_per_run=args.gpus_per_run, retries=args.retries) if pending else 0
+                         gpus_per_run=args.gpus_per_run, retries=args.retries)
         finally:
             if started:
                 import ray
