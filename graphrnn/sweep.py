@@ -185,7 +185,7 @@ def _attempt(spec, folder, threads, report):
             "setup_s": round(time.time() - t0, 3)}
     _append_jsonl(log, {"event": "start", "time": t0, **info})
     report({"event": "start", **info})
-    _observe(trainer, report, attempt, total)
+    _observe(trainer, report, attempt, total, t0)
     watcher = _StopWatcher(spec.get("stop_file"), trainer)
     end = {"attempt": attempt, "pid": os.getpid()}
     try:
@@ -222,9 +222,10 @@ def _attempt(spec, folder, threads, report):
     return rec
 
 
-def _observe(trainer, report, attempt, total):
+def _observe(trainer, report, attempt, total, t0):
     """Report each epoch's evaluation (tasks with epochs) or each log record
-    (the others) by wrapping the task's own ``end_epoch`` and ``log``."""
+    (the others), with the seconds since the attempt began at ``t0``, by
+    wrapping the task's own ``end_epoch`` and ``log``."""
     task = trainer.task
     epoch_length = getattr(task, "epoch_length", None)
     if epoch_length:
@@ -232,7 +233,8 @@ def _observe(trainer, report, attempt, total):
 
         def reported_end_epoch(epoch):
             rec, lines = end_epoch(epoch)
-            report({"event": "epoch", "attempt": attempt, "step": epoch * epoch_length, "total": total,
+            report({"event": "epoch", "attempt": attempt, "t": time.time() - t0, "step": epoch * epoch_length,
+                    "total": total,
                     "epoch": epoch, "epochs": total // epoch_length, **_figure(rec)})
             return rec, lines
         task.end_epoch = reported_end_epoch
@@ -241,7 +243,8 @@ def _observe(trainer, report, attempt, total):
 
         def reported_log(i, loss):
             rec, lines = log(i, loss)
-            report({"event": "progress", "attempt": attempt, "step": i + 1, "total": total, **_figure(rec)})
+            report({"event": "progress", "attempt": attempt, "t": time.time() - t0, "step": i + 1, "total": total,
+                    **_figure(rec)})
             return rec, lines
         task.log = reported_log
 
@@ -321,31 +324,31 @@ class Progress:
         fig = f"{rec['figure']} {rec['value']:.4g}" if "figure" in rec else ""
         if ev == "start":
             if rec["start_step"] == 0 and rec["attempt"] == 1:
-                self.say(name, f"started: {rec['total']} iterations, {rec['threads']} BLAS thread(s), "
+                self.say(name, f"started   {rec['total']} iterations, {rec['threads']} BLAS thread(s), "
                                f"pid {rec['pid']} on {rec['host']}")
             else:
                 seen = self.last_step.get(name)
                 lost = "" if seen is None else f"; last reported iteration {seen}"
-                self.say(name, f"resumed from its checkpoint at iteration {rec['start_step']}/{rec['total']} "
+                self.say(name, f"resumed   from its checkpoint at iteration {rec['start_step']}/{rec['total']} "
                                f"(attempt {rec['attempt']}{lost})")
         elif ev == "epoch":
-            self.say(name, f"epoch {rec['epoch']}/{rec['epochs']}  {fig}")
+            self.say(name, f"running   epoch {rec['epoch']}/{rec['epochs']}  {fig}  ({rec['t']:.0f} s)")
         elif ev == "progress":
-            self.say(name, f"iteration {rec['step']}/{rec['total']}  {fig}")
+            self.say(name, f"running   iteration {rec['step']}/{rec['total']}  {fig}  ({rec['t']:.0f} s)")
         elif ev == "finished":
             heads = "  ".join(f"{k} {_fmt(v)}" for k, v in rec["headline"].items())
             spe = rec.get("seconds_per_epoch")
             self.say(name, f"finished  {heads}  ({rec['train_s']:.0f} s training"
                            f"{'' if spe is None else f', {spe:.1f} s/epoch'})")
         elif ev == "diverged":
-            self.say(name, f"diverged: the loss became NaN at iteration {rec['step']} twice, the second time "
+            self.say(name, f"diverged  the loss became NaN at iteration {rec['step']} twice, the second time "
                            f"resumed from iteration {rec['checkpoint_step']}; not retried again")
         elif ev == "stopped":
-            self.say(name, f"stopped; checkpoint at iteration {rec['checkpoint_step']}")
+            self.say(name, f"stopped   checkpoint at iteration {rec['checkpoint_step']}")
 
     def retry(self, name, why, k, limit):
         self.retries[name] = k
-        self.say(name, f"{why}; retry {k} of {limit}, from its last checkpoint")
+        self.say(name, f"retrying  {why}; retry {k} of {limit}, from its last checkpoint")
 
 
 def _fmt(v):
@@ -382,7 +385,7 @@ def _callback(progress, retries):
 
         def on_trial_error(self, iteration, trials, trial, **info):
             name = trial.config["spec"]["name"]
-            progress.say(name, f"failed after {retries} retries: {_error_line(trial)}; its last "
+            progress.say(name, f"failed    after {retries} retries: {_error_line(trial)}; its last "
                                f"checkpoint is kept (run the sweep again to resume it)")
 
     return Lines()
@@ -411,7 +414,7 @@ def run_sequential(specs, progress, retries):
                 return 130
             except Exception as exc:  # noqa: BLE001  (any failure of a run is retried, as under Ray)
                 if k == retries:
-                    progress.say(name, f"failed after {retries} retries: {type(exc).__name__}: {exc}")
+                    progress.say(name, f"failed    after {retries} retries: {type(exc).__name__}: {exc}")
                     rec = None
                 else:
                     progress.retry(name, f"{type(exc).__name__}: {str(exc)[:160]}", k + 1, retries)
@@ -700,7 +703,7 @@ def _sweep(args, stream):
     print(f"  {len(todo['finished']) + len(todo['diverged'])} ended before, {len(todo['partial'])} to resume "
           f"from their checkpoints, {len(todo['new'])} new", file=stream, flush=True)
     for name in todo["finished"] + todo["diverged"]:
-        progress.say(name, f"{state_of(os.path.join(out, name))} before; skipped")
+        progress.say(name, f"skipped   {state_of(os.path.join(out, name))} before")
     pending = [s for s in specs if s["name"] in todo["partial"] + todo["new"]]
 
     t0 = time.time()
