@@ -629,13 +629,12 @@ def _write_sweep_json(out, identity, extra):
 
 def sweep_main(args, stream=None):
     from .cli import UsageError
-    from .train import _usage_errors
+    from .data import DataError
+    from .tasks import TaskError
     stream = sys.stdout if stream is None else stream
     try:
         return _sweep(args, stream)
-    except SweepError as exc:
-        raise UsageError(str(exc)) from None
-    except _usage_errors() as exc:
+    except (SweepError, TaskError, DataError) as exc:   # what the driver checks before any run starts
         raise UsageError(str(exc)) from None
 
 
@@ -672,6 +671,8 @@ def _sweep(args, stream):
 
     out = args.out or os.path.join("runs", f"sweep-{args.task}" + (f"-{args.preset}" if args.preset else ""))
     out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SweepError(f"cannot use {out} as the sweep's folder: it is a file")
     identity = {"task": args.task, **{k: v for k, v in base.items() if k != "data"}}
     _check_same_sweep(out, identity)
     os.makedirs(out, exist_ok=True)

@@ -106,11 +106,14 @@ def test_bad_grids_are_one_line_before_anything_runs(argv, message, tmp_path, ca
     assert not (tmp_path / "s").exists()
 
 
-def test_a_folder_holding_another_sweep_is_refused(tmp_path, capsys):
+def test_a_folder_holding_another_sweep_or_a_file_is_refused(tmp_path, capsys):
     out = str(tmp_path / "s")
     assert cli.main(["sweep", *ADDITION, "--set", "iterations=20", "--sequential", "--out", out]) == 0
     assert cli.main(["sweep", *ADDITION, "--set", "iterations=30", "--sequential", "--out", out]) == 2
     assert "holds a sweep with other settings" in capsys.readouterr().err
+    (tmp_path / "f").write_text("")
+    assert cli.main(["sweep", *ADDITION, "--sequential", "--out", str(tmp_path / "f")]) == 2
+    assert "it is a file" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- Ray
