@@ -7,7 +7,7 @@ benchmarks use and a few around them, and writes
 benchmarks/results/matmul_forms.md. MatMul.backward picks the transposed form
 from these measurements (rows <= 32, weight >= 16384 entries, numpy).
 
-    python benchmarks/matmul_forms.py
+    .venv/bin/python benchmarks/matmul_forms.py
 """
 import os
 import sys

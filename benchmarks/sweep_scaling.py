@@ -1,8 +1,8 @@
 """Runs per hour against cores for a sweep, simulated from measured run times.
 
-    python benchmarks/sweep_scaling.py DIR [--runs 18] [--cores 1,2,4,8,16,18,32,64]
+    .venv/bin/python benchmarks/sweep_scaling.py DIR [--runs 18] [--cores 1,2,4,8,16,18,32,64]
         [--scale X] [--start-s S] [--overhead-s O] [--reports-per-run K] [--driver-ms P]
-    python benchmarks/sweep_scaling.py --measure-driver 300    # Tune's cost per report, here
+    .venv/bin/python benchmarks/sweep_scaling.py --measure-driver 300    # Tune's cost per report, here
 
 DIR is a finished sweep (``graphrnn sweep``'s ``--out``, or the benchmark's
 ``ray-0``): each run's wall time (``attempts.jsonl``: from the worker's first

@@ -1,6 +1,6 @@
 """A PTB sweep on Ray against the same runs one after another, on this machine.
 
-    python benchmarks/sweep_speed.py --data DIR [--out runs/sweep-speed] [--lines 8400]
+    .venv/bin/python benchmarks/sweep_speed.py --data DIR [--out runs/sweep-speed] [--lines 8400]
         [--cell lstm,gru,mgu] [--lr 10,20] [--seed 0] [--epochs 1] [--rounds 1]
 
 The issue's goal: ``graphrnn sweep`` (Ray, one CPU and one BLAS thread per

@@ -11,8 +11,8 @@ Only training iterations are timed (no logging, sampling or evaluation), in
 the same process, alternating the two sides ``--repeats`` times and keeping
 the fastest of each.
 
-    python benchmarks/tasks_vs_handwritten.py            # full iteration counts
-    python benchmarks/tasks_vs_handwritten.py --quick    # a tenth of them
+    .venv/bin/python benchmarks/tasks_vs_handwritten.py            # full iteration counts
+    .venv/bin/python benchmarks/tasks_vs_handwritten.py --quick    # a tenth of them
 """
 from __future__ import annotations
 

@@ -1,17 +1,54 @@
 """graphrnn: recurrent cells declared as graphs of primitives, with hand-written
-local backwards, compiled for BPTT, checked numerically and drawn with graphviz."""
-from . import cells
-from .backend import BackendError, get_backend, set_backend
-from .graph import Cell, CellBuilder, Value, concat, exp, matmul, relu, sigmoid, tanh
-from .plan import Plan, compile_cell
-from .primitives import PRIMITIVES, GraphError
-from .render import render
-from .unroll import Grads, Recurrent, Run, unroll, unroll_naive
+local backwards, compiled for BPTT, checked numerically and drawn with graphviz.
+
+The public names below load their modules on first use. ``graphrnn`` the
+command imports this package before it can catch anything; loading numpy,
+networkx and graphviz here would leave a Ctrl-C in the first fraction of a
+second to end in a traceback, and would make ``graphrnn --help`` wait for them.
+"""
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BackendError", "Cell", "CellBuilder", "GraphError", "Grads", "PRIMITIVES", "Plan",
-    "Recurrent", "Run", "Value", "cells", "compile_cell", "concat", "exp", "get_backend",
-    "matmul", "relu", "render", "set_backend", "sigmoid", "tanh", "unroll", "unroll_naive",
-]
+# public name -> the module that defines it
+_PUBLIC = {
+    "BackendError": "errors", "GraphError": "errors",
+    "get_backend": "backend", "set_backend": "backend",
+    "Cell": "graph", "CellBuilder": "graph", "Value": "graph", "concat": "graph", "exp": "graph",
+    "matmul": "graph", "relu": "graph", "sigmoid": "graph", "tanh": "graph",
+    "Plan": "plan", "compile_cell": "plan",
+    "PRIMITIVES": "primitives",
+    "render": "render",
+    "Grads": "unroll", "Recurrent": "unroll", "Run": "unroll", "unroll": "unroll", "unroll_naive": "unroll",
+}
+_SUBMODULES = ("cells",)
+# Functions named like the module that defines them: importing the module
+# graphrnn.render binds it to the package as `render`; the public name is the function.
+_SHADOWED = ("render", "unroll")
+
+__all__ = sorted([*_PUBLIC, *_SUBMODULES])
+
+
+class _Package(types.ModuleType):
+    def __getattr__(self, name):
+        if name in _SUBMODULES:
+            return importlib.import_module(f"{__name__}.{name}")
+        where = _PUBLIC.get(name)
+        if where is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+        setattr(self, name, value)
+        return value
+
+    def __setattr__(self, name, value):
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(__all__))
+
+
+sys.modules[__name__].__class__ = _Package

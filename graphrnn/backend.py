@@ -10,13 +10,19 @@ import os
 
 import numpy
 
+from .errors import BackendError
+
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
-_state = {"name": "numpy", "xp": numpy}
+# "xp": None until first use. $GRAPHRNN_BACKEND is read then, not at import, so
+# that a machine without CuPy still gets `graphrnn --help` and a one-line error
+# from the command that needs the array module, not a traceback from an import.
+_state = {"name": None, "xp": None}
 
 
-class BackendError(RuntimeError):
-    """The requested array backend cannot be used on this machine."""
+def _resolve():
+    set_backend(os.environ.get("GRAPHRNN_BACKEND", "").strip().lower() or "numpy")
+    return _state["xp"]
 
 
 def set_backend(name: str):
@@ -42,12 +48,16 @@ def set_backend(name: str):
 
 
 def get_backend() -> str:
+    """``"numpy"`` or ``"cupy"``: the backend in force (resolving $GRAPHRNN_BACKEND on first use)."""
+    if _state["xp"] is None:
+        _resolve()
     return _state["name"]
 
 
 def xp():
-    """The array module in force."""
-    return _state["xp"]
+    """The array module in force (resolving $GRAPHRNN_BACKEND on first use)."""
+    m = _state["xp"]
+    return _resolve() if m is None else m
 
 
 def to_numpy(a):
@@ -59,7 +69,7 @@ def to_numpy(a):
 
 def asarray(a, dtype=None):
     """An array of the backend in force (moves host data to the GPU when needed)."""
-    return _state["xp"].asarray(a, dtype=dtype)
+    return xp().asarray(a, dtype=dtype)
 
 
 def check_float_dtype(dtype, what: str) -> numpy.dtype:
@@ -69,11 +79,6 @@ def check_float_dtype(dtype, what: str) -> numpy.dtype:
     return dtype
 
 
-_env = os.environ.get("GRAPHRNN_BACKEND", "").strip().lower()
-if _env:
-    set_backend(_env)
-
-
 def scatter_add(target, index, rows):
     """target[index[r]] += rows[r] for every r, repeated indices summed: the
     embedding's backward for a whole batch in one call.
@@ -81,8 +86,7 @@ def scatter_add(target, index, rows):
     numpy's ``add.at`` is unbuffered and slow; summing the rows of equal indices
     after one sort (``add.reduceat``) and adding each sum once is 2.5x faster
     for a PTB batch (700 rows into a 10,000 x 100 matrix)."""
-    xp = _state["xp"]
-    if xp is not numpy:
+    if xp() is not numpy:
         import cupyx
         cupyx.scatter_add(target, index, rows)
         return target

@@ -1,23 +1,24 @@
 """``graphrnn bench``: forward+backward of one batch against hand-written layers.
 
-Three kinds of implementation run side by side in one process:
+This is the harness; the competitors live in the repository's ``benchmarks/``
+folder (``cell_contenders.py``, ``lm_contenders.py``), found by
+``contenders_module``. Three kinds of implementation run side by side in one
+process:
 
 - ``graphrnn``: ``gr.unroll(cell, params, xs).backward(dhs)`` (with dxs).
-- ``textbook``: numpy layers written the way "Deep Learning from Scratch 2"
-  writes them (``common/time_layers.py``): one cell object per step with its
-  own forward and monolithic backward, a Time* wrapper looping over T, the
-  input product ``x_t @ Wx`` and the weight gradients computed per step.
-  They use graphrnn's parameter layouts so tests can check them for equality.
-- ``torch``: PyTorch's CPU ``nn.RNN/GRU/LSTM`` (fused kernels), and for the
-  minimal gated unit, which PyTorch has no kernel for, torch ops in a Python
-  loop with autograd (input projection hoisted out of the loop, as a careful
-  user would write it).
+- ``textbook`` and ``hoisted``: numpy layers, per step in the book's style and
+  hoisted by hand (``benchmarks/cell_contenders.py``).
+- ``torch``: PyTorch's CPU ``nn.RNN/GRU/LSTM``, and for the minimal gated
+  unit, torch ops in a Python loop with autograd.
 
 Timing: warm-up, then k rounds; each round runs every implementation once
 (rotating the order), and medians are reported, so a noisy shared machine
 slows all contenders alike. A roofline column divides the achieved GEMM rate
 (FLOPs counted analytically) by the SGEMM rate measured in the same process.
 Memory is measured after all timing, in a separate pass.
+
+Results go to ``--out`` (default ``runs/bench``); ``make bench-results``
+refreshes the committed ``benchmarks/results``.
 """
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ import tracemalloc
 
 import numpy as np
 
+from . import files
+from .errors import UsageError
+
+# Where results go unless --out names a folder; the committed results in
+# benchmarks/results are refreshed by `make bench-results` only.
+DEFAULT_OUT = os.path.join("runs", "bench")
+
 SIZES = {  # name: (N, T, D, H)
     "tiny": (1, 8, 2, 16),
     "small": (20, 35, 200, 200),
@@ -43,396 +51,12 @@ GATES = {"rnn": 1, "gru": 3, "lstm": 4, "mgu": 2}
 IMPLS = ("graphrnn", "textbook", "hoisted", "torch")
 
 
-# ============================================================================ textbook layers
-# Written per step, as the book does: nothing is batched over time, every step
-# runs its own small GEMMs forward and backward. One deliberate departure: the
-# book gives each per-step cell fresh zero gradient arrays that the Time layer
-# then sums; here a step adds straight into the layer's gradients, which only
-# makes the baseline faster.
-
-def _sigmoid(x):
-    return 1 / (1 + np.exp(-x))
-
-
-class _Step:
-    """One time step's cell: the layer's parameter and gradient lists (shared by all steps)."""
-
-    def __init__(self, params, grads):
-        self.params, self.grads = params, grads
-
-
-class RNNCell(_Step):
-    def forward(self, x, h_prev):
-        Wx, Wh, b = self.params
-        h_next = np.tanh(h_prev @ Wh + x @ Wx + b)
-        self.cache = (x, h_prev, h_next)
-        return h_next
-
-    def backward(self, dh_next):
-        Wx, Wh, b = self.params
-        dWx, dWh, db = self.grads
-        x, h_prev, h_next = self.cache
-        dt = dh_next * (1 - h_next ** 2)
-        db += dt.sum(axis=0)
-        dWh += h_prev.T @ dt
-        dWx += x.T @ dt
-        return dt @ Wx.T, dt @ Wh.T
-
-
-class GRUCell(_Step):
-    """Blocks z | r | h~, r gating h before Wh (the book's GRU), weights packed."""
-
-    def forward(self, x, h_prev):
-        Wx, Wh, b = self.params
-        H = Wh.shape[0]
-        xw = x @ Wx + b
-        hw = h_prev @ Wh[:, :2 * H]
-        z = _sigmoid(xw[:, :H] + hw[:, :H])
-        r = _sigmoid(xw[:, H:2 * H] + hw[:, H:])
-        hh = np.tanh(xw[:, 2 * H:] + (r * h_prev) @ Wh[:, 2 * H:])
-        h_next = (1 - z) * h_prev + z * hh
-        self.cache = (x, h_prev, z, r, hh)
-        return h_next
-
-    def backward(self, dh_next):
-        Wx, Wh, b = self.params
-        dWx, dWh, db = self.grads
-        H = Wh.shape[0]
-        x, h_prev, z, r, hh = self.cache
-        dh_prev = dh_next * (1 - z)
-        dt = dh_next * z * (1 - hh ** 2)
-        dWh[:, 2 * H:] += (r * h_prev).T @ dt
-        dhr = dt @ Wh[:, 2 * H:].T
-        dh_prev += r * dhr
-        dz = dh_next * (hh - h_prev) * z * (1 - z)
-        dr = dhr * h_prev * r * (1 - r)
-        dA = np.hstack((dz, dr, dt))
-        dWx += x.T @ dA
-        db += dA.sum(axis=0)
-        dWh[:, :2 * H] += h_prev.T @ dA[:, :2 * H]
-        dh_prev += dA[:, :2 * H] @ Wh[:, :2 * H].T
-        return dA @ Wx.T, dh_prev
-
-
-class LSTMCell(_Step):
-    """Blocks f | g | i | o, as in the book."""
-
-    def forward(self, x, h_prev, c_prev):
-        Wx, Wh, b = self.params
-        H = Wh.shape[0]
-        A = x @ Wx + h_prev @ Wh + b
-        f = _sigmoid(A[:, :H])
-        g = np.tanh(A[:, H:2 * H])
-        i = _sigmoid(A[:, 2 * H:3 * H])
-        o = _sigmoid(A[:, 3 * H:])
-        c_next = f * c_prev + g * i
-        h_next = o * np.tanh(c_next)
-        self.cache = (x, h_prev, c_prev, i, f, g, o, c_next)
-        return h_next, c_next
-
-    def backward(self, dh_next, dc_next):
-        Wx, Wh, b = self.params
-        dWx, dWh, db = self.grads
-        x, h_prev, c_prev, i, f, g, o, c_next = self.cache
-        tanh_c = np.tanh(c_next)
-        ds = dc_next + (dh_next * o) * (1 - tanh_c ** 2)
-        dc_prev = ds * f
-        di = ds * g * i * (1 - i)
-        df = ds * c_prev * f * (1 - f)
-        do = dh_next * tanh_c * o * (1 - o)
-        dg = ds * i * (1 - g ** 2)
-        dA = np.hstack((df, dg, di, do))
-        dWh += h_prev.T @ dA
-        dWx += x.T @ dA
-        db += dA.sum(axis=0)
-        return dA @ Wx.T, dA @ Wh.T, dc_prev
-
-
-class MGUCell(_Step):
-    """Minimal gated unit, blocks f | h~, same equations as ``gr.cells.mgu``."""
-
-    def forward(self, x, h_prev):
-        Wx, Wh, b = self.params
-        H = Wh.shape[0]
-        xw = x @ Wx + b
-        f = _sigmoid(xw[:, :H] + h_prev @ Wh[:, :H])
-        hh = np.tanh(xw[:, H:] + (f * h_prev) @ Wh[:, H:])
-        self.cache = (x, h_prev, f, hh)
-        return (1 - f) * h_prev + f * hh
-
-    def backward(self, dh_next):
-        Wx, Wh, b = self.params
-        dWx, dWh, db = self.grads
-        H = Wh.shape[0]
-        x, h_prev, f, hh = self.cache
-        dh_prev = dh_next * (1 - f)
-        dt = dh_next * f * (1 - hh ** 2)
-        dWh[:, H:] += (f * h_prev).T @ dt
-        dfh = dt @ Wh[:, H:].T
-        dh_prev += dfh * f
-        df = (dh_next * (hh - h_prev) + dfh * h_prev) * f * (1 - f)
-        dA = np.hstack((df, dt))
-        dWx += x.T @ dA
-        db += dA.sum(axis=0)
-        dWh[:, :H] += h_prev.T @ df
-        dh_prev += df @ Wh[:, :H].T
-        return dA @ Wx.T, dh_prev
-
-
-TEXTBOOK_CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell, "mgu": MGUCell}
-
-
-class TimeLayer:
-    """The book's TimeRNN/TimeGRU/TimeLSTM: a loop over T of per-step cells.
-
-    ``params`` is graphrnn's dict (Wx, Wh, b); ``grads`` gets the same keys.
-    Starts from a zero state (not stateful) and returns dxs from ``backward``.
-    """
-
-    def __init__(self, kind, params):
-        self.kind = kind
-        self.cell_cls = TEXTBOOK_CELLS[kind]
-        self.names = ("Wx", "Wh", "b")
-        self.params = [params[k] for k in self.names]
-        self.grads = [np.zeros_like(p) for p in self.params]
-        self.layers = None
-
-    def forward(self, xs):
-        Wx, Wh, _ = self.params
-        N, T, _ = xs.shape
-        H = Wh.shape[0]
-        hs = np.empty((N, T, H), dtype=xs.dtype)
-        h = np.zeros((N, H), dtype=xs.dtype)
-        c = np.zeros((N, H), dtype=xs.dtype)
-        self.layers = []
-        for t in range(T):
-            layer = self.cell_cls(self.params, self.grads)
-            if self.kind == "lstm":
-                h, c = layer.forward(xs[:, t, :], h, c)
-            else:
-                h = layer.forward(xs[:, t, :], h)
-            hs[:, t, :] = h
-            self.layers.append(layer)
-        return hs
-
-    def backward(self, dhs):
-        Wx, Wh, _ = self.params
-        N, T, H = dhs.shape
-        D = Wx.shape[0]
-        for g in self.grads:
-            g[...] = 0
-        dxs = np.empty((N, T, D), dtype=dhs.dtype)
-        dh, dc = 0, 0
-        for t in reversed(range(T)):
-            layer = self.layers[t]
-            if self.kind == "lstm":
-                dx, dh, dc = layer.backward(dhs[:, t, :] + dh, dc)
-            else:
-                dx, dh = layer.backward(dhs[:, t, :] + dh)
-            dxs[:, t, :] = dx
-        self.dh0 = dh
-        return dxs
-
-    def grad_dict(self):
-        return dict(zip(self.names, self.grads))
-
-
-# ============================================================================ hoisted by hand
-# What a careful numpy programmer writes once they know the trick graphrnn's
-# compiler applies: time-major buffers, the input product x @ Wx + b once for
-# all N*T rows, per step only the recurrent product and the gate arithmetic,
-# and after the reverse loop one GEMM each for dWx, dWh and dxs. It is the
-# ceiling for plain numpy on the machine, against which the issue's "2x over
-# the textbook" goal can be read. Written directly, not generated: no graph.
-
-class HoistedLayer:
-    """Forward+backward of rnn/gru/lstm/mgu over (N, T, D), hoisted by hand."""
-
-    def __init__(self, kind, params):
-        self.kind = kind
-        self.Wx, self.Wh, self.b = params["Wx"], params["Wh"], params["b"]
-
-    def forward(self, xs):
-        N, T, D = xs.shape
-        H, dt = self.Wh.shape[0], xs.dtype
-        self.X = np.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(T * N, D)
-        A = (self.X @ self.Wx + self.b).reshape(T, N, -1)  # pre-activations, gates filled in place
-        Hs = np.zeros((T + 1, N, H), dt)
-        step = getattr(self, "_fwd_" + self.kind)
-        self.aux = np.zeros((T + 1, N, H), dt) if self.kind == "lstm" else np.empty((T, N, H), dt)
-        for t in range(T):
-            step(t, A[t], Hs, self.aux)
-        self.A, self.Hs = A, Hs
-        return Hs[1:].transpose(1, 0, 2)
-
-    def backward(self, dhs):
-        T, N = self.A.shape[:2]
-        H = self.Wh.shape[0]
-        dH = dhs.transpose(1, 0, 2)
-        DA = np.empty_like(self.A)
-        dh = np.zeros((N, H), dhs.dtype)
-        dc = np.zeros((N, H), dhs.dtype)
-        step = getattr(self, "_bwd_" + self.kind)
-        for t in range(T - 1, -1, -1):
-            dh, dc = step(t, dH[t] + dh, dc, DA[t])
-        DA = DA.reshape(T * N, -1)
-        Hp = self.Hs[:T].reshape(T * N, H)
-        dWh = np.empty_like(self.Wh)
-        if self.kind in ("gru", "mgu"):  # the last block's product reads (gate * h), not h
-            k = 2 * H if self.kind == "gru" else H
-            np.matmul(Hp.T, DA[:, :k], out=dWh[:, :k])
-            np.matmul(self.aux.reshape(T * N, H).T, DA[:, k:], out=dWh[:, k:])
-        else:
-            np.matmul(Hp.T, DA, out=dWh)
-        self.grads = {"Wx": self.X.T @ DA, "Wh": dWh, "b": DA.sum(axis=0)}
-        self.dh0 = dh
-        return (DA @ self.Wx.T).reshape(T, N, -1).transpose(1, 0, 2)
-
-    def grad_dict(self):
-        return self.grads
-
-    # ---- per step: A[t] holds x_t Wx + b on entry and the gate values on exit
-    def _fwd_rnn(self, t, a, Hs, aux):
-        a += Hs[t] @ self.Wh
-        np.tanh(a, out=Hs[t + 1])
-
-    def _bwd_rnn(self, t, dh, dc, da):
-        h = self.Hs[t + 1]
-        np.multiply(dh, 1 - h * h, out=da)
-        return da @ self.Wh.T, dc
-
-    def _fwd_lstm(self, t, a, Hs, C):
-        H = Hs.shape[2]
-        a += Hs[t] @ self.Wh
-        a[:, :H] = _sigmoid(a[:, :H])
-        np.tanh(a[:, H:2 * H], out=a[:, H:2 * H])
-        a[:, 2 * H:] = _sigmoid(a[:, 2 * H:])
-        f, g, i, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        np.multiply(f, C[t], out=C[t + 1])
-        C[t + 1] += g * i
-        np.multiply(o, np.tanh(C[t + 1]), out=Hs[t + 1])
-
-    def _bwd_lstm(self, t, dh, dc, da):
-        a, C = self.A[t], self.aux
-        H = C.shape[2]
-        f, g, i, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        tc = np.tanh(C[t + 1])
-        ds = dc + dh * o * (1 - tc * tc)
-        da[:, :H] = ds * C[t] * f * (1 - f)
-        da[:, H:2 * H] = ds * i * (1 - g * g)
-        da[:, 2 * H:3 * H] = ds * g * i * (1 - i)
-        da[:, 3 * H:] = dh * tc * o * (1 - o)
-        return da @ self.Wh.T, ds * f
-
-    def _fwd_gru(self, t, a, Hs, RH):
-        H = Hs.shape[2]
-        h = Hs[t]
-        zr = a[:, :2 * H]
-        zr += h @ self.Wh[:, :2 * H]
-        zr[...] = _sigmoid(zr)
-        z, r = a[:, :H], a[:, H:2 * H]
-        np.multiply(r, h, out=RH[t])
-        hh = a[:, 2 * H:]
-        hh += RH[t] @ self.Wh[:, 2 * H:]
-        np.tanh(hh, out=hh)
-        np.add(h, z * (hh - h), out=Hs[t + 1])
-
-    def _bwd_gru(self, t, dh, dc, da):
-        a, h = self.A[t], self.Hs[t]
-        H = h.shape[1]
-        z, r, hh = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-        np.multiply(dh * z, 1 - hh * hh, out=da[:, 2 * H:])
-        dhr = da[:, 2 * H:] @ self.Wh[:, 2 * H:].T
-        da[:, :H] = dh * (hh - h) * z * (1 - z)
-        da[:, H:2 * H] = dhr * h * r * (1 - r)
-        return dh * (1 - z) + r * dhr + da[:, :2 * H] @ self.Wh[:, :2 * H].T, dc
-
-    def _fwd_mgu(self, t, a, Hs, FH):
-        H = Hs.shape[2]
-        h = Hs[t]
-        f = a[:, :H]
-        f += h @ self.Wh[:, :H]
-        f[...] = _sigmoid(f)
-        np.multiply(f, h, out=FH[t])
-        hh = a[:, H:]
-        hh += FH[t] @ self.Wh[:, H:]
-        np.tanh(hh, out=hh)
-        np.add(h, f * (hh - h), out=Hs[t + 1])
-
-    def _bwd_mgu(self, t, dh, dc, da):
-        a, h = self.A[t], self.Hs[t]
-        H = h.shape[1]
-        f, hh = a[:, :H], a[:, H:]
-        np.multiply(dh * f, 1 - hh * hh, out=da[:, H:])
-        dfh = da[:, H:] @ self.Wh[:, H:].T
-        da[:, :H] = (dh * (hh - h) + dfh * h) * f * (1 - f)
-        return dh * (1 - f) + f * dfh + da[:, :H] @ self.Wh[:, :H].T, dc
-
-
-# ============================================================================ torch baselines
-
 def torch_available():
     try:
         import torch  # noqa: F401
     except ImportError:
         return False
     return True
-
-
-class TorchFused:
-    """PyTorch's CPU kernel (``nn.RNN``/``nn.GRU``/``nn.LSTM``) with autograd."""
-
-    def __init__(self, kind, D, H, dtype, seed=0):
-        import torch
-        torch.manual_seed(seed)
-        cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[kind]
-        self.torch = torch
-        self.module = cls(D, H, batch_first=True).to(_torch_dtype(dtype))
-
-    def __call__(self, xs, dhs):
-        self.module.zero_grad(set_to_none=True)
-        x = xs.detach().requires_grad_(True)
-        hs, _ = self.module(x)
-        hs.backward(dhs)
-        return hs, x.grad
-
-
-class TorchLoopMGU:
-    """The minimal gated unit in torch ops in a Python loop; autograd backward.
-
-    Same parameter layout as ``gr.cells.mgu``; the input product runs once for
-    all steps before the loop, which is what a careful PyTorch user writes.
-    """
-
-    def __init__(self, params):
-        import torch
-        self.torch = torch
-        self.p = {k: torch.from_numpy(np.array(v)).requires_grad_(True) for k, v in params.items()}
-
-    def __call__(self, xs, dhs):
-        torch = self.torch
-        Wx, Wh, b = self.p["Wx"], self.p["Wh"], self.p["b"]
-        for v in self.p.values():
-            v.grad = None
-        x = xs.detach().requires_grad_(True)
-        N, T, D = x.shape
-        H = Wh.shape[0]
-        xw = (x.reshape(N * T, D) @ Wx + b).reshape(N, T, 2 * H)
-        h = torch.zeros((N, H), dtype=x.dtype)
-        hs = []
-        for t in range(T):
-            f = torch.sigmoid(xw[:, t, :H] + h @ Wh[:, :H])
-            hh = torch.tanh(xw[:, t, H:] + (f * h) @ Wh[:, H:])
-            h = (1 - f) * h + f * hh
-            hs.append(h)
-        hs = torch.stack(hs, dim=1)
-        hs.backward(dhs)
-        return hs, x.grad
-
-
-def _torch_dtype(dtype):
-    import torch
-    return {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
 
 
 # ============================================================================ the contenders
@@ -452,6 +76,7 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
     xs = rng.uniform(-1, 1, (N, T, D)).astype(dtype)
     dhs = rng.uniform(-1, 1, (N, T, H)).astype(dtype)
     fns = {}
+    contenders = contenders_module("cell_contenders")
     if "graphrnn" in impls:
         def run_graphrnn():
             g = gr.unroll(cell, params, xs).backward(dhs, need_xs=True)
@@ -459,14 +84,14 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
         run_graphrnn.workspace = gr.compile_cell(cell).workspace
         fns["graphrnn"] = run_graphrnn
     if "textbook" in impls:
-        layer = TimeLayer(kind, params)
+        layer = contenders.TimeLayer(kind, params)
 
         def run_textbook():
             layer.forward(xs)
             return layer.backward(dhs)
         fns["textbook"] = run_textbook
     if "hoisted" in impls:
-        hoisted = HoistedLayer(kind, params)
+        hoisted = contenders.HoistedLayer(kind, params)
 
         def run_hoisted():
             hoisted.forward(xs)
@@ -475,7 +100,8 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
     if "torch" in impls and torch_available():
         import torch
         txs, tdhs = torch.from_numpy(xs), torch.from_numpy(dhs)
-        model = TorchLoopMGU(params) if kind == "mgu" else TorchFused(kind, D, H, dtype, seed)
+        model = (contenders.TorchLoopMGU(params) if kind == "mgu"
+                 else contenders.TorchFused(kind, D, H, dtype, seed))
 
         def run_torch():
             return model(txs, tdhs)
@@ -853,7 +479,7 @@ def profile_gru(size=SIZES["medium"], calls=3, dtype=np.float32):
 
 
 def write_results(result, out, stem):
-    os.makedirs(out, exist_ok=True)
+    files.make_folder(out, "output folder")
     goals = goals_summary(result)
     result = dict(result, goals=goals)
     jpath = os.path.join(out, stem + ".json")
@@ -862,10 +488,7 @@ def write_results(result, out, stem):
     if goals:
         md += "\nGoals (ratio = other implementation's time / graphrnn's):\n\n" + goals_markdown(goals)
     for path, text in ((jpath, json.dumps(result, indent=1) + "\n"), (mpath, md)):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        files.atomic_write(path, text)
     return jpath, mpath, md
 
 
@@ -899,9 +522,8 @@ FULL_ROUNDS = {"tiny": 30, "small": 15, "medium": 11}
 
 def bench_main(args):
     """The ``graphrnn bench`` command."""
-    from .cli import UsageError
     quick = bool(getattr(args, "quick", False))
-    out = getattr(args, "out", None) or "benchmarks/results"
+    out = getattr(args, "out", None) or DEFAULT_OUT
     cells = getattr(args, "cells", None) or list(CELL_NAMES)
     bad = [c for c in cells if c not in GATES]
     if bad:
@@ -916,6 +538,10 @@ def bench_main(args):
     impls = IMPLS if not getattr(args, "no_torch", False) else tuple(i for i in IMPLS if i != "torch")
     if getattr(args, "command", None) == "bench" and not os.environ.get("GRAPHRNN_BENCH_CHILD"):
         return _rerun_with_quiet_thread_pools(args, quick, out, cells, names, impls)
+    try:
+        contenders_module("cell_contenders")
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
     if "torch" in impls and not torch_available():
         print("torch is not installed (pip install 'graphrnn[bench]'): comparing with the textbook layers only")
     print(f"graphrnn bench: sizes {', '.join(names)}; cells {', '.join(cells)}; "
@@ -930,8 +556,7 @@ def bench_main(args):
     print(f"wrote {jpath} and {mpath}")
     if not quick and "medium" in names and "gru" in cells:
         ppath = os.path.join(out, "profile_gru_medium.txt")
-        with open(ppath, "w") as f:
-            f.write(profile_gru())
+        files.atomic_write(ppath, profile_gru())
         print(f"wrote {ppath}")
     return 0
 
@@ -995,17 +620,27 @@ def run_lm_benchmarks(sizes, cells, rounds, book=None, use_torch=True, log=print
         rng = np.random.default_rng(0)
         xs, ts = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
         for cell in cells:
-            fns = {"graphrnn": lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts)}
+            makers = {"graphrnn": lambda: lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts)}
             if have_torch:
-                fns["torch"] = lm.torch_step(V, D, H, layers, cell, dropout, tie, xs, ts)
+                makers["torch"] = lambda: lm.torch_step(V, D, H, layers, cell, dropout, tie, xs, ts)
             if book and cell == "lstm":
-                fns["book"] = lm.book_step(book, V, D, H, sname == "better", dropout, xs, ts)
+                makers["book"] = lambda: lm.book_step(book, V, D, H, sname == "better", dropout, xs, ts)
+            fns, held = {}, {}
+            for impl, make in makers.items():
+                # what the model holds between steps: parameters, gradients, buffers
+                gc.collect()
+                before = _proc_status_kib("VmRSS")
+                fns[impl] = make()
+                fns[impl]()
+                after = _proc_status_kib("VmRSS")
+                held[impl] = None if before is None or after is None else max(0, after - before) / 1024
             cases[(sname, cell)] = fns
             t0 = time.perf_counter()
             timing = time_interleaved(fns, rounds, target_s=0.0, warmup=1)
             for impl, tm in timing.items():
                 rows.append({"size": sname, "cell": cell, "impl": impl, "V": V, "D": D, "H": H,
-                             "layers": layers, "N": N, "T": T, "dropout": dropout, "tied": tie, **tm})
+                             "layers": layers, "N": N, "T": T, "dropout": dropout, "tied": tie,
+                             "held_mib": held[impl], **tm})
             log(f"  {sname:6s} {cell:4s} " + "  ".join(f"{k} {v['median_s'] * 1e3:8.1f} ms"
                                                        for k, v in timing.items())
                 + f"   ({time.perf_counter() - t0:.1f} s)")
@@ -1026,14 +661,17 @@ def lm_markdown(result):
     lines = [f"One training step of the PTB language model (forward, backward, global-norm clip, SGD), "
              f"float32, median of {result['rounds']} interleaved rounds; {m['date_utc']} UTC, "
              f"{m['cpus']} CPUs, numpy {m['numpy']}, torch {m['torch']}.",
-             "Speed-up = the other's time / graphrnn's. Memory: growth of the resident set's peak "
-             "during one step (all), and numpy's traced peak (numpy contenders).", "",
-             "| size | cell | implementation | ms per step | speed-up of graphrnn | RSS peak growth MiB | traced peak MiB |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             "Speed-up = the other's time / graphrnn's. Memory: what the model holds between steps "
+             "(growth of the resident set from building it through its first step: parameters, "
+             "gradients, buffers), the growth of the resident set's peak during one more step, and "
+             "numpy's traced peak during a step (numpy contenders).", "",
+             "| size | cell | implementation | ms per step | speed-up of graphrnn | held MiB | "
+             "step RSS peak growth MiB | step traced peak MiB |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['size']} | {r['cell']} | {r['impl']} | {r['median_s'] * 1e3:.1f} | "
-                     f"{r['speedup_of_graphrnn']:.2f}x | {_fmt_mib(r.get('rss_peak_delta_mib'))} | "
-                     f"{_fmt_mib(r.get('traced_peak_mib'))} |")
+                     f"{r['speedup_of_graphrnn']:.2f}x | {_fmt_mib(r.get('held_mib'))} | "
+                     f"{_fmt_mib(r.get('rss_peak_delta_mib'))} | {_fmt_mib(r.get('traced_peak_mib'))} |")
     goals = lm_goals(result)
     if goals:
         lines += ["", "| goal | measured | met |", "|---|---:|:---:|"]
@@ -1053,7 +691,6 @@ def lm_goals(result):
 
 def lm_main(args):
     """``graphrnn bench --lm``: the PTB model's training step against PyTorch (and the book)."""
-    from .cli import UsageError
     sizes = getattr(args, "sizes", None) or ["better"]
     bad = [s for s in sizes if s not in LM_SIZES]
     if bad:
@@ -1065,7 +702,7 @@ def lm_main(args):
     book = getattr(args, "book", None)
     if book and not os.path.isfile(os.path.join(book, "ch06", "rnnlm.py")):
         raise UsageError(f"--book {book}: not a checkout of deep-learning-from-scratch-2 (no ch06/rnnlm.py)")
-    out = getattr(args, "out", None) or os.path.join("runs", "bench")
+    out = getattr(args, "out", None) or DEFAULT_OUT
     rounds = getattr(args, "rounds", None) or 5
     if getattr(args, "command", None) == "bench" and not os.environ.get("GRAPHRNN_BENCH_CHILD"):
         argv = [sys.executable, "-m", "graphrnn.cli", "bench", "--lm", "--out", out, "--sizes", *sizes,
@@ -1089,14 +726,11 @@ def lm_main(args):
     print(f"graphrnn bench --lm: sizes {', '.join(sizes)}; cells {', '.join(cells)}; {rounds} rounds")
     result = run_lm_benchmarks(sizes, cells, rounds, book=book, use_torch=use_torch)
     result["goals"] = lm_goals(result)
-    os.makedirs(out, exist_ok=True)
+    files.make_folder(out, "output folder")
     md = lm_markdown(result)
     for path, text in ((os.path.join(out, "lm.json"), json.dumps(result, indent=1) + "\n"),
                        (os.path.join(out, "lm.md"), md)):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        files.atomic_write(path, text)
     print()
     print(md)
     print(f"wrote {os.path.join(out, 'lm.json')} and {os.path.join(out, 'lm.md')}")

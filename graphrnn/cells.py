@@ -124,20 +124,33 @@ def get(name):
 
 def from_spec(spec: str, input_size: int, hidden_size: int):
     """A cell from a command line: a built-in name, or ``module:function`` for a
-    user's factory called as ``function(input_size, hidden_size)``."""
+    user's factory called as ``function(input_size, hidden_size)``. The module is
+    looked for in the current folder first, as ``python -m`` does."""
     if ":" not in spec:
         return get(spec)(input_size, hidden_size)
     import importlib
+    import os
+    import sys
 
     module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise GraphError(f"cell {spec!r}: expected MODULE:FUNCTION, e.g. mycells:peephole")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, ValueError, TypeError) as exc:  # the last two: a relative name such as ".x"
         raise GraphError(f"cannot import module {module_name!r} for cell {spec!r}: {exc}") from None
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise GraphError(f"module {module_name!r} has no function {func_name!r} (cell {spec!r})")
-    cell = factory(input_size, hidden_size)
+    try:
+        cell = factory(input_size, hidden_size)
+    except GraphError:
+        raise
+    except Exception as exc:  # the user's code: one line says where, the chain keeps the rest
+        raise GraphError(f"cell {spec}({input_size}, {hidden_size}) raised {type(exc).__name__}: {exc}") from exc
     from .graph import Cell
 
     if not isinstance(cell, Cell):

@@ -13,48 +13,66 @@ Files in a run folder::
 
 A new checkpoint writes its ``.npz`` under a temporary name, renames it into
 place, then does the same for the manifest; only then is the previous ``.npz``
-removed. A crash at any moment leaves a manifest that names a complete file.
+removed. A crash at any moment leaves a manifest that names a complete file;
+the temporary files a killed save leaves are removed by the next save or load.
+
+A checkpoint is read as untrusted input: the manifest is checked against a
+schema (``MANIFEST_SCHEMA``) and the arrays against the manifest, so a
+truncated, bit-flipped or hand-edited checkpoint is refused with a
+``CheckpointError`` naming the file and the field, never a traceback.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import zipfile
+import zlib
 
 import numpy as np
 
-from . import backend
+from . import backend, files, schema
+from .errors import CheckpointError
 
 MANIFEST = "checkpoint.json"
 FORMAT = "graphrnn-checkpoint"
 VERSION = 1
+_ARRAYS_FILE = re.compile(r"^checkpoint-\d{8,}\.npz$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, damaged, or does not match the model."""
+def _ours(name):
+    """The files a run folder's checkpoints (and the trainer's logs beside them) consist of."""
+    return name == MANIFEST or _ARRAYS_FILE.match(name) is not None or name in (
+        "metrics.json", "metrics.jsonl", "loss.png", "perplexity.png")
 
 
-def _atomic_write(path, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+# ------------------------------------------------------------------------- schema
 
+ARRAYS_FILE = schema.Field("a file name checkpoint-NNNNNNNN.npz",
+                           lambda v: None if isinstance(v, str) and _ARRAYS_FILE.match(v) else "")
+# See graphrnn/schema.py for the notation.
+MANIFEST_SCHEMA = {
+    "format": schema.TEXT,
+    "version": schema.INT,
+    "step": schema.COUNT,
+    "arrays_file": ARRAYS_FILE,
+    "arrays": {"*": {"shape": [schema.COUNT], "dtype": schema.DTYPE}},
+    "config": schema.OBJECT,
+}
+
+
+def validate(value, spec, path, where=""):
+    """``schema.validate`` raising ``CheckpointError``."""
+    schema.validate(value, spec, path, CheckpointError, where)
+
+
+# --------------------------------------------------------------------------- save
 
 def save(folder, step, arrays, meta):
     """Write ``arrays`` (dict name -> array) and ``meta`` (JSON-able dict) as the
     checkpoint of ``folder`` at iteration ``step``; returns the manifest."""
-    os.makedirs(folder, exist_ok=True)
+    files.make_folder(folder, "run folder")
+    files.clean_temporaries(folder, _ours)
     host = {}
     listing = {}
     for name, a in arrays.items():
@@ -64,13 +82,13 @@ def save(folder, step, arrays, meta):
         host[name] = a
         listing[name] = {"shape": list(a.shape), "dtype": a.dtype.str}
     npz_name = f"checkpoint-{step:08d}.npz"
-    _atomic_write(os.path.join(folder, npz_name), lambda f: np.savez(f, **host))
+    files.atomic_write(os.path.join(folder, npz_name), lambda f: np.savez(f, **host))
     manifest = {"format": FORMAT, "version": VERSION, "step": int(step), "arrays_file": npz_name,
                 "arrays": listing, **meta}
     text = json.dumps(manifest, indent=1, allow_nan=False).encode()
-    _atomic_write(os.path.join(folder, MANIFEST), lambda f: f.write(text))
+    files.atomic_write(os.path.join(folder, MANIFEST), text)
     for old in os.listdir(folder):
-        if old.startswith("checkpoint-") and old.endswith(".npz") and old != npz_name:
+        if _ARRAYS_FILE.match(old) and old != npz_name:
             try:
                 os.unlink(os.path.join(folder, old))
             except OSError:
@@ -78,7 +96,10 @@ def save(folder, step, arrays, meta):
     return manifest
 
 
+# --------------------------------------------------------------------------- load
+
 def read_manifest(folder):
+    """The manifest of the checkpoint in ``folder``, checked against ``MANIFEST_SCHEMA``."""
     path = os.path.join(folder, MANIFEST)
     if not os.path.isdir(folder):
         raise CheckpointError(f"no run folder {folder!r}")
@@ -87,31 +108,37 @@ def read_manifest(folder):
             manifest = json.load(f)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint in {folder!r} ({MANIFEST} is missing)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a graphrnn checkpoint manifest")
     if manifest.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {manifest.get('version')} is not "
                               f"supported (this graphrnn reads version {VERSION})")
-    for key in ("step", "arrays_file", "arrays", "config"):
-        if key not in manifest:
-            raise CheckpointError(f"{path}: manifest has no {key!r}")
+    validate(manifest, MANIFEST_SCHEMA, path)
     return manifest
+
+
+# What reading a damaged .npz raises, by layer: the zip directory (BadZipFile,
+# EOFError), a member's compression or checksum (zlib.error, BadZipFile "Bad
+# CRC-32"), numpy's array header (ValueError), the OS (OSError).
+_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
 
 
 def load(folder):
     """(manifest, arrays) of the checkpoint in ``folder``; the arrays are checked
     against the manifest's listing (names, shapes, dtypes)."""
     manifest = read_manifest(folder)
-    path = os.path.join(folder, os.path.basename(manifest["arrays_file"]))
+    files.clean_temporaries(folder, _ours)
+    path = os.path.join(folder, manifest["arrays_file"])
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint arrays {path!r} are missing") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint arrays ({exc})") from None
+    except _DAMAGED as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint arrays, cannot read them "
+                              f"({type(exc).__name__}: {exc})") from None
     expected = {k: (tuple(v["shape"]), np.dtype(v["dtype"])) for k, v in manifest["arrays"].items()}
     check_arrays(expected, arrays, f"{path} against its manifest")
     return manifest, arrays

@@ -3,16 +3,16 @@
 Each subcommand has a ``_add_<name>(sub)`` that declares its arguments and a
 ``_run_<name>(args)`` that does the work, importing what it needs lazily so
 ``graphrnn --help`` stays fast. Errors a user can cause (bad names, bad sizes,
-missing files) print one line and exit 2, never a traceback.
+missing or damaged files, paths that cannot be written) print one line and
+exit 2, never a traceback: ``main`` is the one place that turns the errors of
+``graphrnn.errors`` into that line.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
+from .errors import GraphrnnError, UsageError  # noqa: F401  (UsageError: imported from here too)
 
 
 def _positive(text):
@@ -34,33 +34,48 @@ def _add_demo(sub):
 
 def _run_demo(args):
     from .demo import demo
+    from .files import check_output_folder
+    check_output_folder(args.out, "output folder")
     return demo(args.out)
 
 
 # ------------------------------------------------------------------------ gradcheck
 
-def _add_gradcheck(sub):
+def gradcheck_options():
+    """Each option of ``graphrnn gradcheck``: flags, then argparse's keywords. A
+    new option is one more row (its default is shown by the help)."""
     from .testing import DIRECTIONS, FULL_LIMIT, SAMPLE
+    return [
+        (("--input-size",), dict(type=_positive, default=3, metavar="D", help="input width D")),
+        (("--hidden-size",), dict(type=_positive, default=4, metavar="H", help="state width H")),
+        (("--batch",), dict(type=_positive, default=2, metavar="N", help="sequences per batch N")),
+        (("--steps",), dict(type=_positive, default=3, metavar="T",
+                            help="time steps T (1 checks one cell step)")),
+        (("--seed",), dict(type=int, default=0,
+                           help="draws parameters, inputs, loss weights, sampled elements and directions")),
+        (("--sample",), dict(type=_positive, default=SAMPLE,
+                             help=f"elements checked one by one in each array over {FULL_LIMIT} elements")),
+        (("--directions",), dict(type=_positive, default=DIRECTIONS,
+                                 help="random directions checked in each array that is sampled")),
+        (("--full",), dict(action="store_true",
+                           help="check every element of every array (slow for large cells)")),
+    ]
+
+
+def _add_gradcheck(sub):
+    from .testing import FULL_LIMIT
     p = sub.add_parser(
         "gradcheck", help="compare a cell's backward with central differences",
         description="Compare the engine's BPTT gradients of a cell with float64 central "
                     f"differences. Arrays of up to {FULL_LIMIT} elements are checked element by "
                     f"element; larger ones at --sample random elements plus --directions random "
-                    "directions (seeded by --seed, reported with the results).",
+                    "directions (seeded by --seed, reported with the results). Exit status 1 when "
+                    "a gradient differs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("cell", help="a built-in cell name (rnn, gru, lstm, lstm_nico, mgu) or module:function")
-    p.add_argument("--input-size", type=_positive, default=3, help="input width D")
-    p.add_argument("--hidden-size", type=_positive, default=4, help="state width H")
-    p.add_argument("--batch", type=_positive, default=2, help="sequences per batch N")
-    p.add_argument("--steps", type=_positive, default=3, help="time steps T (1 checks one cell step)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="draws parameters, inputs, loss weights, sampled elements and directions")
-    p.add_argument("--sample", type=_positive, default=SAMPLE,
-                   help=f"elements checked one by one in each array over {FULL_LIMIT} elements")
-    p.add_argument("--directions", type=_positive, default=DIRECTIONS,
-                   help="random directions checked in each array that is sampled")
-    p.add_argument("--full", action="store_true",
-                   help="check every element of every array (slow for large cells)")
+    p.add_argument("cell", help="a built-in cell name (rnn, gru, lstm, lstm_nico, mgu) or module:function "
+                                "(looked for in the current folder first)")
+    for flags, kw in gradcheck_options():
+        p.add_argument(*flags, **kw)
 
 
 def _run_gradcheck(args):
@@ -72,16 +87,21 @@ def _run_gradcheck(args):
 
 def _add_render(sub):
     p = sub.add_parser("render", help="draw a cell, its unrolled form or its backward pass")
-    p.add_argument("cell", help="a built-in cell name or module:function")
-    p.add_argument("-o", "--output", default=None, help="file to write (.svg, .png, .pdf, .dot)")
-    p.add_argument("--unroll", type=_positive, default=None, metavar="T")
-    p.add_argument("--backward", action="store_true")
-    p.add_argument("--input-size", type=_positive, default=3)
-    p.add_argument("--hidden-size", type=_positive, default=4)
+    p.add_argument("cell", help="a built-in cell name or module:function (looked for in the "
+                                "current folder first)")
+    p.add_argument("-o", "--output", default=None,
+                   help="file to write (.svg, .png, .pdf, .dot; default CELL[-unrolled][-backward].svg)")
+    p.add_argument("--unroll", type=_positive, default=None, metavar="T", help="draw T time steps")
+    p.add_argument("--backward", action="store_true", help="draw the gradient flow too")
+    p.add_argument("--input-size", type=_positive, default=3, metavar="D", help="default 3")
+    p.add_argument("--hidden-size", type=_positive, default=4, metavar="H", help="default 4")
 
 
 def _run_render(args):
+    from .files import check_output_file
     from .render import render_main
+    if args.output is not None:
+        check_output_file(args.output)
     return render_main(args)
 
 
@@ -90,8 +110,9 @@ def _run_render(args):
 def _add_bench(sub):
     p = sub.add_parser("bench", help="time forward+backward against hand-written layers (and PyTorch)")
     p.add_argument("--quick", action="store_true", help="tiny and small sizes only, few repeats")
-    p.add_argument("--out", default=None, help="folder for JSON and markdown results "
-                   "(default benchmarks/results; with --lm, runs/bench)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the JSON and markdown results (default runs/bench; "
+                        "`make bench-results` refreshes the committed benchmarks/results)")
     p.add_argument("--cells", nargs="+", default=None, help="cells to time (default rnn gru lstm mgu)")
     p.add_argument("--sizes", nargs="+", default=None, help="tiny, small, medium (default: all, or tiny small with --quick)")
     p.add_argument("--rounds", type=_positive, default=None, help="interleaved rounds per case")
@@ -104,6 +125,9 @@ def _add_bench(sub):
 
 
 def _run_bench(args):
+    from .bench import DEFAULT_OUT
+    from .files import check_output_folder
+    check_output_folder(args.out or DEFAULT_OUT, "output folder")
     if args.lm:
         from .bench import lm_main
         return lm_main(args)
@@ -142,10 +166,7 @@ def _add_report(sub):
 
 def _run_report(args):
     from .report import write
-    try:
-        md = write(args.folder)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
+    md = write(args.folder)
     print(md)
     print(f"wrote {args.folder}/report.md (and the plot it shows)")
     return 0
@@ -184,18 +205,28 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .primitives import GraphError
+    command = "graphrnn"
     try:
+        # Building the parser imports parts of graphrnn: a Ctrl-C there is caught too.
+        args = build_parser().parse_args(argv)
+        command = f"graphrnn {args.command}"
         rc = globals()[f"_run_{args.command}"](args)
-    except (UsageError, GraphError, FileNotFoundError) as exc:
-        print(f"graphrnn {args.command}: error: {exc}", file=sys.stderr)
+    except GraphrnnError as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment (a file, a permission, a full disk), not a bug
+        print(f"{command}: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"graphrnn {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _os_error_line(exc):
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason.lower()}" if where else reason
 
 
 if __name__ == "__main__":

@@ -90,31 +90,8 @@ class RNNLM:
         self.embed = Embedding(V, D, "embed.W")
         self.drops = [Dropout(dropout) for _ in range(self.num_layers + 1)]
         self.dropout = float(dropout)
-
-        # Untied, the output weight and bias are the rows of one array (the
-        # output layer's GEMMs then carry the bias); params hold views of it.
-        xp = backend.xp()
-        rng = np.random.default_rng(seed)
-        embed = (rng.standard_normal((V, D)) * 0.01).astype(self.dtype)
-        shapes = {}
-        for l, c in enumerate(self.cells):
-            shapes.update({f"cell{l}.{k}": s for k, s in c.param_shapes().items()})
-        host = {"embed.W": embed, **init_lm_params(rng, shapes, self.dtype)}
         self.out = SoftmaxOutput(H, V, transposed=self.tie_weights)
-        self.joint = self.djoint = None
-        if not self.tie_weights:
-            joint = np.zeros((H + 1, V), dtype=self.dtype)
-            joint[:H] = init_lm_params(rng, {"out.W": (H, V)}, self.dtype)["out.W"]
-            self.joint, self.djoint = backend.asarray(joint), xp.zeros((H + 1, V), dtype=self.dtype)
-        self.params = {k: backend.asarray(v) for k, v in host.items()}
-        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
-        if self.tie_weights:
-            self.params["out.b"] = xp.zeros((V,), dtype=self.dtype)
-            self.grads["out.b"] = xp.zeros((V,), dtype=self.dtype)
-        else:
-            self.params["out.W"], self.grads["out.W"] = self.joint[:H], self.djoint[:H]
-            self.params["out.b"], self.grads["out.b"] = self.joint[H], self.djoint[H]
-        self._w = "embed.W" if self.tie_weights else "out.W"
+        self._init_params(np.random.default_rng(seed))
         self.rnns = []
         for l, c in enumerate(self.cells):
             keys = {k: f"cell{l}.{k}" for k in c.param_shapes()}
@@ -124,6 +101,33 @@ class RNNLM:
         self.rng = np.random.default_rng([seed, 1])  # dropout masks
         self.training = True
         self._tm = None
+
+    def _init_params(self, rng):
+        """``params`` and ``grads``, drawn on the host in a fixed order from ``rng``.
+
+        Untied, the output weight and bias are the rows of one (H+1, V) array
+        (``joint``: the output layer's GEMMs then carry the bias) and the
+        params hold views of it; tied, ``out.b`` stands alone."""
+        xp = backend.xp()
+        V, D, H, dtype = self.vocab_size, self.wordvec_size, self.hidden_size, self.dtype
+        embed = (rng.standard_normal((V, D)) * 0.01).astype(dtype)
+        shapes = {}
+        for l, c in enumerate(self.cells):
+            shapes.update({f"cell{l}.{k}": s for k, s in c.param_shapes().items()})
+        host = {"embed.W": embed, **init_lm_params(rng, shapes, dtype)}
+        self.joint = self.djoint = None
+        if self.tie_weights:
+            host["out.b"] = np.zeros(V, dtype)
+        else:
+            joint = np.zeros((H + 1, V), dtype=dtype)
+            joint[:H] = init_lm_params(rng, {"out.W": (H, V)}, dtype)["out.W"]
+            self.joint, self.djoint = backend.asarray(joint), xp.zeros((H + 1, V), dtype=dtype)
+        self.params = {k: backend.asarray(v) for k, v in host.items()}
+        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        if not self.tie_weights:
+            self.params["out.W"], self.grads["out.W"] = self.joint[:H], self.djoint[:H]
+            self.params["out.b"], self.grads["out.b"] = self.joint[H], self.djoint[H]
+        self._w = "embed.W" if self.tie_weights else "out.W"
 
     # ------------------------------------------------------------------ modes
     def train(self):

@@ -11,10 +11,7 @@ from __future__ import annotations
 import math
 
 from . import backend
-
-
-class OptimError(ValueError):
-    """An optimizer was given settings or state that cannot work."""
+from .errors import OptimError
 
 
 def _check_lr(lr):

@@ -40,8 +40,7 @@ def const(xp, value, dtype):
     return c
 
 
-class GraphError(ValueError):
-    """A cell declaration or a run's inputs do not fit; the message names the node."""
+from .errors import GraphError  # noqa: F401  (defined with the other errors; imported from here too)
 
 
 def fmt_shape(shape) -> str:

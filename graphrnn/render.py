@@ -22,15 +22,14 @@ in time, with the parameters and the hoisted part apart on the left.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import graphviz
 import networkx as nx
 
+from . import files
 from .plan import HOISTED, STATIC, compile_cell
 from .primitives import GraphError
 
@@ -47,8 +46,7 @@ INSTALL_HINT = ("install Graphviz's `dot` program: `sudo apt-get install graphvi
                 "or write a .dot file, which needs no Graphviz")
 
 
-class GraphvizNotFound(RuntimeError):
-    """The ``dot`` program is needed for this format and is not installed."""
+from .errors import GraphvizNotFound  # noqa: F401  (imported from here too)
 
 
 # ----------------------------------------------------------------------------- look
@@ -767,16 +765,7 @@ def write(dg, path):
             raise GraphvizNotFound(f"writing {path.name} needs Graphviz, which is not installed: "
                                    + INSTALL_HINT)
         data = dg.pipe(format=fmt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    files.atomic_write(path, data)
     return path
 
 
@@ -822,10 +811,7 @@ def write_gallery(folder, formats=("dot", "svg")):
 
 
 def write_text(path, text):
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=Path(path).parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    files.atomic_write(path, text)
 
 
 # -------------------------------------------------------------------------- CLI
@@ -844,7 +830,7 @@ def render_main(args):
     try:
         render(cell, out, unroll=args.unroll, backward=args.backward)
     except GraphvizNotFound as exc:
-        from .cli import UsageError
+        from .errors import UsageError
 
         raise UsageError(str(exc)) from None
     print(f"wrote {out}")

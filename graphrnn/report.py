@@ -25,12 +25,23 @@ import os
 
 import numpy as np
 
+from . import files, schema
+from .errors import DataError
+
 # Figures where more is better; every other headline figure (losses, errors,
 # perplexities) is better lower.
 HIGHER_IS_BETTER = {"accuracy", "accuracy_unseen"}
 # What the curves plot for each task: the key of its metrics.jsonl records.
 # Short column names in the best-rate table.
 SHORT = {"valid_perplexity": "valid", "test_perplexity": "test"}
+# What the report reads from a finished PTB run's metrics.json (see graphrnn/schema.py);
+# the other tasks' runs need cell, lr, seed and their headline figures.
+RUN_SCHEMA = {
+    "cell": schema.TEXT, "lr": schema.NUMBER, "seed": schema.INT, "epochs": schema.COUNT,
+    "valid_perplexity": schema.NUMBER, "test_perplexity": schema.NUMBER,
+    "valid_history?": [schema.NUMBER], "seconds_per_epoch?": schema.NULLABLE_NUMBER,
+    "clip_fraction?": schema.NULLABLE_NUMBER,
+}
 CURVE = {"ptb": "train_perplexity", "binary-addition": "error", "primes": "loss",
          "dinosaurs": "smoothed_loss"}
 
@@ -62,52 +73,76 @@ class Judge:
 
 # ----------------------------------------------------------------------------- reading
 
-def _run_config(m):
-    cfg = m.get("config") or {}
-    return {k: m.get(k, cfg.get(k)) for k in ("task", "cell", "lr", "seed")}
+def run_schema(task):
+    if task == "ptb":
+        return RUN_SCHEMA
+    from . import tasks
+    from .tasks import TaskError
+    try:
+        headline = tasks.get(task).headline
+    except TaskError:
+        headline = ()
+    return {"cell": schema.TEXT, "lr": schema.NUMBER, "seed": schema.INT, "train_s?": schema.NULLABLE_NUMBER,
+            **{f"{k}?": schema.NULLABLE_NUMBER for k in headline}}
 
 
 def load_runs(root):
     """(finished, diverged, unfinished): finished runs as dicts of their
     metrics plus ``folder``, ``curve`` and ``attempts``; diverged runs as the
-    records of their ``diverged.json``; unfinished ones as folders."""
+    records of their ``diverged.json``; unfinished ones as their folders, or
+    for a metrics.json that cannot be used, the line saying why (file and field)."""
     from .sweep import ATTEMPTS, DIVERGED, read_jsonl
     done, diverged, open_ = [], [], []
-    for dirpath, dirs, files in sorted(os.walk(root)):
+    for dirpath, dirs, names in sorted(os.walk(root)):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))   # not Ray's own .tune folder
         attempts = read_jsonl(os.path.join(dirpath, ATTEMPTS))
-        if DIVERGED in files and "metrics.json" not in files:
+        if DIVERGED in names and "metrics.json" not in names:
             try:
                 with open(os.path.join(dirpath, DIVERGED), encoding="utf-8") as f:
                     d = json.load(f)
                 diverged.append({**_run_config(d), **d, "folder": dirpath, "attempts": attempts})
-            except (OSError, json.JSONDecodeError):
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
                 open_.append(dirpath)
             continue
-        if "metrics.json" not in files:
-            if "checkpoint.json" in files:
+        if "metrics.json" not in names:
+            if "checkpoint.json" in names:
                 open_.append(dirpath)
             continue
+        path = os.path.join(dirpath, "metrics.json")
         try:
-            with open(os.path.join(dirpath, "metrics.json"), encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 m = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            open_.append(dirpath)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            open_.append(f"{path}: not readable JSON ({exc})")
+            continue
+        if not isinstance(m, dict):
+            open_.append(f"{path}: field the top level: expected an object")
             continue
         m.update({k: v for k, v in _run_config(m).items() if v is not None})
-        if m.get("task") == "ptb" and m.get("valid_perplexity") is None:
+        if m.get("task", "ptb") == "ptb" and m.get("valid_perplexity") is None:
             continue   # stopped before its first epoch ended: nothing to compare
+        try:
+            schema.validate(m, run_schema(m.get("task", "ptb")), path, DataError)
+        except DataError as exc:
+            open_.append(str(exc))
+            continue
+        m.setdefault("task", "ptb")
         m["folder"] = dirpath
-        m["curve"] = _curve(os.path.join(dirpath, "metrics.jsonl"), CURVE.get(m.get("task"), "loss"))
+        m["curve"] = _curve(os.path.join(dirpath, "metrics.jsonl"), CURVE.get(m["task"], "loss"))
         m["attempts"] = attempts
         done.append(m)
     return done, diverged, open_
 
 
+def _run_config(m):
+    cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
+    return {k: m.get(k, cfg.get(k)) for k in ("task", "cell", "lr", "seed")}
+
+
 def _curve(path, key):
     from .sweep import read_jsonl
     return [(r["iteration"], r[key]) for r in read_jsonl(path)
-            if key in r and isinstance(r[key], (int, float)) and "iteration" in r]
+            if isinstance(r.get("iteration"), int) and isinstance(r.get(key), (int, float))]
 
 
 # ----------------------------------------------------------------------------- summary
@@ -211,8 +246,11 @@ def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=(
                          f" | {_signed(gap)} | {_unsigned(_spread(r, judge.judge))} |")
         lines += ["", verdict(order, judge), ""]
     lines += _faults(root, runs, diverged)
-    if unfinished:
-        lines += ["Unfinished runs (not counted): " + ", ".join(os.path.relpath(u, root) for u in unfinished), ""]
+    folders = [u for u in unfinished if os.path.isdir(u)]
+    if folders:
+        lines += ["Unfinished runs (not counted): " + ", ".join(os.path.relpath(u, root) for u in folders), ""]
+    for why in (u for u in unfinished if not os.path.isdir(u)):
+        lines += [f"Not counted: {why}", ""]
     lines += [f"![{'perplexity' if judge.task == 'ptb' else judge.task} curves]({plot_name})", ""]
     return "\n".join(lines)
 
@@ -315,8 +353,10 @@ def plot(path, best):
     _axes_style(ax2, "training perplexity (running)", "epoch")
     ax2.set_ylim(top=1000)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        files.save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -338,8 +378,10 @@ def plot_curves(path, best, figure):
                 color = ln.get_color()
     _axes_style(ax, f"{figure.replace('_', ' ')} (each cell at its best lr, every seed)", "iteration")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        files.save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -363,8 +405,5 @@ def write(root, name="report.md", plot_name=None):
     else:
         plot_curves(os.path.join(root, plot_name), best, CURVE.get(judge.task, "loss"))
     md = markdown(root, rows, best, unfinished, judge, plot_name, diverged, runs)
-    tmp = os.path.join(root, "." + name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(md)
-    os.replace(tmp, os.path.join(root, name))
+    files.atomic_write(os.path.join(root, name), md)
     return md

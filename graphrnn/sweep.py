@@ -39,6 +39,7 @@ import threading
 import time
 
 from . import checkpoint
+from .errors import SweepError, UsageError  # noqa: F401  (SweepError: imported from here too)
 
 INSTALL = ("graphrnn sweep runs on Ray, which is not installed: pip install 'graphrnn[sweep]' "
            "(or add --sequential to run the grid one run after another without it)")
@@ -53,8 +54,6 @@ GRID = ("cell", "lr", "seed")
 FIGURES = ("valid_perplexity", "train_perplexity", "error", "smoothed_loss", "loss")
 
 
-class SweepError(ValueError):
-    """A sweep cannot start (bad grid, settings that differ from the folder's sweep)."""
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -86,17 +85,13 @@ def make_grid(task_name, cells, lrs, seeds, base):
     """[(name, overrides)] for every cell × lr × seed, each checked by the task
     (a bad setting is reported before anything starts)."""
     from . import tasks
-    from .tasks import TaskError
     cls = tasks.get(task_name)
     points = []
     for cell in cells:
         for lr in lrs:
             for seed in seeds:
                 overrides = {**base, "cell": cell, "lr": lr, "seed": seed}
-                try:
-                    cls.resolve_config(overrides)
-                except TaskError as exc:
-                    raise SweepError(str(exc)) from None
+                cls.resolve_config(overrides)   # a TaskError here names the bad setting before any run
                 points.append((run_name(cell, lr, seed), overrides))
     return points
 
@@ -113,16 +108,19 @@ def state_of(folder):
 
 
 def read_jsonl(path):
-    """The records of a JSON-lines file, a torn last line left out."""
+    """The records (JSON objects) of a JSON-lines file; a torn last line, or
+    any line that is not an object, left out."""
     out = []
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 try:
-                    out.append(json.loads(line))
+                    rec = json.loads(line)
                 except json.JSONDecodeError:
-                    pass
-    except OSError:
+                    continue
+                if isinstance(rec, dict):
+                    out.append(rec)
+    except (OSError, UnicodeDecodeError):
         pass
     return out
 
@@ -628,19 +626,12 @@ def _write_sweep_json(out, identity, extra):
 
 
 def sweep_main(args, stream=None):
-    from .cli import UsageError
-    from .data import DataError
-    from .tasks import TaskError
-    stream = sys.stdout if stream is None else stream
-    try:
-        return _sweep(args, stream)
-    except (SweepError, TaskError, DataError) as exc:   # what the driver checks before any run starts
-        raise UsageError(str(exc)) from None
+    """``graphrnn sweep``; its errors (``GraphrnnError``) become one line in ``cli.main``."""
+    return _sweep(sys.stdout if stream is None else stream, args)
 
 
-def _sweep(args, stream):
+def _sweep(stream, args):
     from . import tasks
-    from .cli import UsageError
 
     if not args.sequential:
         try:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backend
+from . import backend, errors
 from .primitives import PRIMITIVES, Primitive
 
 # --------------------------------------------------------------------------- tolerances
@@ -87,7 +87,7 @@ def rel_error(a, b):
 
 # --------------------------------------------------------------------------- reports
 
-class GradientCheckError(AssertionError):
+class GradientCheckError(errors.GradientCheckError):
     """An engine gradient differs from its reference; the message names the worst entry.
 
     Attributes: ``kind`` (primitive / cell / unroll / compiled-vs-naive),

@@ -8,10 +8,19 @@ resuming, Ctrl-C and divergence.
 Resuming is exact: a checkpoint holds the parameters, the optimizer's state,
 the task's own state (e.g. the hidden state carried between names), the
 random generator's full state and every loss so far, so a resumed run ends
-bit for bit where an uninterrupted one ends.
+bit for bit where an uninterrupted one ends. A resumed run may change what
+steers the training (more iterations, a new learning rate: see each task's
+``resumable``); what defines the model or the data stays as the checkpoint
+says.
+
+A checkpoint never makes graphrnn run code it names: a run trained with a
+user's cell (``module:function``) is loaded only when the user names the cell
+again (``--cell``, checked against the checkpoint) or trusts the checkpoint
+(``--trust-checkpoint``).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -22,16 +31,8 @@ import time
 
 import numpy as np
 
-from . import backend, checkpoint
-from .checkpoint import CheckpointError
-
-# Settings a resumed run may change: more iterations extend it, the rest would
-# make it a different run.
-RESUMABLE = ("iterations", "epochs")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (the loss diverged); the message says what was kept."""
+from . import backend, checkpoint, files, schema
+from .errors import CheckpointError, TaskError, TrainingError, UsageError
 
 
 def _tasks():
@@ -60,6 +61,8 @@ class Trainer:
         self.elapsed = 0.0       # seconds spent in the loop, over all segments of the run
         self.eval_elapsed = 0.0  # the part of it spent in end-of-epoch evaluations
         self.saved_step = None   # iteration of the newest checkpoint on disk
+        self.resumes = []        # one record per resume that changed a setting: {"step", "changed"}
+        self.changed = {}        # what this segment changed on resume: name -> [old, new]
         self._stop = False
 
     # ------------------------------------------------------------ checkpoints
@@ -73,8 +76,11 @@ class Trainer:
         kind, keys, pos, has_gauss, gauss = task.rng.get_state()
         arrays["rng/keys"] = keys
         arrays["trainer/losses"] = np.asarray(self.losses, dtype=np.float64)
+        cell = task.built_cell()
         meta = {"config": self.config, "optimizer": ometa, "task_state": tmeta,
                 "rng": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+                "cell_name": None if cell is None else cell.name,
+                "resumes": self.resumes,
                 "elapsed_s": self.elapsed, "eval_elapsed_s": self.eval_elapsed, "graphrnn": _version()}
         return arrays, meta
 
@@ -86,6 +92,8 @@ class Trainer:
     def restore(self, manifest, arrays):
         """Load a checkpoint into the task, refusing one that does not fit the model."""
         task = self.task
+        where = os.path.join(self.out, checkpoint.MANIFEST)
+        checkpoint.validate(manifest, TRAINER_SCHEMA, where)
         groups = {}
         for name, a in arrays.items():
             group, _, key = name.partition("/")
@@ -97,16 +105,21 @@ class Trainer:
         oa, _ = task.opt.state_dict()
         expected_o = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in oa.items()}
         checkpoint.check_arrays(expected_o, groups.get("optim", {}), "optimizer state")
+        checkpoint.validate(manifest["task_state"], task.state_schema, where, "task_state")
+        if "keys" not in groups.get("rng", {}):
+            raise CheckpointError(f"{where}: the arrays hold no 'rng/keys' (the random generator's state)")
         for k, a in params.items():
             task.params[k][...] = backend.asarray(a)
-        try:
-            task.opt.load_state_dict(groups.get("optim", {}), manifest["optimizer"])
-            rng = manifest["rng"]
-            task.rng.set_state((rng["kind"], groups["rng"]["keys"], rng["pos"], rng["has_gauss"],
-                                rng["gauss"]))
-            task.load_extra_state(groups.get("task", {}), manifest["task_state"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint in {self.out!r} is incomplete or damaged ({exc})") from None
+        for field, load in (("optimizer", lambda: task.opt.load_state_dict(groups.get("optim", {}),
+                                                                          manifest["optimizer"])),
+                            ("rng", lambda: self._restore_rng(manifest["rng"], groups["rng"]["keys"])),
+                            ("task_state", lambda: task.load_extra_state(groups.get("task", {}),
+                                                                        manifest["task_state"]))):
+            try:
+                load()
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise CheckpointError(f"{where}: field {field}: incomplete or damaged ({detail})") from None
         losses = groups.get("trainer", {}).get("losses")
         self.step = int(manifest["step"])
         if losses is None or len(losses) != self.step:
@@ -114,7 +127,11 @@ class Trainer:
         self.losses = [float(x) for x in losses]
         self.elapsed = float(manifest.get("elapsed_s", 0.0))
         self.eval_elapsed = float(manifest.get("eval_elapsed_s", 0.0))
+        self.resumes = list(manifest.get("resumes", []))
         self.saved_step = self.step
+
+    def _restore_rng(self, rng, keys):
+        self.task.rng.set_state((rng["kind"], keys, rng["pos"], rng["has_gauss"], rng["gauss"]))
 
     # ------------------------------------------------------------------ output
     def _say(self, line):
@@ -130,14 +147,30 @@ class Trainer:
         return os.path.join(self.out, "metrics.jsonl")
 
     def _trim_log(self):
-        """Keep only the log lines of iterations a resumed run will not redo."""
+        """Keep only the log lines of iterations a resumed run will not redo.
+
+        A crash can leave the last line torn (half written): a line that is not
+        a whole JSON record is dropped, and the run goes on."""
         path = self._metrics_path()
         if not os.path.exists(path):
             return
-        with open(path, encoding="utf-8") as f:
-            keep = [ln for ln in f if ln.strip() and json.loads(ln).get("iteration", -1) < self.step]
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(keep)
+        keep, torn = [], 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for ln in f:
+                if not ln.strip():
+                    continue
+                try:
+                    rec = json.loads(ln)
+                except json.JSONDecodeError:
+                    torn += 1
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("iteration"), int) \
+                        and rec["iteration"] < self.step:
+                    keep.append(json.dumps(rec) + "\n")
+        files.atomic_write(path, "".join(keep))
+        if torn:
+            print(f"graphrnn train: dropped {torn} torn line{'s' if torn > 1 else ''} from {path} "
+                  "(left by a crash)", file=sys.stderr)
 
     def stop(self):
         """Ask a running ``run`` to checkpoint and return 130 after the current
@@ -153,39 +186,86 @@ class Trainer:
     def run(self):
         """Train to the configured number of iterations. Returns 0, or 130 when
         stopped by Ctrl-C (a checkpoint is saved first)."""
-        os.makedirs(self.out, exist_ok=True)
+        self._open_run_folder()
+        try:
+            with self._ctrl_c_finishes_the_iteration(), self._progress_bar() as bar, \
+                    open(self._metrics_path(), "a", encoding="utf-8") as log:
+                self._log_resume(log)
+                self._train(bar, log)
+        except KeyboardInterrupt:
+            print(f"graphrnn train: interrupted during iteration {self.step}; the last checkpoint "
+                  f"(iteration {self.saved_step}) is kept in {self.out}", file=sys.stderr)
+            return 130
+        self.save()
+        if self._stop and self.step < self.config["iterations"]:
+            print(f"graphrnn train: interrupted; checkpoint saved at iteration {self.step} in "
+                  f"{self.out}. Continue with: graphrnn train --resume {self.out}", file=sys.stderr)
+            return 130
+        self.finish()
+        return 0
+
+    def _open_run_folder(self):
+        """The folder, the log trimmed to the checkpoint, and a first checkpoint
+        (so there is always a last good one to fall back to)."""
+        files.make_folder(self.out, "run folder")
         self._trim_log()
         if self.saved_step is None:
-            self.save()  # there is always a last good checkpoint to fall back to
+            self.save()
+
+    @contextlib.contextmanager
+    def _ctrl_c_finishes_the_iteration(self):
+        """While training, a first Ctrl-C sets ``_stop`` (the loop saves and
+        stops after the iteration under way); a second raises KeyboardInterrupt."""
+        try:
+            old = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread: Ctrl-C is not ours to catch
+            old = None
+        try:
+            yield
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+
+    @contextlib.contextmanager
+    def _progress_bar(self):
+        if not self.progress:
+            yield None
+            return
+        from tqdm import tqdm
+        bar = tqdm(total=self.config["iterations"], initial=self.step, desc=self.task.name, unit="it",
+                   file=sys.stderr, dynamic_ncols=True, leave=False)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _log_resume(self, log):
+        """A resumed run that changed a setting says so in the log, at the
+        iteration it took effect (trimmed and rewritten if that segment is redone)."""
+        if self.changed:
+            rec = {"iteration": self.step, "event": "resume",
+                   "changed": {k: {"from": a, "to": b} for k, (a, b) in self.changed.items()}}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            self._say(f"resumed at iteration {self.step}: " + ", ".join(
+                f"{k} {a} -> {b}" for k, (a, b) in self.changed.items()))
+
+    def _train(self, bar, log):
+        """The loop: one task step per iteration, its loss checked, logged,
+        checkpointed on schedule, until the total or a Ctrl-C."""
         task, cfg = self.task, self.config
         total, log_every, every = cfg["iterations"], cfg["log_every"], self.checkpoint_every
-        losses = self.losses
-        step_fn = task.step
-        isfinite = math.isfinite
+        losses, step_fn, isfinite = self.losses, task.step, math.isfinite
         # Tasks that train by epochs (ptb) evaluate and checkpoint after each one.
         epoch_length = getattr(task, "epoch_length", None) or 0
         progress_text = getattr(task, "progress", None)
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, initial=self.step, desc=task.name, unit="it",
-                       file=sys.stderr, dynamic_ncols=True, leave=False)
-        old_handler = None
-        try:
-            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not the main thread: Ctrl-C is not ours to catch
-            old_handler = None
-        log = open(self._metrics_path(), "a", encoding="utf-8")
-        t0 = time.perf_counter()
         pending = 0
+        t0 = time.perf_counter()
         try:
             i = self.step
-            while i < total:
-                if self._stop:
-                    break
+            while i < total and not self._stop:
                 loss = step_fn(i)
                 if not isfinite(loss):
-                    self.elapsed += time.perf_counter() - t0
                     raise TrainingError(
                         f"the loss became {loss} at iteration {i}; training stopped. The last good "
                         f"checkpoint (iteration {self.saved_step}) is kept in {self.out}; try a smaller "
@@ -211,27 +291,8 @@ class Trainer:
                         text = progress_text() if progress_text else None
                         if text:
                             bar.set_postfix_str(text, refresh=False)
-            self.elapsed += time.perf_counter() - t0
-            t0 = None
-        except KeyboardInterrupt:
-            if t0 is not None:
-                self.elapsed += time.perf_counter() - t0
-            print(f"graphrnn train: interrupted during iteration {self.step}; the last checkpoint "
-                  f"(iteration {self.saved_step}) is kept in {self.out}", file=sys.stderr)
-            return 130
         finally:
-            log.close()
-            if bar is not None:
-                bar.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-        self.save()
-        if self._stop and self.step < total:
-            print(f"graphrnn train: interrupted; checkpoint saved at iteration {self.step} in "
-                  f"{self.out}. Continue with: graphrnn train --resume {self.out}", file=sys.stderr)
-            return 130
-        self.finish()
-        return 0
+            self.elapsed += time.perf_counter() - t0
 
     def _end_epoch(self, i, epoch_length, log):
         """The task's evaluation after the epoch that iteration i-1 ended, logged
@@ -258,9 +319,9 @@ class Trainer:
                   "iterations": n, "train_s": round(self.elapsed, 3),
                   "iterations_per_s": round(n / self.elapsed, 1) if self.elapsed > 0 else None,
                   "config": self.config, "graphrnn": _version()}
-        with open(os.path.join(self.out, "metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
+        if self.resumes:
+            result["resumes"] = self.resumes
+        files.atomic_write(os.path.join(self.out, "metrics.json"), json.dumps(result, indent=1) + "\n")
         plot = self.plot()
         heads = ", ".join(f"{k} {_fmt(metrics.get(k))}" for k in task.headline)
         print(f"{task.name}: {n} iterations in {self.elapsed:.1f} s; {heads}", file=self.stream)
@@ -292,9 +353,24 @@ class Trainer:
         ax.legend()
         fig.tight_layout()
         path = os.path.join(self.out, "loss.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        try:
+            files.save_figure(fig, path, dpi=100)
+        finally:
+            plt.close(fig)
         return path
+
+
+# What the trainer itself keeps in a manifest, beyond checkpoint.MANIFEST_SCHEMA.
+TRAINER_SCHEMA = {
+    "config": {"task": schema.TEXT, "cell": schema.TEXT},
+    "optimizer": schema.OBJECT,
+    "task_state": schema.OBJECT,
+    "rng": {"kind": schema.TEXT, "pos": schema.COUNT, "has_gauss": schema.INT, "gauss": schema.NUMBER},
+    "elapsed_s?": schema.NUMBER,
+    "eval_elapsed_s?": schema.NUMBER,
+    "cell_name?": schema.Field("a string or null", lambda v: None if v is None or isinstance(v, str) else ""),
+    "resumes?": [{"step": schema.COUNT, "changed": schema.OBJECT}],
+}
 
 
 def _fmt(v):
@@ -318,6 +394,7 @@ def build(task_name, overrides, *, out=None, checkpoint_every=0, quiet=False, st
     config = cls.resolve_config(overrides)
     if out is None:
         out = os.path.join("runs", f"{task_name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    files.check_output_folder(out, "run folder")
     if os.path.exists(os.path.join(out, checkpoint.MANIFEST)):
         raise CheckpointError(f"{out} already holds a run; continue it with --resume {out} "
                               "or pick another --out")
@@ -325,61 +402,150 @@ def build(task_name, overrides, *, out=None, checkpoint_every=0, quiet=False, st
                    stream=stream, progress=progress)
 
 
+def is_user_cell(spec):
+    """True for a cell named as ``module:function`` (code outside graphrnn)."""
+    return isinstance(spec, str) and ":" in spec
+
+
+def _cell_to_load(recorded, asked, trust, where):
+    """The cell spec to build for a saved run, never importing a module that
+    only the checkpoint names: a built-in cell by its name; a user's cell when
+    the user names it again (``asked``) or trusts the checkpoint."""
+    if not is_user_cell(recorded):
+        if asked is not None and asked != recorded:
+            raise CheckpointError(f"--cell {asked} differs from the run's cell {recorded!r}; a resumed "
+                                  "run keeps its model")
+        return recorded
+    if asked is not None:
+        if not is_user_cell(asked):
+            raise CheckpointError(f"--cell {asked} is a built-in cell; the run in {where} was trained "
+                                  f"with the user cell {recorded!r}")
+        return asked
+    if trust:
+        return recorded
+    module = recorded.partition(":")[0]
+    raise CheckpointError(
+        f"the run in {where} was trained with the user cell {recorded!r}; graphrnn does not import "
+        f"code that a checkpoint names. Name the cell yourself with --cell MODULE:FUNCTION (it is "
+        f"checked against the checkpoint), or pass --trust-checkpoint to import {module!r}")
+
+
 def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=False,
-           stream=None, progress=None, sampling=False):
+           stream=None, progress=None, sampling=False, trust=False):
     """A Trainer that continues the run in ``folder`` from its checkpoint
-    (with ``sampling``, only the model, built without the training data)."""
+    (with ``sampling``, only the model, built without the training data).
+
+    ``overrides`` may change what the task lists in ``resumable`` (more
+    iterations, a new learning rate, ...), and name a user cell again
+    (``cell``); ``trust`` loads a user cell that only the checkpoint names."""
     tasks = _tasks()
     manifest, arrays = checkpoint.load(folder)
+    where = os.path.join(folder, checkpoint.MANIFEST)
+    checkpoint.validate(manifest, TRAINER_SCHEMA, where)
     config = dict(manifest["config"])
-    name = config.get("task")
+    name = config["task"]
+    try:
+        cls = tasks.get(name)
+    except TaskError as exc:
+        raise CheckpointError(f"{where}: field config.task: {exc}") from None
     if task_name is not None and task_name != name:
         raise CheckpointError(f"{folder} is a {name!r} run, not {task_name!r}")
-    cls = tasks.get(name)
-    for k, v in (overrides or {}).items():
-        if v is None or v == config.get(k):
+    try:  # the checkpoint's own settings, before any of the user's
+        cls.resolve_config({k: v for k, v in config.items() if k != "task"})
+    except TaskError as exc:
+        raise CheckpointError(f"{where}: field config: {exc}") from None
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    recorded_cell = config["cell"]
+    config["cell"] = _cell_to_load(recorded_cell, overrides.pop("cell", None), trust, folder)
+    changed = {}
+    for k, v in overrides.items():
+        if v == config.get(k):
             continue
-        if k not in RESUMABLE:
+        if k not in cls.resumable:
+            allowed = ", ".join("--" + r.replace("_", "-") for r in cls.resumable)
             raise CheckpointError(f"--{k.replace('_', '-')} {v} differs from the run's {config.get(k)}; "
-                                  f"a resumed run keeps its settings (only "
-                                  f"{' or '.join('--' + r for r in RESUMABLE)} may change)")
+                                  f"a resumed run keeps what defines its model and data (it may "
+                                  f"change {allowed})")
+        changed[k] = [config.get(k), v]
         config[k] = v
     config = cls.resolve_config({k: v for k, v in config.items() if k != "task"})
-    task = cls.for_sampling(config, manifest.get("task_state") or {}) if sampling else cls(config)
+    checkpoint.validate(manifest["task_state"], cls.state_schema, where, "task_state")
+    task = cls.for_sampling(config, manifest["task_state"]) if sampling else cls(config)
     trainer = Trainer(task, folder, checkpoint_every=checkpoint_every, quiet=quiet,
                       stream=stream, progress=progress)
     trainer.restore(manifest, arrays)
+    _check_cell(task, manifest, config["cell"], where)
     if not sampling and trainer.step > config["iterations"]:
         raise CheckpointError(f"{folder} is already at iteration {trainer.step}, past the "
                               f"{config['iterations']} asked for; ask for more, or leave it as it is")
+    # Settings that steer training take effect now, over what the checkpoint restored.
+    if "lr" in changed:
+        task.set_lr(config["lr"])
+    if changed:
+        trainer.changed = changed
+        trainer.resumes.append({"step": trainer.step, "changed": changed})
     return trainer
 
 
-def load_task(folder, task_name=None):
+def _check_cell(task, manifest, spec, where):
+    """The cell built for a saved run has the name the checkpoint recorded
+    (its parameters' names and shapes were checked when they were loaded)."""
+    cell = task.built_cell()
+    want = manifest.get("cell_name")
+    if cell is not None and want is not None and cell.name != want:
+        raise CheckpointError(f"{where}: the run's cell is named {want!r}; the cell {spec!r} "
+                              f"is named {cell.name!r}")
+
+
+def load_task(folder, task_name=None, *, cell=None, trust=False):
     """The task of a saved run with its trained parameters (for sampling)."""
-    trainer = resume(folder, task_name=task_name, quiet=True, sampling=True)
+    trainer = resume(folder, {"cell": cell}, task_name=task_name, quiet=True, sampling=True, trust=trust)
     return trainer.task
 
 
 # ----------------------------------------------------------------------------- CLI
 
-def add_train_arguments(p):
+def _defaults_table():
+    """Each task's defaults, for ``graphrnn train --help``."""
     from . import tasks
+    keys = ("iterations", "epochs", "lr", "cell", "hidden", "optimizer", "log_every", "seed")
+    lines = ["defaults per task (any setting: --set KEY=VALUE):"]
+    for name, cls in tasks.TASKS.items():
+        d = cls.defaults
+        parts = [f"{k.replace('_', '-')} {d[k]}" for k in keys if k in d]
+        if name == "ptb":
+            parts.insert(0, f"preset {d['preset']}")
+        lines.append(f"  {name}: " + ", ".join(parts))
+    lines.append("  (ptb's sizes, rate and epochs come from its --preset: see docs/ptb.md)")
+    return "\n".join(lines)
+
+
+def add_train_arguments(p):
+    import argparse
+
+    from . import tasks
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _defaults_table()
     p.add_argument("task", nargs="?", metavar="TASK",
                    help=f"one of {', '.join(tasks.TASKS)} (may be left out with --resume)")
     p.add_argument("--preset", default=None, help="ptb: ch6 (the book's chapter 6), better "
                    "(BetterRnnlm) or cpu (about an hour on 2 cores); default ch6")
-    p.add_argument("--epochs", type=int, default=None, metavar="E", help="ptb: passes over the training data")
+    p.add_argument("--epochs", type=int, default=None, metavar="E",
+                   help="ptb: passes over the training data (default: the preset's)")
     p.add_argument("--iterations", type=int, default=None, metavar="K",
-                   help="the other tasks: iterations to train (default: the task's, see docs/tasks.md)")
+                   help="the other tasks: iterations to train (default: the task's, listed below)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--cell", default=None, help="a built-in cell name or module:function")
-    p.add_argument("--hidden", type=int, default=None, metavar="H", help="hidden units")
-    p.add_argument("--lr", type=float, default=None, help="learning rate")
-    p.add_argument("--optimizer", default=None, help="sgd (the originals') or adam")
-    p.add_argument("--log-every", type=int, default=None, metavar="K")
+    p.add_argument("--cell", default=None, help="a built-in cell name or module:function "
+                   "(default: the task's, listed below); with --resume, names a run's own cell again")
+    p.add_argument("--hidden", type=int, default=None, metavar="H", help="hidden units (default: the task's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the task's); with --resume, a new rate from there on")
+    p.add_argument("--optimizer", default=None, help="sgd (the originals', default) or adam")
+    p.add_argument("--log-every", type=int, default=None, metavar="K",
+                   help="log every K iterations (default: the task's)")
     p.add_argument("--data", default=None, metavar="PATH",
-                   help="dinosaurs: a names file, one per line; ptb: the folder of ptb.{train,valid,test}.txt "
+                   help="dinosaurs: a names file, one per line (default: the list shipped with graphrnn); "
+                        "ptb: the folder of ptb.{train,valid,test}.txt "
                         "(default: $GRAPHRNN_DATA, then a per-user cache it is downloaded into)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of the task, e.g. --set dropout=0.3 (repeatable)")
@@ -387,6 +553,8 @@ def add_train_arguments(p):
                    help="array backend (default numpy, or $GRAPHRNN_BACKEND)")
     p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/TASK-DATE)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="with --resume: import the user cell (module:function) the checkpoint names")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="also checkpoint every K iterations (always: at the start, the end and on Ctrl-C; "
                         "ptb: after every epoch)")
@@ -400,7 +568,6 @@ def _parse_set(items):
         key, eq, text = item.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or not key:
-            from .cli import UsageError
             raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(text)
@@ -416,38 +583,28 @@ def _overrides(args):
     return out
 
 
-def _usage_errors():
-    from .data import DataError
-    from .optim import OptimError
-    from .primitives import GraphError
-    from .tasks import TaskError
-    return (TaskError, CheckpointError, DataError, OptimError, GraphError, TrainingError,
-            backend.BackendError)
-
-
 def train_main(args):
-    from .cli import UsageError
-    try:
-        if args.checkpoint_every < 0:
-            raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
-        overrides = _overrides(args)
-        if args.backend:
-            backend.set_backend(args.backend)
-        if args.resume:
-            if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
-                raise UsageError("--resume continues in its own folder; leave out --out")
-            trainer = resume(args.resume, overrides, task_name=args.task,
-                             checkpoint_every=args.checkpoint_every, quiet=args.quiet)
-        else:
-            if not args.task:
-                raise UsageError("name a task (or --resume DIR)")
-            if "data" in overrides and args.task not in ("dinosaurs", "ptb"):
-                raise UsageError("--data applies to the dinosaurs and ptb tasks only")
-            trainer = build(args.task, overrides, out=args.out,
-                            checkpoint_every=args.checkpoint_every, quiet=args.quiet)
-        return trainer.run()
-    except _usage_errors() as exc:
-        raise UsageError(str(exc)) from None
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    overrides = _overrides(args)
+    if args.backend:
+        backend.set_backend(args.backend)
+    if args.resume:
+        if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+            raise UsageError("--resume continues in its own folder; leave out --out")
+        trainer = resume(args.resume, overrides, task_name=args.task,
+                         checkpoint_every=args.checkpoint_every, quiet=args.quiet,
+                         trust=getattr(args, "trust_checkpoint", False))
+    else:
+        if not args.task:
+            raise UsageError("name a task (or --resume DIR)")
+        if getattr(args, "trust_checkpoint", False):
+            raise UsageError("--trust-checkpoint applies to --resume only")
+        if "data" in overrides and args.task not in ("dinosaurs", "ptb"):
+            raise UsageError("--data applies to the dinosaurs and ptb tasks only")
+        trainer = build(args.task, overrides, out=args.out,
+                        checkpoint_every=args.checkpoint_every, quiet=args.quiet)
+    return trainer.run()
 
 
 def add_sample_arguments(p):
@@ -455,13 +612,16 @@ def add_sample_arguments(p):
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run folder from graphrnn train")
     p.add_argument("-n", type=int, default=None,
                    help="how many: dinosaur names (default 7) or ptb words (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default 0)")
     p.add_argument("--temperature", type=float, default=None, help="ptb: sharpen (<1) or flatten (>1)")
     p.add_argument("--start", default=None, metavar="WORDS", help="ptb: the words to continue")
+    p.add_argument("--cell", default=None, metavar="MODULE:FUNCTION",
+                   help="a run trained with your own cell: name it again (checked against the checkpoint)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="import the user cell (module:function) the checkpoint names")
 
 
 def sample_main(args):
-    from .cli import UsageError
     n = args.n if args.n is not None else (100 if args.task == "ptb" else 7)
     if n < 0:
         raise UsageError(f"-n must be >= 0, got {n}")
@@ -470,11 +630,9 @@ def sample_main(args):
     extra = {k: getattr(args, k) for k in ("temperature", "start") if getattr(args, k, None) is not None}
     if extra and args.task != "ptb":
         raise UsageError(f"--{next(iter(extra))} applies to the ptb task only")
-    try:
-        _tasks().get(args.task)
-        task = load_task(args.checkpoint, args.task)
-        for text in task.sample(n, args.seed, **extra):
-            print(text)
-    except _usage_errors() as exc:
-        raise UsageError(str(exc)) from None
+    _tasks().get(args.task)
+    task = load_task(args.checkpoint, args.task, cell=getattr(args, "cell", None),
+                     trust=getattr(args, "trust_checkpoint", False))
+    for text in task.sample(n, args.seed, **extra):
+        print(text)
     return 0

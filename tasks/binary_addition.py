@@ -1,4 +1,5 @@
-"""Run the binary-addition experiment: `python tasks/binary_addition.py [options]`.
+"""Run the binary-addition experiment: `.venv/bin/python tasks/binary_addition.py [options]`
+(the Python that has graphrnn installed; or activate the venv first).
 
 The same as `graphrnn train binary-addition [options]`; the task itself lives in
 graphrnn/tasks/binary_addition.py so that the command works from an installed package.

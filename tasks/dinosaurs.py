@@ -1,4 +1,5 @@
-"""Run the dinosaurs experiment: `python tasks/dinosaurs.py [options]`.
+"""Run the dinosaurs experiment: `.venv/bin/python tasks/dinosaurs.py [options]`
+(the Python that has graphrnn installed; or activate the venv first).
 
 The same as `graphrnn train dinosaurs [options]`; the task itself lives in
 graphrnn/tasks/dinosaurs.py so that the command works from an installed package.

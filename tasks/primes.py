@@ -1,4 +1,5 @@
-"""Run the primes experiment: `python tasks/primes.py [options]`.
+"""Run the primes experiment: `.venv/bin/python tasks/primes.py [options]`
+(the Python that has graphrnn installed; or activate the venv first).
 
 The same as `graphrnn train primes [options]`; the task itself lives in
 graphrnn/tasks/primes.py so that the command works from an installed package.

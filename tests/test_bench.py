@@ -8,6 +8,8 @@ import pytest
 import graphrnn as gr
 from graphrnn import bench
 
+contenders = bench.contenders_module("cell_contenders")
+
 
 def _case(kind, N=3, T=5, D=4, H=6):
     cell = gr.cells.get(kind)(D, H)
@@ -20,7 +22,7 @@ def _case(kind, N=3, T=5, D=4, H=6):
     return cell, params, xs, dhs
 
 
-@pytest.mark.parametrize("layer_cls", [bench.TimeLayer, bench.HoistedLayer])
+@pytest.mark.parametrize("layer_cls", [contenders.TimeLayer, contenders.HoistedLayer])
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "mgu"])
 def test_textbook_and_hand_hoisted_layers_match_graphrnn_forward_and_backward_in_float64(kind, layer_cls):
     cell, params, xs, dhs = _case(kind)
@@ -39,7 +41,7 @@ def test_textbook_and_hand_hoisted_layers_match_graphrnn_forward_and_backward_in
 def test_textbook_backward_twice_gives_the_same_gradients():
     # gradients accumulate over steps; a second backward must start from zero
     _, params, xs, dhs = _case("gru")
-    layer = bench.TimeLayer("gru", params)
+    layer = contenders.TimeLayer("gru", params)
     layer.forward(xs)
     layer.backward(dhs)
     first = {k: v.copy() for k, v in layer.grad_dict().items()}
@@ -53,7 +55,7 @@ def test_torch_loop_mgu_matches_graphrnn_in_float64():
     cell, params, xs, dhs = _case("mgu")
     run = gr.unroll(cell, params, xs)
     g = run.backward(dhs, need_xs=True)
-    model = bench.TorchLoopMGU(params)
+    model = contenders.TorchLoopMGU(params)
     hs, dxs = model(torch.from_numpy(xs), torch.from_numpy(dhs))
     np.testing.assert_allclose(hs.detach().numpy(), run.hs, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dxs.numpy(), g.xs, rtol=1e-10, atol=1e-12)
@@ -87,7 +89,7 @@ def test_bench_writes_json_and_markdown_table(tmp_path):
 
 
 def test_bench_rejects_unknown_cell(tmp_path):
-    from graphrnn.cli import UsageError
+    from graphrnn.errors import UsageError
     args = types.SimpleNamespace(quick=True, out=str(tmp_path), cells=["nope"], sizes=None, rounds=None,
                                  no_torch=True)
     with pytest.raises(UsageError, match="nope"):

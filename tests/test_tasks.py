@@ -45,6 +45,22 @@ def test_primes_loss_falls_by_more_than_100x():
     assert losses[-1] < losses[0] / 100
 
 
+def test_lstm_toy_loss_falls_by_five_orders_of_magnitude_to_the_originals():
+    # Nico Jimenez's example_0 ends at a loss of about 2.6e-06 after 100 iterations.
+    task = make("lstm-toy")
+    losses = train(task, 100)
+    assert losses[-1] < losses[0] * 1e-5
+    assert losses[-1] == pytest.approx(2.6e-06, rel=0.02)
+    m = task.final_metrics()
+    assert m["targets"] == [-0.5, 0.2, 0.1, -0.5] and m["max_abs_error"] < 0.002
+    # the original's initialisation: the four gates start equal
+    assert np.array_equal(make("lstm-toy").params["Wg"], make("lstm-toy").params["Wo"])
+    other = make("lstm-toy", init="independent")
+    assert not np.array_equal(other.params["Wg"], other.params["Wo"])
+    losses = train(other, 100)
+    assert losses[-1] < losses[0] * 1e-4
+
+
 def test_dinosaur_loss_per_character_falls_below_its_start():
     task = make("dinosaurs")
     n = 1000

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ SMALL = {
     "binary-addition": {"iterations": 160, "log_every": 40},
     "dinosaurs": {"iterations": 160, "log_every": 40, "hidden": 12, "samples": 2},
     "primes": {"iterations": 160, "log_every": 40, "hidden": 8, "optimizer": "adam", "lr": 0.01},
+    "lstm-toy": {"iterations": 160, "log_every": 40, "hidden": 10},
 }
 
 
@@ -183,8 +185,8 @@ def test_malformed_data_file_and_wrong_resume_settings_are_named(tmp_path, capsy
     out = str(tmp_path / "b")
     assert cli.main(["train", "primes", "--hidden", "4", "--iterations", "3", "--out", out, "--quiet"]) == 0
     capsys.readouterr()
-    assert cli.main(["train", "--resume", out, "--lr", "0.5"]) == 2
-    assert "a resumed run keeps its settings" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", out, "--hidden", "5"]) == 2
+    assert "a resumed run keeps what defines its model and data" in capsys.readouterr().err
     assert cli.main(["train", "dinosaurs", "--resume", out]) == 2
     assert "is a 'primes' run" in capsys.readouterr().err
     assert cli.main(["train", "primes", "--out", out]) == 2
@@ -211,3 +213,208 @@ def test_ctrl_c_on_the_command_saves_and_the_run_resumes(tmp_path):
     assert step >= 1
     again = train.resume(out, {"iterations": step + 5}, quiet=True)
     assert again.run() == 0 and again.step == step + 5
+
+
+# ------------------------------------------------------------------ resuming
+
+def test_a_torn_last_log_line_is_dropped_and_the_run_goes_on(tmp_path, capsys):
+    out = tmp_path / "r"
+    part = trainer("primes", out, checkpoint_every=20)
+    interrupt_at(part, 50)
+    assert part.run() == 130
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 60, "lo')          # a crash in the middle of a write
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert "dropped 1 torn line" in capsys.readouterr().err
+    recs = log_lines(out)                          # every line parses again
+    assert [r["iteration"] for r in recs] == [0, 40, 80, 120]
+
+
+def test_resume_takes_a_new_learning_rate_and_records_it(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert cli.main(["train", "primes", "--hidden", "4", "--iterations", "6", "--log-every", "2",
+                     "--out", out, "--quiet"]) == 0
+    assert cli.main(["train", "--resume", out, "--iterations", "10", "--lr", "0.002", "--quiet"]) == 0
+    m = checkpoint.read_manifest(out)
+    assert m["config"]["lr"] == 0.002 and m["optimizer"]["lr"] == 0.002
+    assert m["resumes"] == [{"step": 6, "changed": {"iterations": [6, 10], "lr": [0.01, 0.002]}}]
+    event = [r for r in log_lines(out) if r.get("event") == "resume"]
+    assert event == [{"iteration": 6, "event": "resume",
+                      "changed": {"iterations": {"from": 6, "to": 10}, "lr": {"from": 0.01, "to": 0.002}}}]
+    assert json.load(open(os.path.join(out, "metrics.json")))["resumes"] == m["resumes"]
+    # the new rate is the one the optimizer uses from the checkpoint on
+    again = train.resume(out, {"iterations": 12, "lr": 0.5}, quiet=True)
+    assert again.task.opt.lr == 0.5
+    # a bad rate is the user's mistake, not the checkpoint's
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", out, "--lr", "-1", "--iterations", "12"]) == 2
+    err = capsys.readouterr().err
+    assert "lr must be a positive number, got -1" in err and "checkpoint.json" not in err
+
+
+def test_resume_refuses_fewer_iterations_than_done(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert cli.main(["train", "primes", "--hidden", "4", "--iterations", "20", "--out", out, "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", out, "--iterations", "5", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already at iteration 20, past the 5 asked for" in err
+    assert checkpoint.read_manifest(out)["step"] == 20
+    assert checkpoint.read_manifest(out)["config"]["iterations"] == 20
+
+
+def test_an_explicit_lr_on_resume_sets_the_ptb_rate_over_its_decayed_one(ptb_slice, tmp_path):
+    kw = dict(data=str(ptb_slice), epochs=1, hidden=8, wordvec=8, lr_decay=4.0, log_every=5)
+    tr = train.build("ptb", kw, out=str(tmp_path / "r"), quiet=True)
+    tr.task.opt.lr = 1.25                  # as if validation had divided it
+    interrupt_at(tr, 3)
+    assert tr.run() == 130
+    kept = train.resume(str(tmp_path / "r"), quiet=True)
+    assert kept.task.opt.lr == 1.25        # without --lr, the decayed rate goes on
+    again = train.resume(str(tmp_path / "r"), {"lr": 3.0}, quiet=True)
+    assert again.task.opt.lr == 3.0 and again.config["lr"] == 3.0
+    assert again.run() == 0
+    assert checkpoint.read_manifest(str(tmp_path / "r"))["task_state"]["history"][0]["lr"] == 3.0
+
+
+def test_a_changed_names_file_is_refused_on_resume_and_a_moved_one_is_found(tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("abc\ndefg\nhij\n")
+    out = str(tmp_path / "r")
+    argv = ["train", "dinosaurs", "--data", str(names), "--hidden", "6", "--iterations", "6", "--out", out,
+            "--quiet"]
+    assert cli.main(argv) == 0
+    assert len(checkpoint.read_manifest(out)["config"]["data_sha256"]) == 64
+    names.write_text("abc\ndefg\nhijk\n")
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", out, "--iterations", "9", "--quiet"]) == 2
+    assert "differ from the ones this run was trained on" in capsys.readouterr().err
+    moved = tmp_path / "moved.txt"
+    moved.write_text("abc\ndefg\nhij\n")
+    names.unlink()
+    # sampling needs no data file; resuming finds the same names at their new place
+    assert cli.main(["sample", "dinosaurs", "--checkpoint", out, "-n", "2"]) == 0
+    assert cli.main(["train", "--resume", out, "--iterations", "9", "--data", str(moved), "--quiet"]) == 0
+    assert checkpoint.read_manifest(out)["config"]["data"] == str(moved)
+
+
+# ------------------------------------------------------- code a checkpoint names
+
+JANET = '''
+import graphrnn as gr
+
+def janet(input_size, hidden_size):
+    H = hidden_size
+    c = gr.CellBuilder("janet")
+    x = c.input("x", input_size)
+    h = c.state("h", H)
+    Wx = c.param("Wx", (input_size, 2 * H))
+    Wh = c.param("Wh", (H, 2 * H))
+    b = c.param("b", (2 * H,), init="zeros")
+    a = x @ Wx + b + h @ Wh
+    f = gr.sigmoid(a[:, :H])
+    c.update(h=f * h + (1 - f) * gr.tanh(a[:, H:]))
+    return c.build()
+
+def other(input_size, hidden_size):
+    c = gr.CellBuilder("other")
+    x = c.input("x", input_size)
+    h = c.state("h", hidden_size)
+    c.update(h=gr.tanh(x @ c.param("Wx", (input_size, hidden_size)) + h @ c.param("Wh", (hidden_size, hidden_size))))
+    return c.build()
+'''
+
+EVIL = '''
+open({marker!r}, "w").write("imported")
+from trust_cells import janet as cell
+'''
+
+
+@pytest.fixture
+def user_cell_run(tmp_path, monkeypatch):
+    """A dinosaurs run trained with a user's cell from the current folder
+    (found there without PYTHONPATH), and a module that writes a file when imported."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "trust_cells.py").write_text(JANET)
+    marker = tmp_path / "evil-was-imported"
+    (tmp_path / "trust_evil.py").write_text(EVIL.format(marker=str(marker)))
+    out = tmp_path / "r"
+    assert cli.main(["train", "dinosaurs", "--cell", "trust_cells:janet", "--hidden", "6",
+                     "--iterations", "4", "--out", str(out), "--quiet"]) == 0
+    yield out, marker
+    for name in ("trust_cells", "trust_evil"):
+        sys.modules.pop(name, None)
+
+
+def test_loading_a_checkpoint_never_imports_the_module_it_names(user_cell_run, capsys):
+    out, marker = user_cell_run
+    path = out / "checkpoint.json"
+    m = json.loads(path.read_text())
+    assert m["config"]["cell"] == "trust_cells:janet" and m["cell_name"] == "janet"
+    m["config"]["cell"] = "trust_evil:cell"
+    path.write_text(json.dumps(m))
+    capsys.readouterr()
+    for argv in (["sample", "dinosaurs", "--checkpoint", str(out)],
+                 ["train", "--resume", str(out), "--iterations", "6", "--quiet"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "'trust_evil:cell'" in err and "--cell" in err and "--trust-checkpoint" in err
+        assert len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+    assert "trust_evil" not in sys.modules
+    # naming the cell again loads it (checked against the checkpoint); the evil module stays unimported
+    assert cli.main(["sample", "dinosaurs", "--checkpoint", str(out), "--cell", "trust_cells:janet"]) == 0
+    assert cli.main(["train", "--resume", str(out), "--cell", "trust_cells:janet", "--iterations", "6",
+                     "--quiet"]) == 0
+    assert not marker.exists()
+    assert json.loads(path.read_text())["config"]["cell"] == "trust_cells:janet"  # the name given
+    # trusting the checkpoint imports what it names
+    m = json.loads(path.read_text())
+    m["config"]["cell"] = "trust_evil:cell"
+    path.write_text(json.dumps(m))
+    assert cli.main(["sample", "dinosaurs", "--checkpoint", str(out), "--trust-checkpoint", "-n", "1"]) == 0
+    assert marker.exists()
+
+
+def test_a_cell_named_again_must_be_the_one_the_run_was_trained_with(user_cell_run, capsys):
+    out, _ = user_cell_run
+    capsys.readouterr()
+    assert cli.main(["sample", "dinosaurs", "--checkpoint", str(out), "--cell", "trust_cells:other"]) == 2
+    err = capsys.readouterr().err
+    assert "does not match" in err or "named 'janet'" in err
+    assert cli.main(["sample", "dinosaurs", "--checkpoint", str(out), "--cell", "gru"]) == 2
+    assert "built-in cell" in capsys.readouterr().err
+    assert cli.main(["sample", "dinosaurs", "--checkpoint", str(out), "--trust-checkpoint"]) == 0
+
+
+def test_a_built_in_cell_loads_by_name_and_cannot_be_swapped(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert cli.main(["train", "dinosaurs", "--hidden", "6", "--iterations", "4", "--out", out, "--quiet"]) == 0
+    assert cli.main(["sample", "dinosaurs", "--checkpoint", out, "-n", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", out, "--cell", "gru", "--iterations", "6"]) == 2
+    assert "differs from the run's cell 'rnn'" in capsys.readouterr().err
+
+
+def test_run_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    assert trainer("primes", out).run() == 0
+    before = {n: (out / n).read_bytes() for n in ("metrics.json", "loss.png")}
+    again = train.resume(str(out), {"iterations": 170}, quiet=True)
+    # metrics that cannot be written as JSON, a plot that fails half way
+    monkeypatch.setattr(again.task, "final_metrics", lambda: {"loss": 1.0, "bad": object()})
+    with pytest.raises(TypeError):
+        again.run()
+    assert (out / "metrics.json").read_bytes() == before["metrics.json"]
+    from matplotlib.figure import Figure
+
+    def torn_savefig(self, f, **kw):
+        f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Figure, "savefig", torn_savefig)
+    monkeypatch.setattr(again.task, "final_metrics", lambda: {"loss": 1.0})
+    with pytest.raises(OSError):
+        again.finish()
+    assert (out / "loss.png").read_bytes() == before["loss.png"]
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]

@@ -9,10 +9,13 @@ and line when a data file is missing or malformed.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import string
 
 import numpy as np
+
+from ..errors import DataError
 
 DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 DINOS_PATH = os.path.join(DATA_DIR, "dinos.txt")
@@ -21,21 +24,21 @@ DINOS_PATH = os.path.join(DATA_DIR, "dinos.txt")
 DINO_CHARS = "\n" + string.ascii_lowercase
 
 
-class DataError(ValueError):
-    """A data file is missing or does not have the expected form."""
-
-
-def load_dinos(path=None):
-    """The names in ``path`` (default: the shipped list), lower-cased, one per line.
+def load_dinos(path=None, *, with_sha256=False):
+    """The names in ``path`` (default: the shipped list), lower-cased, one per line;
+    with ``with_sha256``, (names, the SHA256 of the file's bytes).
 
     Blank lines are skipped; any character outside a-z is refused with its line number.
     """
     path = DINOS_PATH if path is None else os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            raw = f.read()
+        lines = raw.decode("utf-8").splitlines()
     except FileNotFoundError:
         raise DataError(f"dinosaur name file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"dinosaur name file {path} is a folder; name a file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read dinosaur name file {path}: {exc}") from None
     allowed = set(DINO_CHARS[1:])
@@ -51,6 +54,8 @@ def load_dinos(path=None):
         names.append(name)
     if not names:
         raise DataError(f"{path}: no names found (expected one name per line)")
+    if with_sha256:
+        return names, hashlib.sha256(raw).hexdigest()
     return names
 
 

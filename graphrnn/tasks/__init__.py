@@ -9,10 +9,11 @@ from __future__ import annotations
 from .base import Task, TaskError
 from .binary_addition import BinaryAddition
 from .dinosaurs import Dinosaurs
+from .lstm_toy import LstmToy
 from .primes import Primes
 from .ptb import PTB
 
-TASKS = {t.name: t for t in (BinaryAddition, Primes, Dinosaurs, PTB)}
+TASKS = {t.name: t for t in (BinaryAddition, Primes, LstmToy, Dinosaurs, PTB)}
 
 
 def get(name):
@@ -22,4 +23,4 @@ def get(name):
         raise TaskError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
 
 
-__all__ = ["TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "PTB"]
+__all__ = ["TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "LstmToy", "PTB"]

@@ -16,11 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, cells, optim
-from ..primitives import GraphError
-
-
-class TaskError(ValueError):
-    """A task was configured with settings it cannot use."""
+from ..errors import GraphError, TaskError
 
 
 COMMON = ("iterations", "lr", "seed", "cell", "hidden", "optimizer", "log_every")
@@ -32,6 +28,12 @@ class Task:
     defaults: dict = {}
     # Headline figures written to metrics.json and printed in the summary.
     headline: tuple = ()
+    # Settings a resumed run may change: they steer the training from the
+    # checkpoint on; all others define the model or the data and stay.
+    resumable: tuple = ("iterations", "lr", "log_every")
+    # What ``extra_state`` keeps in the manifest, checked before
+    # ``load_extra_state`` reads it (notation: graphrnn/schema.py).
+    state_schema: dict = {}
 
     def __init__(self, config):
         self.config = config
@@ -55,17 +57,15 @@ class Task:
                 raise TaskError(f"task {cls.name!r} has no setting {k!r}")
             config[k] = v
         for k in ("iterations", "hidden", "log_every"):
-            if int(config[k]) < 1:
-                raise TaskError(f"{k.replace('_', '-')} must be a positive integer, got {config[k]}")
-            config[k] = int(config[k])
-        lr = float(config["lr"])
+            config[k] = whole_number(config, k, 1, "a positive integer")
+        lr = number(config, "lr")
         if not np.isfinite(lr) or lr <= 0:
             raise TaskError(f"lr must be a positive number, got {config['lr']}")
         config["lr"] = lr
-        if int(config["seed"]) < 0:
-            raise TaskError(f"seed must be non-negative, got {config['seed']}")
-        config["seed"] = int(config["seed"])
-        if config["optimizer"] not in optim.OPTIMIZERS:
+        config["seed"] = whole_number(config, "seed", 0, "non-negative")
+        if not isinstance(config["cell"], str):
+            raise TaskError(f"cell must be a name or module:function, got {config['cell']!r}")
+        if not isinstance(config["optimizer"], str) or config["optimizer"] not in optim.OPTIMIZERS:
             raise TaskError(f"unknown optimizer {config['optimizer']!r}; use one of "
                             f"{', '.join(optim.OPTIMIZERS)}")
         return config
@@ -79,6 +79,14 @@ class Task:
 
     def make_optimizer(self):
         return optim.make(self.config["optimizer"], self.params, self.config["lr"])
+
+    def set_lr(self, lr):
+        """A new learning rate from the next iteration on (a resumed run's --lr)."""
+        self.opt.lr = float(lr)
+
+    def built_cell(self):
+        """The recurrent cell the task built (its name is kept in checkpoints)."""
+        return getattr(self, "cell", None)
 
     def init_params(self, shapes, draw, transposed=False):
         """One array per name, drawn in ``shapes``' order from ``self.rng``.
@@ -124,6 +132,23 @@ class Task:
 
     def sample(self, n, seed):
         raise TaskError(f"task {self.name!r} has nothing to sample; only dinosaurs does")
+
+
+def whole_number(config, key, low, says):
+    """``config[key]`` as an int >= ``low``; a ``TaskError`` naming the setting otherwise
+    (a checkpoint's config is read as untrusted input: "abc", 1.5 and true are refused)."""
+    v = config[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer)) or int(v) != v or v < low:
+        raise TaskError(f"{key.replace('_', '-')} must be {says}, got {v!r}")
+    return int(v)
+
+
+def number(config, key):
+    """``config[key]`` as a float; a ``TaskError`` naming the setting otherwise."""
+    v = config[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TaskError(f"{key.replace('_', '-')} must be a number, got {v!r}")
+    return float(v)
 
 
 def uniform(a, b):

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend, cells, data
+from .. import backend, cells, data, schema
 from ..layers import Affine, SigmoidMSE
 from ..unroll import unroll
-from .base import Task, TaskError, uniform
+from .base import Task, TaskError, uniform, whole_number
 
 
 class BinaryAddition(Task):
@@ -26,11 +26,13 @@ class BinaryAddition(Task):
     defaults = {"iterations": 10_000, "lr": 0.1, "seed": 0, "cell": "rnn", "hidden": 16,
                 "optimizer": "sgd", "log_every": 1000, "bits": 8}
     headline = ("accuracy", "accuracy_unseen", "error")
+    state_schema = {"error": schema.NULLABLE_NUMBER}
 
     @classmethod
     def resolve_config(cls, overrides):
         config = super().resolve_config(overrides)
-        if not 2 <= int(config["bits"]) <= 12:
+        config["bits"] = whole_number(config, "bits", 2, "in 2..12")
+        if config["bits"] > 12:
             raise TaskError(f"bits must be in 2..12, got {config['bits']}")
         return config
 

@@ -15,10 +15,10 @@ import math
 
 import numpy as np
 
-from .. import backend, data, optim
+from .. import backend, data, optim, schema
 from ..layers import Affine, SoftmaxCrossEntropy, softmax
 from ..unroll import unroll
-from .base import Task, TaskError
+from .base import Task, TaskError, number, whole_number
 
 VOCAB = len(data.DINO_CHARS)
 
@@ -36,25 +36,27 @@ class Dinosaurs(Task):
     description = "generate dinosaur names with a character-level 50-unit tanh RNN"
     defaults = {"iterations": 35_000, "lr": 0.01, "seed": 0, "cell": "rnn", "hidden": 50,
                 "optimizer": "sgd", "log_every": 2000, "clip": 5.0, "samples": 7,
-                "max_length": 50, "data": None}
+                "max_length": 50, "data": None, "data_sha256": None}
     headline = ("smoothed_loss",)
+    # The data file may move (its content is checked by its SHA256).
+    resumable = Task.resumable + ("clip", "samples", "max_length", "data")
+    state_schema = {"smoothed_loss": schema.NUMBER, "vocab?": schema.TEXT}
 
     @classmethod
     def resolve_config(cls, overrides):
         config = super().resolve_config(overrides)
-        if not float(config["clip"]) > 0:
+        if not number(config, "clip") > 0:
             raise TaskError(f"clip must be positive, got {config['clip']}")
-        for k in ("samples", "max_length"):
-            if int(config[k]) < 0 or (k == "max_length" and int(config[k]) < 1):
-                raise TaskError(f"{k.replace('_', '-')} must be positive, got {config[k]}")
+        config["samples"] = whole_number(config, "samples", 0, "non-negative")
+        config["max_length"] = whole_number(config, "max_length", 1, "positive")
+        if config["data"] is not None and not isinstance(config["data"], str):
+            raise TaskError(f"data must be a file path, got {config['data']!r}")
         return config
 
-    def __init__(self, config):
+    def __init__(self, config, *, sampling=False):
+        """``sampling`` builds the model only: no data file is read (it may have moved)."""
         super().__init__(config)
-        try:
-            self.names = data.load_dinos(config["data"])
-        except data.DataError as exc:
-            raise TaskError(str(exc)) from None
+        self.names = [] if sampling else self._load_names(config)
         self.cell = self.make_cell(VOCAB)
         self.out = Affine(self.cell.output_size, VOCAB, bias=True)
         self.loss_fn = SoftmaxCrossEntropy()
@@ -77,6 +79,29 @@ class Dinosaurs(Task):
         self.state = None          # the hidden state carried from name to name
         self.smoothed = 7 * math.log(VOCAB)
         self.clip = float(config["clip"])
+
+    @staticmethod
+    def _load_names(config):
+        """The names of ``config['data']``, refusing a file whose content differs
+        from the one the run (``data_sha256``, set on first load) was trained on."""
+        try:
+            names, digest = data.load_dinos(config["data"], with_sha256=True)
+        except data.DataError as exc:
+            raise TaskError(str(exc)) from None
+        if config.get("data_sha256") not in (None, digest):
+            where = config["data"] or "the names shipped with graphrnn"
+            raise TaskError(f"the names in {where} differ from the ones this run was trained on "
+                            f"(SHA256 {digest[:12]}… vs {config['data_sha256'][:12]}…); resume with "
+                            "the original file (--data PATH if it moved)")
+        config["data_sha256"] = digest
+        return names
+
+    @classmethod
+    def for_sampling(cls, config, task_state):
+        vocab = task_state.get("vocab", data.DINO_CHARS)
+        if vocab != data.DINO_CHARS:
+            raise TaskError(f"checkpoint: its vocabulary {vocab!r} is not the dinosaur alphabet")
+        return cls(config, sampling=True)
 
     def step(self, i):
         xs, targets = self.examples[self.order[i % len(self.order)]]
@@ -129,7 +154,7 @@ class Dinosaurs(Task):
 
     def extra_state(self):
         arrays = {f"state.{k}": v for k, v in (self.state or {}).items()}
-        return arrays, {"smoothed_loss": self.smoothed}
+        return arrays, {"smoothed_loss": self.smoothed, "vocab": data.DINO_CHARS}
 
     def load_extra_state(self, arrays, meta):
         st = {k[len("state."):]: backend.asarray(v) for k, v in arrays.items() if k.startswith("state.")}

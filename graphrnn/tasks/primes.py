@@ -20,20 +20,30 @@ class Primes(Task):
     defaults = {"iterations": 10_000, "lr": 0.01, "seed": 0, "cell": "lstm_nico", "hidden": 100,
                 "optimizer": "sgd", "log_every": 1000}
     headline = ("loss", "max_abs_error")
+    width = 50  # inputs per step
 
     def __init__(self, config):
         super().__init__(config)
-        xs, ys = data.primes_sequence(samples=10, width=50, limit=100)
-        xp = backend.xp()
-        self.xs = xp.asarray(xs[None])       # (1, 10, 50): one sequence of 10 steps
-        self.ys = xp.asarray(ys)
-        self.cell = self.make_cell(xs.shape[1])
+        self.cell = self.make_cell(self.width)
         shapes = dict(self.cell.param_shapes())
         self.cell_names = list(shapes)
-        self.params = self.init_params(shapes, uniform(-0.1, 0.1), transposed=True)
+        self.params = self.draw_params(shapes)
+        xs, ys = self.sequence()
+        xp = backend.xp()
+        self.xs = xp.asarray(xs[None])       # (1, T, width): one sequence of T steps
+        self.ys = xp.asarray(ys)
         self.opt = self.make_optimizer()
         self.loss_fn = SquaredError()
         self.dhs = xp.zeros((1, xs.shape[0], self.cell.output_size))
+
+    def draw_params(self, shapes):
+        """Each array uniform in [-0.1, 0.1), in the cell's order, each weight
+        drawn as Nico's (H, D+H) matrix and transposed."""
+        return self.init_params(shapes, uniform(-0.1, 0.1), transposed=True)
+
+    def sequence(self):
+        """(xs (T, width), ys (T,)): the inputs and the targets of the first hidden unit."""
+        return data.primes_sequence(samples=10, width=self.width, limit=100)
 
     def step(self, i):
         run = unroll(self.cell, self.cell_params(), self.xs)

@@ -24,12 +24,12 @@ import time
 
 import numpy as np
 
-from .. import backend, optim
+from .. import backend, files, optim, schema
 from ..data import DataError
 from ..data import ptb as ptbdata
 from ..models import RNNLM
 from ..primitives import GraphError
-from .base import Task, TaskError
+from .base import Task, TaskError, number, whole_number
 
 # The book's settings. ``lr`` may depend on the cell: the GRU write-up trained
 # BetterRnnlm's GRU at 10 because at 20 its early perplexity swung widely.
@@ -55,7 +55,7 @@ DERIVED = ("iterations", "data_sha256", "vocab_size")
 def preset_config(name, cell):
     try:
         p = dict(PRESETS[name])
-    except KeyError:
+    except (KeyError, TypeError):
         raise TaskError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None
     if isinstance(p["lr"], dict):
         p["lr"] = p["lr"].get(cell, p["lr"]["*"])
@@ -74,6 +74,18 @@ class PTB(Task):
     defaults = {"preset": "ch6", "cell": "lstm", "seed": 0, "optimizer": "sgd", "log_every": 100,
                 "data": None, "eval_batch": 10, "dtype": "float32", **PRESETS["ch6"]}
     headline = ("valid_perplexity", "test_perplexity")
+    # The rate and its schedule steer training; the data folder may move (its
+    # files are checked by their SHA256).
+    resumable = ("epochs", "lr", "log_every", "clip", "lr_decay", "data")
+    state_schema = {
+        "lr": schema.NUMBER, "best_ppl": schema.NULLABLE_NUMBER,
+        "history": [{"epoch": schema.COUNT, "valid_perplexity": schema.NUMBER, "lr": schema.NUMBER}],
+        "window": [schema.NUMBER], "running": schema.NULLABLE_NUMBER,
+        "clipped": schema.COUNT, "steps": schema.COUNT,
+        "dropout_rng": {"state": schema.TEXT, "inc": schema.TEXT, "has_uint32": schema.INT,
+                        "uinteger": schema.INT},
+        "vocab": [schema.TEXT],
+    }
 
     # ---------------------------------------------------------------- config
     @classmethod
@@ -97,25 +109,25 @@ class PTB(Task):
                 raise TaskError(f"{k.replace('_', '-')} must be a positive integer, got {config[k]!r}")
             config[k] = v
         for k, lo in (("lr", 0.0), ("clip", 0.0), ("lr_decay", 1.0)):
-            v = float(config[k])
+            v = number(config, k)
             if not math.isfinite(v) or v < lo or (lo == 0.0 and v == 0.0):
                 raise TaskError(f"{k.replace('_', '-')} must be a finite number "
                                 f"{'> 0' if lo == 0 else '>= 1'}, got {config[k]!r}")
             config[k] = v
-        config["dropout"] = float(config["dropout"])
+        config["dropout"] = number(config, "dropout")
         if not 0.0 <= config["dropout"] < 1.0:
             raise TaskError(f"dropout must be in [0, 1), got {config['dropout']}")
         config["tie"] = bool(config["tie"])
         if config["tie"] and config["wordvec"] != config["hidden"]:
             raise TaskError(f"tied weights need wordvec == hidden, got {config['wordvec']} and "
                             f"{config['hidden']}")
-        if int(config["seed"]) < 0:
-            raise TaskError(f"seed must be non-negative, got {config['seed']}")
-        config["seed"] = int(config["seed"])
-        if config["optimizer"] not in optim.OPTIMIZERS:
+        config["seed"] = whole_number(config, "seed", 0, "non-negative")
+        if not isinstance(config["cell"], str):
+            raise TaskError(f"cell must be a name or module:function, got {config['cell']!r}")
+        if not isinstance(config["optimizer"], str) or config["optimizer"] not in optim.OPTIMIZERS:
             raise TaskError(f"unknown optimizer {config['optimizer']!r}; use one of "
                             f"{', '.join(optim.OPTIMIZERS)}")
-        if config["dtype"] not in ("float32", "float64"):
+        if not isinstance(config["dtype"], str) or config["dtype"] not in ("float32", "float64"):
             raise TaskError(f"dtype must be float32 or float64, got {config['dtype']!r}")
         return config
 
@@ -150,7 +162,6 @@ class PTB(Task):
         except GraphError as exc:
             raise TaskError(str(exc)) from None
         self.params = self.model.params
-        self.cell_names = []
         self.opt = self.make_optimizer()
         self.best = None             # copies of the parameters with the best validation perplexity
         self.best_ppl = math.inf
@@ -165,6 +176,9 @@ class PTB(Task):
         if "vocab" not in task_state:
             raise TaskError("checkpoint has no vocabulary to sample with")
         return cls(config, vocab=task_state["vocab"])
+
+    def built_cell(self):
+        return self.model.cells[0]
 
     # ------------------------------------------------------------- training
     def batch(self, i):
@@ -211,7 +225,7 @@ class PTB(Task):
         """Validation after epoch ``epoch`` (1-based): keep the best, maybe divide the rate."""
         t0 = time.perf_counter()
         ppl = self.evaluate("valid")
-        rec = {"epoch": epoch, "valid_perplexity": ppl, "lr": self.opt.lr, "eval_s": 0.0}
+        rec = {"epoch": epoch, "valid_perplexity": ppl, "lr": self.opt.lr}
         line = f"epoch {epoch}: valid perplexity {ppl:.2f} (lr {self.opt.lr:g})"
         if ppl < self.best_ppl:
             self.best_ppl = ppl
@@ -314,6 +328,8 @@ class PTB(Task):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        try:
+            files.save_figure(fig, path, dpi=100)
+        finally:
+            plt.close(fig)
         return path

@@ -1,0 +1,138 @@
+"""The README's numbers, generated from the committed results so they cannot drift.
+
+    .venv/bin/python benchmarks/readme.py          # rewrite README.md's generated sections
+    .venv/bin/python benchmarks/readme.py --check  # exit 1 if README.md is stale (a test runs this)
+
+A generated section sits between ``<!-- results: NAME -->`` and
+``<!-- /results -->`` and is made by ``SECTIONS[NAME]`` from the JSON files in
+benchmarks/results/ (``graphrnn bench``, ``graphrnn bench --lm``,
+``benchmarks/ptb_vs_book.py``, ``benchmarks/classic.py``). To change a number,
+rerun what measures it, then this script.
+"""
+import json
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+README = os.path.join(ROOT, "README.md")
+MARK = re.compile(r"(<!-- results: (\w[\w-]*) -->\n)(.*?)(<!-- /results -->)", re.S)
+
+
+def _load(name):
+    with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _median(rows, size, cell, impl):
+    for r in rows:
+        if (r["size"], r["cell"], r["impl"]) == (size, cell, impl):
+            return r["median_s"]
+    return None
+
+
+def cells_section():
+    res = _load("bench.json")
+    m, rows = res["meta"], res["rows"]
+    lines = ["| goal | measured ratio | met |", "|---|---:|:---:|"]
+    lines += [f"| {g['goal']} | {g['ratio']:.2f}x | {'yes' if g['met'] else 'NO'} |" for g in res["goals"]]
+    hoisted = []
+    for cell in ("gru", "lstm"):
+        pair = [(_median(rows, s, cell, "hoisted"), _median(rows, s, cell, "graphrnn")) for s in ("small", "medium")]
+        if all(a and b for a, b in pair):
+            hoisted.append(f"{cell} {pair[0][0] / pair[0][1]:.2f}x and {pair[1][0] / pair[1][1]:.2f}x")
+    text = [f"Run of {m['date_utc']} UTC, {m['cpus']} CPUs, numpy {m['numpy']}, torch {m.get('torch')}; "
+            "ratios move by about 0.1 between runs."]
+    if hoisted:
+        text.append("Time of numpy hoisted by hand / graphrnn's at the small and medium sizes: "
+                    + "; ".join(hoisted) + ".")
+    return "\n".join(lines) + "\n\n" + "\n".join(text) + "\n"
+
+
+def lm_section():
+    out = []
+    if os.path.exists(os.path.join(RESULTS, "ptb_vs_book.json")):
+        b = _load("ptb_vs_book.json")
+        s = b["s_per_epoch"]
+        out.append(f"- chapter 6 (LSTM, H = 100), training with the book's own code beside graphrnn "
+                   f"(`benchmarks/ptb_vs_book.py`, {b['date_utc']} UTC): {s['book']:.0f} s per epoch "
+                   f"against {s['graphrnn']:.0f} s, **{b['speedup_of_graphrnn']:.2f}x** (goal 2x).")
+    if os.path.exists(os.path.join(RESULTS, "lm.json")):
+        lm = _load("lm.json")
+        rows = lm["rows"]
+        for cell in ("lstm", "gru"):
+            g, t, bk = (_median(rows, "better", cell, i) for i in ("graphrnn", "torch", "book"))
+            if g is None:
+                continue
+            part = f"{cell} {g * 1e3:.0f} ms"
+            if t:
+                part += f", torch {t * 1e3:.0f} ms (**{t / g:.2f}x**)"
+            if bk:
+                part += f", the book's BetterRnnlm {bk * 1e3:.0f} ms ({bk / g:.2f}x)"
+            out.append(f"- one training step at the `better` size (H = 650, 2 layers, tied, V = 10,000), "
+                       f"`graphrnn bench --lm`, {lm['meta']['date_utc']} UTC: {part}.")
+        goals = lm.get("goals", [])
+        if goals:
+            out.append("- goals: " + "; ".join(f"{g['goal']}: {g['ratio']:.2f}x ({'met' if g['met'] else 'NOT met'})"
+                                               for g in goals) + ".")
+    return "\n".join(out) + "\n"
+
+
+def classic_section():
+    c = _load("classic.json")
+    ba, pr, di = c["binary-addition"], c["primes"], c["dinosaurs"]
+    rows = ["| task | original program | graphrnn |", "|---|---|---|",
+            f"| binary addition (RNN, 10,000 its) | all 128×128 pairs right | accuracy {ba['accuracy']:g} over "
+            f"all pairs, {ba['accuracy_unseen']:g} over the pairs never drawn in training |",
+            f"| primes (lstm_nico, 10,000 its) | loss ≈ 5e-07 | {pr['loss']:.2g}, every target within "
+            f"{pr['max_abs_error']:.1g} |",
+            f"| dinosaurs (char RNN, 35,000 its) | smoothed loss ≈ 22.0 | {di['smoothed_loss']:.2f} |"]
+    if "lstm-toy" in c:
+        rows.insert(4, f"| lstm-toy (lstm_nico, 100 its) | loss ≈ 2.6e-06 at the last iteration | "
+                       f"{c['lstm-toy']['final_loss']:.3g} |")
+    book = {"lstm": ("202.8", "134.2"), "gru": ("219.0", "148.9")}
+    for cell, runs in sorted(c.get("ptb_ch6", {}).items()):
+        name, lr = cell.split("@")
+        if name not in book or lr != "20":
+            continue
+        v1 = ", ".join(f"{r['valid_epoch1']:.1f}" for r in runs)
+        t = ", ".join(f"{r['test']:.1f}" for r in runs)
+        rows.append(f"| PTB ch6 {name} (4 epochs, lr 20; seeds {', '.join(str(r['seed']) for r in runs)}) | "
+                    f"epoch-1 valid {book[name][0]}, test {book[name][1]} | epoch-1 valid {v1}; test {t} |")
+    return "\n".join(rows) + f"\n\nFrom `benchmarks/classic.py` ({c['date_utc']} UTC).\n"
+
+
+SECTIONS = {"cells": cells_section, "lm": lm_section, "classic": classic_section}
+
+
+def render(text):
+    def sub(m):
+        name = m.group(2)
+        if name not in SECTIONS:
+            raise KeyError(f"README names unknown generated section {name!r}")
+        return m.group(1) + SECTIONS[name]() + m.group(4)
+    return MARK.sub(sub, text)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    new = render(text)
+    if "--check" in argv:
+        if new != text:
+            print("README.md is stale: run .venv/bin/python benchmarks/readme.py")
+            return 1
+        return 0
+    if new != text:
+        tmp = README + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(new)
+        os.replace(tmp, README)
+        print("README.md updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

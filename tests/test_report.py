@@ -1,0 +1,39 @@
+"""`graphrnn report` over run folders some of which hold damaged metrics:
+those are named (file and field) and left out, the others still compared."""
+import json
+
+import pytest
+
+from graphrnn import cli
+
+
+def run_folder(root, name, **changes):
+    d = root / name
+    d.mkdir(parents=True)
+    m = {"task": "ptb", "cell": "lstm", "lr": 20.0, "seed": 0, "valid_perplexity": 150.0,
+         "test_perplexity": 140.0, "valid_history": [200.0, 150.0], "epochs": 2, "seconds_per_epoch": 10.0}
+    m.update(changes)
+    (d / "metrics.json").write_text(json.dumps(m))
+    (d / "metrics.jsonl").write_text('{"iteration": 0, "train_perplexity": 900.0}\n[1, 2]\n'
+                                     '{"iteration": "x", "train_perplexity": "y"}\n')
+    return d
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"valid_perplexity": "abc"}, "field valid_perplexity"),
+    ({"lr": None}, "field lr"),
+    ({"valid_history": "x"}, "field valid_history"),
+    ({"cell": [1]}, "field cell"),
+    ({"seed": "s"}, "field seed"),
+    ({"seconds_per_epoch": "x"}, "field seconds_per_epoch"),
+    ({"test_perplexity": None}, "field test_perplexity"),
+    ({"epochs": -2}, "field epochs"),
+])
+def test_a_run_with_damaged_metrics_is_named_and_left_out(tmp_path, capsys, changes, field):
+    run_folder(tmp_path, "good")
+    bad = run_folder(tmp_path, "bad", **{"cell": "gru", **changes})
+    assert cli.main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert f"Not counted: {bad / 'metrics.json'}: {field}" in md
+    assert "| lstm **best** | 20 | 0 | 150.0 | 140.0 |" in md
+    assert "Only lstm was run." in md
