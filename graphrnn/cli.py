@@ -160,7 +160,7 @@ def _run_sample(args):
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="compare finished training runs: report.md and perplexity.png")
+    p = sub.add_parser("report", help="compare finished training runs: report.md and a plot of the curves")
     p.add_argument("folder", metavar="DIR", help="a folder holding run folders (e.g. runs/ptb-ch6)")
 
 
@@ -168,11 +168,25 @@ def _run_report(args):
     from .report import write
     md = write(args.folder)
     print(md)
-    print(f"wrote {args.folder}/report.md and {args.folder}/perplexity.png")
+    print(f"wrote {args.folder}/report.md (and the plot it shows)")
     return 0
 
 
-COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report"]
+def _add_sweep(sub):
+    from .sweep import add_sweep_arguments
+    p = sub.add_parser("sweep", help="a grid of training runs (cells x rates x seeds) on Ray, then the report",
+                       description="Train every cell at every learning rate and seed, each a normal run "
+                                   "folder under --out, on Ray (locally, or on a cluster with --address); "
+                                   "the same --out again skips finished runs and resumes the others.")
+    add_sweep_arguments(p)
+
+
+def _run_sweep(args):
+    from .sweep import sweep_main
+    return sweep_main(args)
+
+
+COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep"]
 
 
 def build_parser():

@@ -60,3 +60,7 @@ class GraphvizNotFound(GraphrnnError, RuntimeError):
 class GradientCheckError(GraphrnnError, AssertionError):
     """An engine gradient differs from its reference (``graphrnn.testing``
     raises a subclass that carries the numbers)."""
+
+
+class SweepError(GraphrnnError, ValueError):
+    """A sweep cannot start: a bad grid, or settings that differ from those of the sweep in its folder."""

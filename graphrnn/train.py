@@ -172,6 +172,11 @@ class Trainer:
             print(f"graphrnn train: dropped {torn} torn line{'s' if torn > 1 else ''} from {path} "
                   "(left by a crash)", file=sys.stderr)
 
+    def stop(self):
+        """Ask a running ``run`` to checkpoint and return 130 after the current
+        iteration, as a first Ctrl-C does (``graphrnn sweep`` stops its runs so)."""
+        self._stop = True
+
     def _on_sigint(self, signum, frame):
         if self._stop:  # a second Ctrl-C: stop now, keep the last checkpoint on disk
             raise KeyboardInterrupt
