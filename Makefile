@@ -22,7 +22,13 @@ graphviz:
 demo: $(VENV)/.installed graphviz
 	$(VENV)/bin/graphrnn demo
 
-test: $(VENV)/.installed graphviz
+# The tests also run the sweeps on Ray (the optional `sweep` extra), so that
+# killing a worker and resuming a sweep are checked on every change.
+$(VENV)/.installed-sweep: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,sweep]'
+	touch $@
+
+test: $(VENV)/.installed-sweep graphviz
 	$(PY) -m pytest -q
 
 # A fresh measurement goes to runs/bench; only bench-results rewrites the
