@@ -334,6 +334,13 @@ def run_benchmarks(sizes=None, cells=CELL_NAMES, rounds=None, impls=IMPLS, dtype
     for row in rows:
         row["gflops"] = row["gemm_flops"] / row["median_s"] / 1e9
         row["share_of_sgemm_peak"] = row["gflops"] / peak
+    _memory_and_speedups(rows, cases, meta, memory)
+    return {"meta": meta, "rounds": rounds, "sizes": {k: list(v) for k, v in sizes.items()}, "rows": rows}
+
+
+def _memory_and_speedups(rows, cases, meta, memory):
+    """After all timing: each row's memory (``cases[(size, cell)][impl]`` is the
+    callable) and its speed-up of graphrnn (its time / graphrnn's, same case)."""
     if memory:
         meta["malloc_threshold_fixed"] = _fix_malloc_threshold()
         for row in rows:
@@ -343,7 +350,6 @@ def run_benchmarks(sizes=None, cells=CELL_NAMES, rounds=None, impls=IMPLS, dtype
         base = {r["impl"]: r["median_s"] for r in rows if r["size"] == row["size"] and r["cell"] == row["cell"]}
         g = base.get("graphrnn")
         row["speedup_of_graphrnn"] = (row["median_s"] / g) if g else None
-    return {"meta": meta, "rounds": rounds, "sizes": {k: list(v) for k, v in sizes.items()}, "rows": rows}
 
 
 def _fmt_ms(s):
@@ -644,15 +650,7 @@ def run_lm_benchmarks(sizes, cells, rounds, book=None, use_torch=True, log=print
             log(f"  {sname:6s} {cell:4s} " + "  ".join(f"{k} {v['median_s'] * 1e3:8.1f} ms"
                                                        for k, v in timing.items())
                 + f"   ({time.perf_counter() - t0:.1f} s)")
-    if memory:
-        meta["malloc_threshold_fixed"] = _fix_malloc_threshold()
-        for row in rows:
-            fn = cases[(row["size"], row["cell"])][row["impl"]]
-            row.update(measure_memory(fn, numpy_traced=row["impl"] != "torch"))
-    for row in rows:
-        g = next(r["median_s"] for r in rows if r["size"] == row["size"] and r["cell"] == row["cell"]
-                 and r["impl"] == "graphrnn")
-        row["speedup_of_graphrnn"] = row["median_s"] / g
+    _memory_and_speedups(rows, cases, meta, memory)
     return {"meta": meta, "rounds": rounds, "rows": rows}
 
 

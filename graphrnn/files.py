@@ -138,10 +138,17 @@ def atomic_write(path, data):
     return path
 
 
-def save_figure(fig, path, **kw):
-    """``fig.savefig`` through ``atomic_write`` (the format from the path's suffix)."""
+def save_figure(fig, path, dpi=100):
+    """Lay out ``fig``, save it through ``atomic_write`` (the format from the
+    path's suffix) and close it, also when saving fails; returns ``path``."""
+    from matplotlib import pyplot as plt
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
-    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kw))
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
+    finally:
+        plt.close(fig)
+    return path
 
 
 def fsync_folder(folder):

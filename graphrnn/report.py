@@ -315,16 +315,6 @@ def verdict(order, judge):
 
 # ----------------------------------------------------------------------------- plots
 
-def _save(fig, path):
-    from matplotlib import pyplot as plt
-    fig.tight_layout()
-    try:
-        files.save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
-
-
 def _axes_style(ax, title, xlabel):
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -362,7 +352,7 @@ def plot(path, best):
     _axes_style(ax1, "validation perplexity (each cell at its best lr)", "epoch")
     _axes_style(ax2, "training perplexity (running)", "epoch")
     ax2.set_ylim(top=1000)
-    return _save(fig, path)
+    return files.save_figure(fig, path)
 
 
 def plot_curves(path, best, figure):
@@ -382,7 +372,7 @@ def plot_curves(path, best, figure):
                               label=f"{cell}, lr {row['lr']:g}" if j == 0 else None)
                 color = ln.get_color()
     _axes_style(ax, f"{figure.replace('_', ' ')} (each cell at its best lr, every seed)", "iteration")
-    return _save(fig, path)
+    return files.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- writing

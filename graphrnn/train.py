@@ -351,13 +351,7 @@ class Trainer:
         ax.set_ylabel("loss")
         ax.set_title(f"{self.task.name} ({self.config['cell']}, lr {self.config['lr']})")
         ax.legend()
-        fig.tight_layout()
-        path = os.path.join(self.out, "loss.png")
-        try:
-            files.save_figure(fig, path, dpi=100)
-        finally:
-            plt.close(fig)
-        return path
+        return files.save_figure(fig, os.path.join(self.out, "loss.png"))
 
 
 # What the trainer itself keeps in a manifest, beyond checkpoint.MANIFEST_SCHEMA.

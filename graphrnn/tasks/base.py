@@ -62,13 +62,7 @@ class Task:
         if not np.isfinite(lr) or lr <= 0:
             raise TaskError(f"lr must be a positive number, got {config['lr']}")
         config["lr"] = lr
-        config["seed"] = whole_number(config, "seed", 0, "non-negative")
-        if not isinstance(config["cell"], str):
-            raise TaskError(f"cell must be a name or module:function, got {config['cell']!r}")
-        if not isinstance(config["optimizer"], str) or config["optimizer"] not in optim.OPTIMIZERS:
-            raise TaskError(f"unknown optimizer {config['optimizer']!r}; use one of "
-                            f"{', '.join(optim.OPTIMIZERS)}")
-        return config
+        return check_run_settings(config)
 
     def make_cell(self, input_size):
         spec = self.config["cell"]
@@ -149,6 +143,17 @@ def number(config, key):
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise TaskError(f"{key.replace('_', '-')} must be a number, got {v!r}")
     return float(v)
+
+
+def check_run_settings(config):
+    """The settings every task shares beyond its sizes: seed, cell, optimizer."""
+    config["seed"] = whole_number(config, "seed", 0, "non-negative")
+    if not isinstance(config["cell"], str):
+        raise TaskError(f"cell must be a name or module:function, got {config['cell']!r}")
+    if not isinstance(config["optimizer"], str) or config["optimizer"] not in optim.OPTIMIZERS:
+        raise TaskError(f"unknown optimizer {config['optimizer']!r}; use one of "
+                        f"{', '.join(optim.OPTIMIZERS)}")
+    return config
 
 
 def uniform(a, b):

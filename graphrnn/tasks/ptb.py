@@ -29,7 +29,7 @@ from ..data import DataError
 from ..data import ptb as ptbdata
 from ..models import RNNLM
 from ..primitives import GraphError
-from .base import Task, TaskError, number, whole_number
+from .base import Task, TaskError, check_run_settings, number, whole_number
 
 # The book's settings. ``lr`` may depend on the cell: the GRU write-up trained
 # BetterRnnlm's GRU at 10 because at 20 its early perplexity swung widely.
@@ -127,12 +127,7 @@ class PTB(Task):
         if config["tie"] and config["wordvec"] != config["hidden"]:
             raise TaskError(f"tied weights need wordvec == hidden, got {config['wordvec']} and "
                             f"{config['hidden']}")
-        config["seed"] = whole_number(config, "seed", 0, "non-negative")
-        if not isinstance(config["cell"], str):
-            raise TaskError(f"cell must be a name or module:function, got {config['cell']!r}")
-        if not isinstance(config["optimizer"], str) or config["optimizer"] not in optim.OPTIMIZERS:
-            raise TaskError(f"unknown optimizer {config['optimizer']!r}; use one of "
-                            f"{', '.join(optim.OPTIMIZERS)}")
+        check_run_settings(config)
         if not isinstance(config["dtype"], str) or config["dtype"] not in ("float32", "float64"):
             raise TaskError(f"dtype must be float32 or float64, got {config['dtype']!r}")
         return config
@@ -335,9 +330,4 @@ class PTB(Task):
         ax.set_title(f"PTB {cfg['preset']}: {cfg['cell']}, lr {cfg['lr']:g}, seed {cfg['seed']}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        try:
-            files.save_figure(fig, path, dpi=100)
-        finally:
-            plt.close(fig)
-        return path
+        return files.save_figure(fig, path)
