@@ -33,7 +33,7 @@ def run_task(name, folder):
 
 
 def ptb_runs(root):
-    """Per cell at lr 20 (the book's rate): epoch-1 validation and test perplexity per seed."""
+    """Per cell and rate ("lstm@20"): each seed's validation history and test perplexity."""
     out = {}
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name, "metrics.json")
@@ -45,14 +45,27 @@ def ptb_runs(root):
             continue
         key = f"{m['cell']}@{m['lr']:g}"
         out.setdefault(key, []).append({"seed": m["seed"], "valid_epoch1": m["valid_history"][0],
+                                        "valid_history": m["valid_history"],
                                         "valid": m["valid_perplexity"], "test": m["test_perplexity"],
-                                        "seconds_per_epoch": m.get("seconds_per_epoch")})
+                                        "seconds_per_epoch": m.get("seconds_per_epoch"),
+                                        "clip_fraction": m.get("clip_fraction")})
     return out
+
+
+def ptb_run(folder):
+    """The headline figures of one PTB run (e.g. the cpu preset's)."""
+    with open(os.path.join(folder, "metrics.json")) as f:
+        m = json.load(f)
+    keep = ("cell", "preset", "lr", "final_lr", "seed", "epochs", "valid_history", "valid_perplexity",
+            "test_perplexity", "seconds_per_epoch", "clip_fraction")
+    return {k: m.get(k) for k in keep} | {"config": {k: m["config"][k] for k in
+                                                     ("wordvec", "hidden", "layers", "dropout", "tie")}}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ptb-runs", default=None, help="a folder of PTB ch6 runs (one per cell, lr, seed)")
+    p.add_argument("--ptb-cpu", default=None, help="the run folder of a finished --preset cpu run")
     p.add_argument("--out", default=os.path.join("benchmarks", "results"))
     p.add_argument("--skip-tasks", action="store_true", help="keep the classic tasks' numbers already in --out")
     args = p.parse_args(argv)
@@ -70,6 +83,8 @@ def main(argv=None):
         result["numpy"] = np.__version__
     if args.ptb_runs:
         result["ptb_ch6"] = ptb_runs(args.ptb_runs)
+    if args.ptb_cpu:
+        result["ptb_cpu"] = ptb_run(args.ptb_cpu)
     os.makedirs(args.out, exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=1)

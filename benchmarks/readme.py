@@ -1,13 +1,14 @@
-"""The README's numbers, generated from the committed results so they cannot drift.
+"""The numbers in README.md and docs/ptb.md, generated from the committed results so they cannot drift.
 
-    .venv/bin/python benchmarks/readme.py          # rewrite README.md's generated sections
-    .venv/bin/python benchmarks/readme.py --check  # exit 1 if README.md is stale (a test runs this)
+    .venv/bin/python benchmarks/readme.py          # rewrite the generated sections
+    .venv/bin/python benchmarks/readme.py --check  # exit 1 if a document is stale (a test runs this)
 
 A generated section sits between ``<!-- results: NAME -->`` and
-``<!-- /results -->`` and is made by ``SECTIONS[NAME]`` from the JSON files in
+``<!-- /results -->`` and is made by ``SECTIONS[NAME]`` from the files in
 benchmarks/results/ (``graphrnn bench``, ``graphrnn bench --lm``,
-``benchmarks/ptb_vs_book.py``, ``benchmarks/classic.py``). To change a number,
-rerun what measures it, then this script.
+``benchmarks/ptb_vs_book.py``, ``benchmarks/classic.py``) and docs/ptb/ch6/
+(the report ``graphrnn sweep`` wrote). To change a number, rerun what
+measures it, then this script.
 """
 import json
 import os
@@ -16,7 +17,12 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-README = os.path.join(ROOT, "README.md")
+DOCUMENTS = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "ptb.md")]
+REPORT = os.path.join(ROOT, "docs", "ptb", "ch6", "report.md")
+BOOK_CH6 = {  # the book's code on these machines (issue 10): validation per epoch, test
+    ("lstm", 0): ([202.8, 160.1, 142.6, 138.7], 134.2), ("lstm", 1): (None, 135.6),
+    ("gru", 0): ([219.0, 170.8, 154.1, 153.2], 148.9), ("gru", 1): (None, 149.5),
+}
 MARK = re.compile(r"(<!-- results: (\w[\w-]*) -->\n)(.*?)(<!-- /results -->)", re.S)
 
 
@@ -103,7 +109,45 @@ def classic_section():
     return "\n".join(rows) + f"\n\nFrom `benchmarks/classic.py` ({c['date_utc']} UTC).\n"
 
 
-SECTIONS = {"cells": cells_section, "lm": lm_section, "classic": classic_section}
+def ch6_section():
+    """Chapter 6 at the book's rate of 20, beside the book's own runs."""
+    c = _load("classic.json").get("ptb_ch6", {})
+    rows = ["| cell | seed | validation perplexity, epochs 1-4 | test | the book's code: validation | test |",
+            "|---|---:|---|---:|---|---:|"]
+    for cell in ("lstm", "gru", "mgu"):
+        for r in sorted(c.get(f"{cell}@20", []), key=lambda r: r["seed"]):
+            book_v, book_t = BOOK_CH6.get((cell, r["seed"]), (None, None))
+            rows.append(f"| {cell} | {r['seed']} | {' / '.join(f'{v:.1f}' for v in r['valid_history'])} | "
+                        f"{r['test']:.1f} | {' / '.join(f'{v:.1f}' for v in book_v) if book_v else ''} | "
+                        f"{book_t if book_t else ''} |")
+    return "\n".join(rows) + "\n"
+
+
+def report_section():
+    """The sweep's report, as ``graphrnn report`` wrote it (its title dropped)."""
+    if not os.path.exists(REPORT):
+        return "(the sweep has not finished yet)\n"
+    with open(REPORT, encoding="utf-8") as f:
+        text = f.read()
+    body = text.split("\n", 1)[1].lstrip("\n") if text.startswith("# ") else text
+    return body.replace("](perplexity.png)", "](ptb/ch6/perplexity.png)").rstrip("\n") + "\n"
+
+
+def cpu_section():
+    c = _load("classic.json").get("ptb_cpu")
+    if not c:
+        return "(not run yet)\n"
+    cfg = c["config"]
+    hist = " / ".join(f"{v:.1f}" for v in c["valid_history"])
+    return (f"`--preset cpu --cell {c['cell']}` ({cfg['wordvec']}/{cfg['hidden']}, {cfg['layers']} layers, "
+            f"dropout {cfg['dropout']:g}, tied): validation perplexity {c['valid_perplexity']:.1f} "
+            f"(best of {c['epochs']} epochs), **test {c['test_perplexity']:.1f}**; rate {c['lr']:g} "
+            f"ending at {c['final_lr']:g}; {c['seconds_per_epoch']:.0f} s per epoch of training on a "
+            f"shared machine. Validation by epoch: {hist}.\n")
+
+
+SECTIONS = {"cells": cells_section, "lm": lm_section, "classic": classic_section, "ch6": ch6_section,
+            "report": report_section, "cpu": cpu_section}
 
 
 def render(text):
@@ -117,21 +161,24 @@ def render(text):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    with open(README, encoding="utf-8") as f:
-        text = f.read()
-    new = render(text)
-    if "--check" in argv:
-        if new != text:
-            print("README.md is stale: run .venv/bin/python benchmarks/readme.py")
-            return 1
-        return 0
-    if new != text:
-        tmp = README + ".tmp"
+    stale = 0
+    for path in DOCUMENTS:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        new = render(text)
+        if new == text:
+            continue
+        name = os.path.relpath(path, ROOT)
+        if "--check" in argv:
+            print(f"{name} is stale: run .venv/bin/python benchmarks/readme.py")
+            stale = 1
+            continue
+        tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(new)
-        os.replace(tmp, README)
-        print("README.md updated")
-    return 0
+        os.replace(tmp, path)
+        print(f"{name} updated")
+    return stale
 
 
 if __name__ == "__main__":
