@@ -1,0 +1,52 @@
+"""Emitters: each turns a finished ``Plan`` into loops for one kind of machine.
+
+- ``numpy_loops``: Python source over the array module in force (numpy, cupy).
+- ``numba_loops``: native per-step loops compiled with numba, cached on disk.
+- ``cuda_kernels``: the fused elementwise regions as CuPy kernel source.
+
+None of them decides what is computed or stored; they read the plan.
+"""
+from __future__ import annotations
+
+import os
+
+from . import numpy_loops
+
+ENGINES = ("numpy", "native", "auto")
+
+
+class NumpyLoops:
+    """The per-step loops as generated Python over the array module in force."""
+    name = "numpy"
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def forward(self, run, E):
+        numpy_loops.loop(self.plan, "forward")(run.xp, run.t, E)
+
+    def backward(self, run, E, need_xs, has_dhs):
+        return numpy_loops.loop(self.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
+
+
+def engine_setting(engine=None) -> str:
+    """The engine asked for: the argument, else ``$GRAPHRNN_ENGINE``, else auto."""
+    name = engine if engine is not None else (os.environ.get("GRAPHRNN_ENGINE", "").strip().lower() or "auto")
+    if name not in ENGINES:
+        from ..primitives import GraphError
+        raise GraphError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    return name
+
+
+def loops_for(plan, engine, xp, dtype, n, t):
+    """The loops a run of ``plan`` at these sizes uses (see ``gr.unroll``)."""
+    name = engine_setting(engine)
+    if name != "numpy":
+        from . import numba_runtime
+        native = numba_runtime.loops(plan, name, xp, dtype, n, t)
+        if native is not None:
+            return native
+    loops = plan.compiled.get("numpy-loops")
+    if loops is None:
+        loops = plan.compiled["numpy-loops"] = NumpyLoops(plan)
+    return loops

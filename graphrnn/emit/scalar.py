@@ -1,0 +1,89 @@
+"""Scalar expressions for native emitters: a primitive's ``native_forward`` /
+``native_backward`` text with its names bound to array elements.
+
+The texts are plain Python (``dy * y * (1 - y)``, ``1 / (1 + exp(-x))``,
+``x if x > 0 else 0``). An emitter binds each name to an element expression,
+gives every number the kernel's dtype (a float32 kernel must not compute in
+float64 because of a literal ``1``) and names the functions as its target
+does (``math.exp`` in numba, ``exp`` in CUDA C).
+"""
+from __future__ import annotations
+
+import ast
+import functools
+
+NAMES_IN_RULES = ("x", "a", "b", "y", "dy")
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(text):
+    return ast.parse(text, mode="eval")
+
+
+def names_read(text) -> set:
+    """The names an expression reads (``{"dy", "y"}``)."""
+    return {n.id for n in ast.walk(_parse(text)) if isinstance(n, ast.Name)}
+
+
+def numbers(text) -> set:
+    return {n.value for n in ast.walk(_parse(text)) if isinstance(n, ast.Constant)}
+
+
+def const_name(value) -> str:
+    """The name a kernel module gives the typed constant ``value`` (``K0_5``, ``Km1``)."""
+    s = repr(float(value)).replace("-", "m").replace(".", "_").replace("+", "p")
+    return "K" + s.replace("_0", "") if s.endswith("_0") else "K" + s
+
+
+class _Bind(ast.NodeTransformer):
+    def __init__(self, env, functions, const):
+        self.env, self.functions, self.const = env, functions, const
+
+    def visit_Name(self, node):
+        if node.id not in self.env:
+            raise KeyError(f"no binding for {node.id!r}")
+        return ast.copy_location(ast.Name(id=f"({self.env[node.id]})", ctx=ast.Load()), node)
+
+    def visit_Constant(self, node):
+        return ast.copy_location(ast.Name(id=self.const(node.value), ctx=ast.Load()), node)
+
+    def visit_Call(self, node):
+        node.args = [self.visit(a) for a in node.args]
+        name = node.func.id
+        if name not in self.functions:
+            raise KeyError(f"no native function for {name!r}")
+        node.func = ast.Name(id=self.functions[name], ctx=ast.Load())
+        return node
+
+
+def python_expr(text, env, functions, const=const_name) -> str:
+    """``text`` with names bound by ``env`` as Python (numba) source."""
+    tree = _Bind(env, functions, const).visit(ast.parse(text, mode="eval"))
+    return ast.unparse(tree)
+
+
+_C_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Gt: ">", ast.Lt: "<",
+          ast.GtE: ">=", ast.LtE: "<="}
+
+
+def c_expr(text, env, functions, const) -> str:
+    """``text`` with names bound by ``env`` as C (CUDA) source."""
+    def walk(n):
+        if isinstance(n, ast.Expression):
+            return walk(n.body)
+        if isinstance(n, ast.Name):
+            return f"({env[n.id]})"
+        if isinstance(n, ast.Constant):
+            return const(n.value)
+        if isinstance(n, ast.BinOp):
+            return f"({walk(n.left)} {_C_OPS[type(n.op)]} {walk(n.right)})"
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return f"(-{walk(n.operand)})"
+        if isinstance(n, ast.Compare) and len(n.ops) == 1:
+            return f"({walk(n.left)} {_C_OPS[type(n.ops[0])]} {walk(n.comparators[0])})"
+        if isinstance(n, ast.IfExp):
+            return f"({walk(n.test)} ? {walk(n.body)} : {walk(n.orelse)})"
+        if isinstance(n, ast.Call):
+            return f"{functions[n.func.id]}({', '.join(walk(a) for a in n.args)})"
+        raise ValueError(f"not a scalar expression: {ast.dump(n)}")
+    return walk(_parse(text))
