@@ -39,23 +39,18 @@ def engine_setting(engine=None) -> str:
 
 
 def loops_for(plan, engine, xp, dtype, n, t):
-    """The loops a run of ``plan`` at these sizes uses (see ``gr.unroll``).
-
-    A settled choice (numpy for good, or native kernels loaded) is remembered
-    per plan and size, so that a training loop pays one look-up per call."""
+    """The loops a run of ``plan`` at these sizes uses (see ``gr.unroll``),
+    chosen once per plan, engine and size: a training loop pays one look-up."""
     name = engine_setting(engine)
     key = ("loops", name, dtype, n, t)
     loops = plan.compiled.get(key)
-    if loops is not None:
-        return loops
-    settled = True
-    if name != "numpy":
-        from . import numba_runtime
-        loops, settled = numba_runtime.loops(plan, name, xp, dtype, n, t)
     if loops is None:
-        loops = plan.compiled.get("numpy-loops")
+        if name != "numpy":
+            from . import numba_runtime
+            loops = numba_runtime.loops(plan, name, xp, dtype, n, t)
         if loops is None:
-            loops = plan.compiled["numpy-loops"] = NumpyLoops(plan)
-    if settled:
+            loops = plan.compiled.get("numpy-loops")
+            if loops is None:
+                loops = plan.compiled["numpy-loops"] = NumpyLoops(plan)
         plan.compiled[key] = loops
     return loops

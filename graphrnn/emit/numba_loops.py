@@ -695,6 +695,8 @@ def _array_order(name):
 
 
 def module_source(plan, dtype):
-    """(source text, its hash) of the native loops of ``plan`` in ``dtype``."""
-    text = ModuleText(plan, dtype).source()
-    return text, hashlib.sha256(text.encode()).hexdigest()[:20]
+    """(source text, its hash, driver -> the kernels it calls) of the native
+    loops of ``plan`` in ``dtype``."""
+    module = ModuleText(plan, dtype)
+    text = module.source()
+    return text, hashlib.sha256(text.encode()).hexdigest()[:20], module.driver_kernels

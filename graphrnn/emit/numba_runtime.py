@@ -14,31 +14,40 @@ a cold cache included. So ``engine="auto"``:
   (``choose_form``): at small sizes every numpy call is overhead and one
   native kernel wins by 10x; at large ones the matmuls dominate and numpy's
   vectorised ``exp``/``tanh`` beat numba's scalar ones (no SVML here);
-- loads kernels that are already in the disk cache (a fraction of a second,
-  in a background thread) and switches once they are loaded;
-- otherwise keeps running the numpy loops and, once the plan has proved hot
-  (``HOT_CALLS`` runs), compiles its kernels in a separate process, so the
-  compile takes neither the GIL nor the main thread. The next run, or this
-  one once the build is done, loads them from the cache.
+- runs the numpy loops first, timing them. Once a plan has spent
+  ``BUILD_AFTER_S`` seconds there, a separate process at idle priority
+  compiles its kernels into the disk cache: it takes neither the GIL nor
+  CPU time a busy machine would give this run.
+- Once the plan has spent ``LOAD_AFTER_S`` seconds in the numpy loops, kernels
+  in the cache are loaded (in a thread) and the runs switch to them. The
+  first load in a process costs about half a second of numba start-up, so a
+  run pays it only after it has spent twice that in loops native code would
+  have run several times faster; later loads cost milliseconds.
 
 ``engine="native"`` compiles in the foreground when it must (tests, benchmarks).
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import numpy as np
 
 from . import numba_loops, numpy_loops
 
-HOT_CALLS = 30          # runs of one plan before auto builds its kernels in the background
+BUILD_AFTER_S = 0.5     # seconds a plan runs on the numpy loops before auto builds its kernels
+LOAD_AFTER_S = 1.0      # ... before the process's first load from the cache (numba's start-up)
+LOAD_AGAIN_AFTER_S = 0.02  # ... before a later load (numba already running)
+_loaded_any = []
 _BUILDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build_kernels.py")
 
+log = logging.getLogger("graphrnn.native")
 _warned = set()
 _numba_ok = None
 
@@ -70,23 +79,40 @@ def _warn_once(key, message):
 
 # --------------------------------------------------------------------------- choosing
 
-# Measured with benchmarks/native_threshold.py (float32, one core): per
-# forward+backward, the fused native loops against the numpy loops over
-# N x H for the built-in cells. Native wins while a step's elementwise work is
-# small; past FUSED_MAX_ROWS_H (N*H) its plain matmul loops fall behind BLAS,
-# and past STAGED_MAX_ROWS_H its scalar exp/tanh fall behind numpy's SIMD ones.
-FUSED_MAX_WORK = 40_000      # N * (matmul columns summed over the step's matmuls) * input width
-STAGED_MAX_ELEMS = 0         # the staged form never won where fused did not: off
+# Measured with benchmarks/native_threshold.py (benchmarks/results/native_threshold.md:
+# float32, one BLAS thread, T=16, forward + backward, interleaved with the numpy
+# loops). The fused loops win 2-5x while a step's matmuls are small (their plain
+# loops against BLAS) and lose past about 20,000 multiply-adds per step; the
+# staged loops win where the numpy loops' per-call cost still exceeds what
+# numba's scalar exp/tanh lose to numpy's vectorised ones (no SVML here):
+# about 250 transcendental entries per step for every elementwise op they save.
+FUSED_MAX_MACS = 20_000
+STAGED_TRANSCENDENTALS_PER_OP = 250
+
+
+def step_costs(plan):
+    """Per batch row and step: (matmul multiply-adds, transcendental entries,
+    elementwise ops the numpy loops call)."""
+    macs = sum(plan.width[plan.info[m][1][0]] * plan.width[m] for what, m in plan.stages if what == "matmul")
+    trans = ops = 0
+    for n in plan.recurrent_ops:
+        op = plan.info[n][0]
+        if op.native_form() == "elementwise":
+            ops += 1
+            if "(" in op.native_forward:  # calls exp or tanh
+                trans += plan.width[n]
+    return macs, trans, ops
 
 
 def choose_form(plan, n, t):
     """``"fused"``, ``"staged"`` or None (numpy) for a run of this size."""
-    work = n * sum(plan.width[plan.info[m][1][0]] * plan.width[m]
-                   for what, m in plan.stages if what == "matmul")
-    if work <= FUSED_MAX_WORK:
+    costs = plan.compiled.get("native-costs")
+    if costs is None:
+        costs = plan.compiled["native-costs"] = step_costs(plan)
+    macs, trans, ops = costs
+    if n * macs <= FUSED_MAX_MACS:
         return "fused"
-    elems = n * sum(plan.width[m] for m in plan.recurrent_ops)
-    if elems <= STAGED_MAX_ELEMS:
+    if n * trans <= STAGED_TRANSCENDENTALS_PER_OP * ops:
         return "staged"
     return None
 
@@ -98,7 +124,7 @@ class Kernels:
 
     def __init__(self, plan, dtype):
         self.plan, self.dtype = plan, np.dtype(dtype)
-        self.text, self.hash = numba_loops.module_source(plan, dtype)
+        self.text, self.hash, self.kernel_names = numba_loops.module_source(plan, dtype)
         self.path = os.path.join(cache_dir(), f"{self.hash}.py")
         self.module = None
         self.ready = set()       # drivers whose kernels are compiled and loaded
@@ -106,7 +132,7 @@ class Kernels:
         self.building, self.failed = set(), set()
         self.loading = None      # a background thread loading from the cache
         self.build = None        # a background process compiling into the cache
-        self.calls = 0
+        self.loop_seconds = 0.0  # time runs of this plan spent in the numpy loops
         self.lock = threading.Lock()
 
     def write(self):
@@ -147,6 +173,7 @@ class Kernels:
                 getattr(mod, k).compile(sig)
         with self.lock:
             self.ready |= set(drivers)
+        _loaded_any.append(True)
 
     def cached(self, drivers) -> bool:
         """Are these drivers' kernels in numba's disk cache (an index file each)?"""
@@ -158,7 +185,7 @@ class Kernels:
         except OSError:
             return False
         stem = os.path.splitext(os.path.basename(self.path))[0]
-        kernels = {k for d in drivers for k in _kernel_names(self.text, d)}
+        kernels = {k for d in drivers for k in self.kernel_names[d]}
         return all(any(n.startswith(f"{stem}.{k}-") and n.endswith(".nbi") for n in names) for k in kernels)
 
     def load_in_background(self, drivers):
@@ -167,10 +194,14 @@ class Kernels:
             self.loading.start()
 
     def _quiet_compile(self, drivers):
+        t0 = time.perf_counter()
         try:
             self.compile(drivers)
-        except Exception:  # noqa: BLE001 - a failed load leaves the numpy loops in place
-            pass
+        except Exception as exc:  # noqa: BLE001 - a failed load leaves the numpy loops in place
+            log.warning("cell %r: loading native kernels failed: %s", self.plan.cell.name, exc)
+            return
+        log.info("cell %r: native %s loaded in %.2f s", self.plan.cell.name, ", ".join(drivers),
+                 time.perf_counter() - t0)
 
     def build_in_background(self, drivers):
         """Compile into the disk cache in another process (no GIL shared)."""
@@ -178,14 +209,12 @@ class Kernels:
             return
         self.write()
         self.building = set(drivers)
-        kernels = sorted({k for d in drivers for k in _kernel_names(self.text, d)})
+        kernels = sorted({k for d in drivers for k in self.kernel_names[d]})
+        log.info("cell %r: building native %s in the background (%s)", self.plan.cell.name,
+                 ", ".join(drivers), self.path)
         self.build = subprocess.Popen([sys.executable, _BUILDER, self.path, *kernels],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _kernel_names(text, driver):
-    line = next(ln for ln in text.splitlines() if ln.startswith("KERNELS = "))
-    return eval(line[len("KERNELS = "):], {})[driver]
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      stdin=subprocess.DEVNULL)
 
 
 def backward_driver(form, need_xs, has_dhs):
@@ -223,20 +252,45 @@ class NativeLoops:
         return fn(run.t, run.n, E, run.hv, run.sv)
 
 
-class PendingLoops:
-    """The numpy loops, for auto while a plan's kernels are not ready; it notes
-    which backward each run asks for, so that the build compiles those too."""
+class AutoLoops:
+    """engine="auto" for one plan, size class and dtype: the numpy loops, timed,
+    until the native kernels are ready, then those. Each run asks once, at its
+    forward; a run's backward uses native kernels where they are ready (both
+    engines use the same buffers, so a run may mix them)."""
     name = "numpy"
 
     def __init__(self, kernels, form):
         self.kernels, self.form = kernels, form
+        self.native = None
+        self._forward_driver = f"forward_{form}"
 
     def forward(self, run, E):
+        native = self.native
+        if native is None:
+            native = self._poll()
+        if native is not None:
+            run.engine = "native"
+            return native.forward(run, E)
+        t0 = time.perf_counter()
         numpy_loops.loop(self.kernels.plan, "forward")(run.xp, run.t, E)
+        self.kernels.loop_seconds += time.perf_counter() - t0
 
     def backward(self, run, E, need_xs, has_dhs):
+        if self.native is not None:
+            return self.native.backward(run, E, need_xs, has_dhs)
         self.kernels.wanted.add(backward_driver(self.form, need_xs, has_dhs))
-        return numpy_loops.loop(self.kernels.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
+        t0 = time.perf_counter()
+        carries = numpy_loops.loop(self.kernels.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
+        self.kernels.loop_seconds += time.perf_counter() - t0
+        return carries
+
+    def _poll(self):
+        kernels = self.kernels
+        if self._forward_driver in kernels.ready:
+            self.native = _native(kernels, self.form, False)
+            return self.native
+        _advance(kernels)
+        return None
 
 
 def _kernels(plan, dtype):
@@ -248,40 +302,36 @@ def _kernels(plan, dtype):
 
 
 def loops(plan, engine, xp, dtype, n, t):
-    """``(native loops or None for the numpy ones, settled)``; ``settled`` is
-    False while auto waits for kernels (ask again next run)."""
+    """Native loops for engine="native", ``AutoLoops`` for auto where a native
+    form pays at this size, None for the numpy loops."""
     if xp is not np or np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-        return None, True
+        return None
     if not numba_available():
         if engine == "native":
             _warn_once(("no-numba",), "graphrnn: numba is not installed; engine='native' runs the numpy "
                                       "loops (pip install numba)")
-        return None, True
+        return None
     if ("native-unsupported",) in plan.compiled:
-        return None, True
+        return None
     try:
         kernels = _kernels(plan, dtype)
     except numba_loops.NotNative as exc:
         plan.compiled[("native-unsupported",)] = str(exc)
         _warn_once(("not-native", id(plan)), f"graphrnn: cell {plan.cell.name!r} runs on the numpy loops: {exc}")
-        return None, True
+        return None
     if engine == "native":
         form = choose_form(plan, n, t) or "staged"
         if f"forward_{form}" not in kernels.ready:
             kernels.compile([f"forward_{form}"])
-        return _native(kernels, form, True), True
+        return _native(kernels, form, True)
     form = choose_form(plan, n, t)
     if form is None:
-        return None, True
+        return None
     kernels.wanted.add(f"forward_{form}")
-    if f"forward_{form}" in kernels.ready:
-        return _native(kernels, form, False), True
-    kernels.calls += 1
-    _advance(kernels)
-    pending = plan.compiled.get(("native-pending", kernels.dtype.name, form))
-    if pending is None:
-        pending = plan.compiled[("native-pending", kernels.dtype.name, form)] = PendingLoops(kernels, form)
-    return pending, False
+    auto = plan.compiled.get(("native-auto", kernels.dtype.name, form))
+    if auto is None:
+        auto = plan.compiled[("native-auto", kernels.dtype.name, form)] = AutoLoops(kernels, form)
+    return auto
 
 
 def _advance(kernels):
@@ -297,9 +347,14 @@ def _advance(kernels):
     drivers = sorted(kernels.wanted - kernels.ready - kernels.failed)
     if not drivers:
         return
+    spent = kernels.loop_seconds
+    load_after = LOAD_AGAIN_AFTER_S if _loaded_any else LOAD_AFTER_S
+    if spent < min(load_after, BUILD_AFTER_S):
+        return  # the common case while a plan is young: no look at the disk
     if kernels.cached(drivers):
-        kernels.load_in_background(drivers)
-    elif kernels.calls >= HOT_CALLS:
+        if spent >= load_after:
+            kernels.load_in_background(drivers)
+    elif spent >= BUILD_AFTER_S:
         kernels.build_in_background(drivers)
 
 
