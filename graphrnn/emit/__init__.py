@@ -42,7 +42,7 @@ def loops_for(plan, engine, xp, dtype, n, t):
     """The loops a run of ``plan`` at these sizes uses (see ``gr.unroll``),
     chosen once per plan, engine and size: a training loop pays one look-up."""
     name = engine_setting(engine)
-    key = ("loops", name, dtype, n, t)
+    key = ("loops", name, xp, dtype, n, t)  # a backend switch must not find native loops
     loops = plan.compiled.get(key)
     if loops is None:
         if name != "numpy":
