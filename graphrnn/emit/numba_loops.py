@@ -444,6 +444,7 @@ class ModuleText:
         self.layout.consts.add(0.0)
         self.kernels = []   # _Kernel
         self.drivers = []   # lines
+        self.schedules = {}  # driver name -> (calls, reverse, flow)
         self.driver_kernels = {}  # driver name -> kernel names
         for form in FORMS:
             self._forward(form)
@@ -476,8 +477,9 @@ class ModuleText:
                 _forward_op(plan, layout, k, n, 2, False)
             if i == len(stages) - 1:
                 _state_copies(plan, layout, k, 2)
-            self.kernels.append(k)
-            calls.append(("call", k))
+            if len(k.lines) > 1:  # a region of views only has nothing to run
+                self.kernels.append(k)
+                calls.append(("call", k))
         if stages and stages[-1][0] == "matmul" or not stages:
             k = _Kernel(f"{name}_states", True)
             k.add(1, "for r in range(N):")
@@ -518,10 +520,9 @@ class ModuleText:
                     current.add(1, "for r in range(N):")
                 if step is None:
                     _carry_out(plan, grads, current, 2, layout)
-                if len(current.lines) == 1:
-                    current.add(2, "pass")
-                self.kernels.append(current)
-                calls.append(("call", current))
+                if len(current.lines) > 1:  # nothing to run between two matmuls: no kernel
+                    self.kernels.append(current)
+                    calls.append(("call", current))
                 seg += 1
                 current = None
                 if step is not None:
@@ -560,13 +561,23 @@ class ModuleText:
                 k.params.append(a)
 
     def _driver(self, name, calls, reverse, flow=None):
-        """Plain Python: gather the arrays, then one kernel call (fused) or the
-        time loop over kernels and BLAS calls (staged)."""
-        plan, layout = self.plan, self.layout
-        used = []
+        """Record a driver's schedule and write its numba text."""
         for c in calls:
             if c[0] == "call":
                 self._split(c[1])
+        self.driver_kernels[name] = [c[1].name for c in calls if c[0] == "call"]
+        self.schedules[name] = (calls, reverse, flow)
+        self.drivers.append(self.driver_lines(name, "numba"))
+
+    def driver_lines(self, name, target):
+        """Plain Python: gather the arrays, then one kernel call (fused) or the
+        time loop over kernels and BLAS calls (staged). ``target`` ``"numba"``
+        calls the kernels; ``"cuda"`` launches them (``_launch``) and uses the
+        module ``xp`` for arrays and BLAS."""
+        calls, reverse, flow = self.schedules[name]
+        used = []
+        for c in calls:
+            if c[0] == "call":
                 used += [a for a in c[1].params if a not in used]
         lines = [f"def {name}(T, N, E, HV, SV):"]
         needed = set(used)
@@ -581,7 +592,6 @@ class ModuleText:
                 needed |= {f"C{s}", f"CN{s}"}
         for a in sorted(needed, key=_array_order):
             lines.append(f"    {a} = {self._fetch(a)}")
-        self.driver_kernels[name] = [c[1].name for c in calls if c[0] == "call"]
         if fused:
             k = calls[0][1]
             ret = f"return {k.name}(T, N, {', '.join(k.params)})" if flow is not None \
@@ -590,7 +600,9 @@ class ModuleText:
         else:
             lines.append("    for t in range(T - 1, -1, -1):" if reverse else "    for t in range(T):")
             for c in calls:
-                if c[0] == "call":
+                if c[0] == "call" and target == "cuda":
+                    lines.append(f"        _launch({c[1].name!r}, t, N, {', '.join(c[1].params)})")
+                elif c[0] == "call":
                     lines.append(f"        {c[1].name}(t, N, {', '.join(c[1].params)})")
                 elif c[0] == "matmul":
                     lines.append("        " + self._matmul_text(c[1]))
@@ -601,7 +613,9 @@ class ModuleText:
                     lines.append(f"        C{s}, CN{s} = CN{s}, C{s}")
             if flow is not None:
                 lines.append(f"    return ({', '.join(f'C{s}' for s, _ in flow.carries)},)")
-        self.drivers.append(lines)
+        if target == "cuda":
+            lines = [ln.replace("np.", "xp.") for ln in lines]
+        return lines
 
     def _matmul_arrays(self, n):
         a, w = self.plan.info[n][1]
