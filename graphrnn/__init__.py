@@ -1,6 +1,6 @@
 """graphrnn: recurrent cells declared as graphs of primitives, with hand-written
 local backwards, compiled for BPTT, checked numerically and drawn with graphviz."""
-from . import cells
+from . import cells, emit
 from .backend import BackendError, get_backend, set_backend
 from .graph import Cell, CellBuilder, Value, concat, exp, matmul, relu, sigmoid, tanh
 from .plan import Plan, compile_cell

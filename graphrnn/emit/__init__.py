@@ -45,7 +45,12 @@ def loops_for(plan, engine, xp, dtype, n, t):
     key = ("loops", name, xp, dtype, n, t)  # a backend switch must not find native loops
     loops = plan.compiled.get(key)
     if loops is None:
-        if name != "numpy":
+        if name == "native" and getattr(xp, "__name__", "") == "cupy":
+            # the fused regions as CUDA kernels; asked for by name only until
+            # they have run on a GPU (see cuda_kernels)
+            from .cuda_kernels import CudaLoops
+            loops = CudaLoops(plan, dtype)
+        elif name != "numpy":
             from . import numba_runtime
             loops = numba_runtime.loops(plan, name, xp, dtype, n, t)
         if loops is None:
@@ -54,3 +59,21 @@ def loops_for(plan, engine, xp, dtype, n, t):
                 loops = plan.compiled["numpy-loops"] = NumpyLoops(plan)
         plan.compiled[key] = loops
     return loops
+
+
+def warm(cell, n, t, dtype, need_xs=True, has_dhs=True, fuse=True):
+    """Compile now the native kernels engine="auto" would use for runs of
+    ``cell`` at batch ``n``, ``t`` steps and ``dtype``, so that such runs use
+    them from the first call (benchmarks: no compile inside a timing). Does
+    nothing where auto keeps the numpy loops. Returns the engine such runs get."""
+    import numpy
+
+    from ..plan import compile_cell
+    plan = compile_cell(cell, fuse)
+    loops = loops_for(plan, "auto", numpy, numpy.dtype(dtype), n, t)
+    kernels = getattr(loops, "kernels", None)
+    if kernels is None:
+        return "numpy"
+    from . import numba_runtime
+    kernels.compile([f"forward_{loops.form}", numba_runtime.backward_driver(loops.form, need_xs, has_dhs)])
+    return "native"
