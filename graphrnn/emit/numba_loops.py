@@ -218,16 +218,23 @@ def _copy(k, dst, src, width, ind):
     k.add(ind + 1, f"{dst.at('j')} = {src.at('j')}")
 
 
+def _vector_matrix(k, out, n_out, x, n_in, matrix, ind):
+    """out[r, :] = x[r, :] @ M, as rows of M scaled and added: the inner loop
+    runs along a contiguous row, so it vectorises without reordering sums.
+    ``x(i)`` and ``matrix(i, j)`` are element expressions."""
+    k.add(ind, f"for j in range({n_out}):")
+    k.add(ind + 1, f"{out.at('j')} = K0")
+    k.add(ind, f"for i in range({n_in}):")
+    k.add(ind + 1, f"s = {x('i')}")
+    k.add(ind + 1, f"for j in range({n_out}):")
+    k.add(ind + 2, f"{out.at('j')} += s * {matrix('i', 'j')}")
+
+
 def _matmul_row(k, a, w_loc, out, kdim, m, ind):
-    """out[r, :] = a[r, :] @ W (a plain loop, contiguous in W's rows)."""
+    """out[r, :] = a[r, :] @ W."""
     for loc in (a, w_loc, out):
         k.use(loc)
-    k.add(ind, f"for j in range({m}):")
-    k.add(ind + 1, f"{out.at('j')} = K0")
-    k.add(ind, f"for q in range({kdim}):")
-    k.add(ind + 1, f"s = {a.at('q')}")
-    k.add(ind + 1, f"for j in range({m}):")
-    k.add(ind + 2, f"{out.at('j')} += s * {w_loc.at('j', row='q')}")
+    _vector_matrix(k, out, m, a.at, kdim, lambda i, j: w_loc.at(j, row=i), ind)
 
 
 def _forward_op(plan, layout, k, n, ind, fused):
@@ -413,12 +420,7 @@ def _matmul_back_row(plan, layout, grads, k, m, ind):
     r = k.use(layout._loc(f"R{m}", "row", ("scratch", kdim), kdim))
     g = k.use(grads.loc(m))
     k.use(wt)
-    k.add(ind, f"for q in range({kdim}):")
-    k.add(ind + 1, f"{r.at('q')} = K0")
-    k.add(ind, f"for j in range({w}):")
-    k.add(ind + 1, f"d = {g.at('j')}")
-    k.add(ind + 1, f"for q in range({kdim}):")
-    k.add(ind + 2, f"{r.at('q')} += d * {wt.array}[{wl.off} + j, q]")
+    _vector_matrix(k, r, kdim, g.at, w, lambda i, j: f"{wt.array}[{wl.off} + {i}, {j}]", ind)
 
 
 def _carry_out(plan, grads, k, ind, layout):

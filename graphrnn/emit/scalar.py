@@ -5,7 +5,7 @@ The texts are plain Python (``dy * y * (1 - y)``, ``1 / (1 + exp(-x))``,
 ``x if x > 0 else 0``). An emitter binds each name to an element expression,
 gives every number the kernel's dtype (a float32 kernel must not compute in
 float64 because of a literal ``1``) and names the functions as its target
-does (``math.exp`` in numba, ``exp`` in CUDA C).
+does (``math.exp`` in numba; the CUDA emitter translates the numba kernels).
 """
 from __future__ import annotations
 
@@ -60,30 +60,3 @@ def python_expr(text, env, functions, const=const_name) -> str:
     """``text`` with names bound by ``env`` as Python (numba) source."""
     tree = _Bind(env, functions, const).visit(ast.parse(text, mode="eval"))
     return ast.unparse(tree)
-
-
-_C_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Gt: ">", ast.Lt: "<",
-          ast.GtE: ">=", ast.LtE: "<="}
-
-
-def c_expr(text, env, functions, const) -> str:
-    """``text`` with names bound by ``env`` as C (CUDA) source."""
-    def walk(n):
-        if isinstance(n, ast.Expression):
-            return walk(n.body)
-        if isinstance(n, ast.Name):
-            return f"({env[n.id]})"
-        if isinstance(n, ast.Constant):
-            return const(n.value)
-        if isinstance(n, ast.BinOp):
-            return f"({walk(n.left)} {_C_OPS[type(n.op)]} {walk(n.right)})"
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
-            return f"(-{walk(n.operand)})"
-        if isinstance(n, ast.Compare) and len(n.ops) == 1:
-            return f"({walk(n.left)} {_C_OPS[type(n.ops[0])]} {walk(n.comparators[0])})"
-        if isinstance(n, ast.IfExp):
-            return f"({walk(n.test)} ? {walk(n.body)} : {walk(n.orelse)})"
-        if isinstance(n, ast.Call):
-            return f"{functions[n.func.id]}({', '.join(walk(a) for a in n.args)})"
-        raise ValueError(f"not a scalar expression: {ast.dump(n)}")
-    return walk(_parse(text))
