@@ -37,9 +37,12 @@ def _host(x, where):
     return x  # Python and numpy scalars, None, slices, dtypes
 
 
-def _wrap(r):
+def _wrap(r, owner=None):
     if isinstance(r, np.ndarray):
-        return FakeArray(r)
+        # a view keeps its base alive, as CuPy's views do: graphrnn's workspace
+        # counts references to decide whether a buffer is still in use
+        base = owner if owner is not None and np.may_share_memory(r, owner._a) else None
+        return FakeArray(r, base)
     if isinstance(r, tuple):
         return tuple(_wrap(v) for v in r)
     if isinstance(r, np.generic):  # CuPy reductions give 0-d device arrays, not host scalars
@@ -61,8 +64,9 @@ class FakeArray:
     __array_ufunc__ = None  # numpy's binary operators defer to ours, which refuse host arrays
     __array_priority__ = 1000
 
-    def __init__(self, a):
+    def __init__(self, a, base=None):
         self._a = a
+        self._base = base
 
     # -- no implicit conversion --------------------------------------------------
     def __array__(self, *args, **kwargs):
@@ -92,7 +96,7 @@ class FakeArray:
         return len(self._a)
 
     def __iter__(self):
-        return (FakeArray(v) if isinstance(v, np.ndarray) else _wrap(v) for v in self._a)
+        return (_wrap(v, self) for v in self._a)
 
     def __repr__(self):
         return f"fakedevice.array({self._a!r})"
@@ -106,12 +110,12 @@ class FakeArray:
     itemsize = property(lambda self: self._a.itemsize)
     strides = property(lambda self: self._a.strides)
     flags = property(lambda self: self._a.flags)
-    T = property(lambda self: FakeArray(self._a.T))
-    base = property(lambda self: None if self._a.base is None else FakeArray(self._a.base))
+    T = property(lambda self: FakeArray(self._a.T, self))
+    base = property(lambda self: self._base)
 
     # -- indexing --------------------------------------------------------------------
     def __getitem__(self, key):
-        return _wrap(self._a[_index(key)])
+        return _wrap(self._a[_index(key)], self)
 
     def __setitem__(self, key, value):
         self._a[_index(key)] = _host(value, "a[...] = value")
@@ -136,7 +140,7 @@ def _method(name):
         args = [_host(a, f"ndarray.{name}") for a in args]
         kwargs = {k: (v._a if isinstance(v, FakeArray) else _host(v, f"ndarray.{name}"))
                   for k, v in kwargs.items()}
-        return _wrap(getattr(self._a, name)(*args, **kwargs))
+        return _wrap(getattr(self._a, name)(*args, **kwargs), self)
     method.__name__ = name
     return method
 
@@ -177,11 +181,16 @@ def _function(name, host_ok=False):
         out = kwargs.get("out")
         if out is not None and not isinstance(out, FakeArray):
             raise MixedArraysError(f"{name}: out= must be a device array, got {type(out).__name__}")
+        raw = args
         args = [(a if host_ok else _host(a, name)) if not isinstance(a, FakeArray) else a._a for a in args]
         kwargs = {k: (v._a if isinstance(v, FakeArray) else v if host_ok else _host(v, name))
                   for k, v in kwargs.items()}
         r = fn(*args, **kwargs)
-        return out if out is not None else _wrap(r)
+        if out is not None:
+            return out
+        owner = next((a for a in raw if isinstance(a, FakeArray) and isinstance(r, np.ndarray)
+                      and np.may_share_memory(r, a._a)), None)
+        return _wrap(r, owner)
     call.__name__ = name
     return call
 

@@ -110,8 +110,7 @@ def test_the_trainer_runs_each_classic_task_on_the_device_as_on_the_host(task, t
             assert dev[k] == pytest.approx(v, rel=1e-9), k
 
 
-TINY_LM = {"preset": "ch6", "wordvec": 16, "hidden": 16, "batch": 4, "steps": 5, "epochs": 1,
-           "eval_batch": 4, "dtype": "float64", "log_every": 50}
+TINY_LM = {"preset": "ch6", "wordvec": 16, "hidden": 16, "epochs": 1, "dtype": "float64", "log_every": 5}
 
 
 def test_the_ptb_model_trains_evaluates_and_samples_on_the_device(ptb_slice, tmp_path):
