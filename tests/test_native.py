@@ -302,3 +302,20 @@ def test_a_process_that_cannot_import_numba_imports_and_runs_graphrnn():
                          env=dict(os.environ, GRAPHRNN_ENGINE="auto"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["numpy", "(3,", "9)"]
+
+
+@needs_numba
+def test_one_build_per_module_when_several_processes_want_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
+    kernels = numba_runtime.Kernels(gr.compile_cell(gr.cells.rnn(2, 3)), np.float64)
+    kernels.write()
+    lock = kernels.path + ".building"
+    open(lock, "w").close()  # another process is building this module
+    kernels.build_in_background(["forward_fused"])
+    assert kernels.build is None and os.path.exists(lock)
+    os.utime(lock, (0, 0))  # ... or was, and died long ago
+    kernels.build_in_background(["forward_fused"])
+    assert kernels.build is None and not os.path.exists(lock)
+    kernels.build_in_background(["forward_fused"])
+    assert kernels.build is not None and kernels.build.wait() == 0
+    assert not os.path.exists(lock) and kernels.cached(["forward_fused"])

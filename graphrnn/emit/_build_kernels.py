@@ -1,6 +1,6 @@
 """Compile kernels of a generated native module into numba's disk cache.
 
-Run as a script (``python _build_kernels.py MODULE.py KERNEL...``), not as part
+Run as a script (``python _build_kernels.py MODULE.py LOCK KERNEL...``), not as part
 of the package: a build process imports numba and the module, nothing else,
 and leaves its results in the cache for the process that started it.
 """
@@ -21,8 +21,18 @@ def _idle_priority():
             pass
 
 
-def main(path, kernels):
+def main(path, lock, kernels):
     _idle_priority()
+    try:
+        compile_kernels(path, kernels)
+    finally:
+        try:
+            os.unlink(lock)
+        except OSError:
+            pass
+
+
+def compile_kernels(path, kernels):
     import numba
     name = "graphrnn_native_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -35,4 +45,4 @@ def main(path, kernels):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

@@ -45,6 +45,7 @@ BUILD_AFTER_S = 0.5     # seconds a plan runs on the numpy loops before auto bui
 LOAD_AFTER_S = 1.0      # ... before the process's first load from the cache (numba's start-up)
 LOAD_AGAIN_AFTER_S = 0.02  # ... before a later load (numba already running)
 _loaded_any = []
+STALE_BUILD_S = 600     # a build lock older than this was left by a build that died
 _BUILDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build_kernels.py")
 
 log = logging.getLogger("graphrnn.native")
@@ -204,15 +205,29 @@ class Kernels:
                  time.perf_counter() - t0)
 
     def build_in_background(self, drivers):
-        """Compile into the disk cache in another process (no GIL shared)."""
+        """Compile into the disk cache in another process (no GIL shared), unless
+        another process is building this module already (workers of a sweep
+        all reach the same plan): then its result is loaded when it is there."""
         if self.build is not None:
             return
         self.write()
+        lock = self.path + ".building"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                if time.time() - os.path.getmtime(lock) < STALE_BUILD_S:
+                    return
+                os.unlink(lock)  # left by a build that died
+            except OSError:
+                pass
+            return
+        os.close(fd)
         self.building = set(drivers)
         kernels = sorted({k for d in drivers for k in self.kernel_names[d]})
         log.info("cell %r: building native %s in the background (%s)", self.plan.cell.name,
                  ", ".join(drivers), self.path)
-        self.build = subprocess.Popen([sys.executable, _BUILDER, self.path, *kernels],
+        self.build = subprocess.Popen([sys.executable, _BUILDER, self.path, lock, *kernels],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       stdin=subprocess.DEVNULL)
 
