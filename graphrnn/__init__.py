@@ -12,6 +12,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendError", "Cell", "CellBuilder", "GraphError", "Grads", "PRIMITIVES", "Plan",
-    "Recurrent", "Run", "Value", "cells", "compile_cell", "concat", "exp", "get_backend",
+    "Recurrent", "Run", "Value", "cells", "compile_cell", "concat", "emit", "exp", "get_backend",
     "matmul", "relu", "render", "set_backend", "sigmoid", "tanh", "unroll", "unroll_naive",
 ]

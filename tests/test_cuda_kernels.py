@@ -5,7 +5,6 @@ drivers over numpy, compute what the numpy loops compute. What this cannot
 show: behaviour with many threads per block on a real GPU, and speed."""
 import ctypes
 import hashlib
-import os
 import shutil
 import subprocess
 

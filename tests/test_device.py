@@ -127,7 +127,7 @@ def test_the_ptb_model_trains_evaluates_and_samples_on_the_device(ptb_slice, tmp
             texts[where] = list(model.generate([1, 2], 6, seed=0))
         results[where] = ([json.loads(ln)["loss"] for ln in open(tmp_path / where / "metrics.jsonl")
                            if "loss" in json.loads(ln)], json.load(open(tmp_path / where / "metrics.json")))
-    (host_losses, host), (dev_losses, dev) = results["host"], results["device"]
+    (host_losses, _), (dev_losses, dev) = results["host"], results["device"]
     # The same steps: equal losses while rounding has not yet grown (scatter-adds
     # sum in another order on the device; SGD at lr 20 amplifies that within a
     # few hundred steps, so later values are compared only for sense).

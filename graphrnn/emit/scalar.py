@@ -12,9 +12,6 @@ from __future__ import annotations
 import ast
 import functools
 
-NAMES_IN_RULES = ("x", "a", "b", "y", "dy")
-
-
 @functools.lru_cache(maxsize=None)
 def _parse(text):
     return ast.parse(text, mode="eval")
