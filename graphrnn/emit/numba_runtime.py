@@ -83,11 +83,13 @@ def _warn_once(key, message):
 # Measured with benchmarks/native_threshold.py (benchmarks/results/native_threshold.md:
 # float32, one BLAS thread, T=16, forward + backward, interleaved with the numpy
 # loops). The fused loops win 2-5x while a step's matmuls are small (their plain
-# loops against BLAS) and lose past about 20,000 multiply-adds per step; the
-# staged loops win where the numpy loops' per-call cost still exceeds what
-# numba's scalar exp/tanh lose to numpy's vectorised ones (no SVML here):
-# about 250 transcendental entries per step for every elementwise op they save.
+# loops against BLAS) and lose past about 20,000 multiply-adds per step, or
+# with more than 16 rows (rnn at N=32, H=16: 0.95x); the staged loops win
+# where the numpy loops' per-call cost still exceeds what numba's scalar
+# exp/tanh lose to numpy's vectorised ones (no SVML here): about 250
+# transcendental entries per step for every elementwise op they save.
 FUSED_MAX_MACS = 20_000
+FUSED_MAX_ROWS = 16
 STAGED_TRANSCENDENTALS_PER_OP = 250
 
 
@@ -111,7 +113,7 @@ def choose_form(plan, n, t):
     if costs is None:
         costs = plan.compiled["native-costs"] = step_costs(plan)
     macs, trans, ops = costs
-    if n * macs <= FUSED_MAX_MACS:
+    if n <= FUSED_MAX_ROWS and n * macs <= FUSED_MAX_MACS:
         return "fused"
     if n * trans <= STAGED_TRANSCENDENTALS_PER_OP * ops:
         return "staged"
