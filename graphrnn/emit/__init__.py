@@ -72,8 +72,8 @@ def warm(cell, n, t, dtype, need_xs=True, has_dhs=True, fuse=True):
     plan = compile_cell(cell, fuse)
     loops = loops_for(plan, "auto", numpy, numpy.dtype(dtype), n, t)
     kernels = getattr(loops, "kernels", None)
-    if kernels is None:
-        return "numpy"
     from . import numba_runtime
+    if kernels is None or not numba_runtime._generates(kernels):
+        return "numpy"
     kernels.compile([f"forward_{loops.form}", numba_runtime.backward_driver(loops.form, need_xs, has_dhs)])
     return "native"

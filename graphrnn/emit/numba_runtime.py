@@ -11,8 +11,8 @@ Compiling must never make a run slower than the numpy loops would have been,
 a cold cache included. So ``engine="auto"``:
 
 - uses native loops only for sizes where they were measured faster
-  (``choose_form``): at small sizes every numpy call is overhead and one
-  native kernel wins by 10x; at large ones the matmuls dominate and numpy's
+  (``choose_form``): at small sizes every numpy call is overhead and the
+  native loops win 2-5x; at large ones the matmuls dominate and numpy's
   vectorised ``exp``/``tanh`` beat numba's scalar ones (no SVML here);
 - runs the numpy loops first, timing them. Once a plan has spent
   ``BUILD_AFTER_S`` seconds there, a separate process at idle priority
@@ -20,9 +20,9 @@ a cold cache included. So ``engine="auto"``:
   CPU time a busy machine would give this run.
 - Once the plan has spent ``LOAD_AFTER_S`` seconds in the numpy loops, kernels
   in the cache are loaded (in a thread) and the runs switch to them. The
-  first load in a process costs about half a second of numba start-up, so a
-  run pays it only after it has spent twice that in loops native code would
-  have run several times faster; later loads cost milliseconds.
+  first load in a process costs 0.5-0.9 s of numba start-up (measured), so a
+  run pays it only once it has spent about that long in loops that native
+  code runs 2-5x faster; later loads cost milliseconds.
 
 ``engine="native"`` compiles in the foreground when it must (tests, benchmarks).
 """
@@ -127,8 +127,7 @@ class Kernels:
 
     def __init__(self, plan, dtype):
         self.plan, self.dtype = plan, np.dtype(dtype)
-        self.text, self.hash, self.kernel_names = numba_loops.module_source(plan, dtype)
-        self.path = os.path.join(cache_dir(), f"{self.hash}.py")
+        self._source = None
         self.module = None
         self.ready = set()       # drivers whose kernels are compiled and loaded
         self.wanted = set()      # drivers runs have asked for (what a build compiles)
@@ -137,6 +136,19 @@ class Kernels:
         self.build = None        # a background process compiling into the cache
         self.loop_seconds = 0.0  # time runs of this plan spent in the numpy loops
         self.lock = threading.Lock()
+
+    def _generated(self):
+        # made on first need: 15-25 ms a plan, which a short run under auto,
+        # never needing native code, should not pay
+        if self._source is None:
+            text, digest, names = numba_loops.module_source(self.plan, self.dtype)
+            self._source = (text, digest, names, os.path.join(cache_dir(), f"{digest}.py"))
+        return self._source
+
+    text = property(lambda self: self._generated()[0])
+    hash = property(lambda self: self._generated()[1])
+    kernel_names = property(lambda self: self._generated()[2])
+    path = property(lambda self: self._generated()[3])
 
     def write(self):
         """Write the module file once; never touch an existing one (numba's cache
@@ -330,11 +342,8 @@ def loops(plan, engine, xp, dtype, n, t):
         return None
     if ("native-unsupported",) in plan.compiled:
         return None
-    try:
-        kernels = _kernels(plan, dtype)
-    except numba_loops.NotNative as exc:
-        plan.compiled[("native-unsupported",)] = str(exc)
-        _warn_once(("not-native", id(plan)), f"graphrnn: cell {plan.cell.name!r} runs on the numpy loops: {exc}")
+    kernels = _kernels(plan, dtype)
+    if engine == "native" and not _generates(kernels):
         return None
     if engine == "native":
         form = choose_form(plan, n, t) or "staged"
@@ -349,6 +358,20 @@ def loops(plan, engine, xp, dtype, n, t):
     if auto is None:
         auto = plan.compiled[("native-auto", kernels.dtype.name, form)] = AutoLoops(kernels, form)
     return auto
+
+
+def _generates(kernels):
+    """Can this plan be emitted natively? Says once where it cannot."""
+    plan = kernels.plan
+    if ("native-unsupported",) in plan.compiled:
+        return False
+    try:
+        kernels.path
+    except numba_loops.NotNative as exc:
+        plan.compiled[("native-unsupported",)] = str(exc)
+        _warn_once(("not-native", id(plan)), f"graphrnn: cell {plan.cell.name!r} runs on the numpy loops: {exc}")
+        return False
+    return True
 
 
 def _advance(kernels):
@@ -368,6 +391,9 @@ def _advance(kernels):
     load_after = LOAD_AGAIN_AFTER_S if _loaded_any else LOAD_AFTER_S
     if spent < min(load_after, BUILD_AFTER_S):
         return  # the common case while a plan is young: no look at the disk
+    if not _generates(kernels):
+        kernels.failed |= set(drivers)
+        return
     if kernels.cached(drivers):
         if spent >= load_after:
             kernels.load_in_background(drivers)
