@@ -29,8 +29,8 @@ none of them tests for a type or a name:
   and ``native_backward``, one scalar expression per input over ``dy``, the
   inputs and ``y``), ``"matmul"``, ``"window"`` or ``"join"``; None where the
   primitive has none (the cell then runs on the numpy loops). The
-  expressions are plain Python over ``exp``, ``tanh``, ``max`` and ``x if c
-  else z``, so that one text serves numba and CUDA alike; a subclass that
+  expressions are plain Python over ``exp``, ``tanh`` and ``x if c else z``,
+  so that one text serves numba and CUDA alike; a subclass that
   changes ``forward`` or ``backward`` without restating them has none.
 """
 from __future__ import annotations

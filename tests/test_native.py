@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -221,8 +222,11 @@ def test_graphrnn_engine_variable_forces_either_engine(monkeypatch):
 def test_auto_runs_numpy_while_a_hot_plan_builds_in_another_process_then_switches(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(numba_runtime, "BUILD_AFTER_S", 0.0)
+    monkeypatch.setattr(numba_runtime, "BUILD_AT_EXIT_S", 0.0)
     monkeypatch.setattr(numba_runtime, "LOAD_AFTER_S", 0.0)
     monkeypatch.setattr(numba_runtime, "LOAD_AGAIN_AFTER_S", 0.0)
+    monkeypatch.setattr(numba_runtime, "HISTORY_AFTER_S", 0.0)
+    monkeypatch.setattr(numba_runtime, "CHECK_EVERY_S", 0.0)
     cell = gr.cells.mgu(2, 5)  # a plan of its own: no kernels loaded in this process yet
     params, xs, _ = _random_inputs(cell, np.random.default_rng(2), n=1, t=6)
     dhs = np.ones((1, 6, 5))
@@ -319,3 +323,65 @@ def test_one_build_per_module_when_several_processes_want_it(tmp_path, monkeypat
     kernels.build_in_background(["forward_fused"])
     assert kernels.build is not None and kernels.build.wait() == 0
     assert not os.path.exists(lock) and kernels.cached(["forward_fused"])
+
+
+@needs_numba
+def test_a_first_load_happens_only_where_the_last_process_ran_long_enough_to_repay_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(numba_runtime, "_loaded_any", [])  # numba not started in this process
+    kernels = numba_runtime.Kernels(gr.compile_cell(gr.cells.rnn(2, 7)), np.float64)
+    kernels.write()
+    assert not numba_runtime._load_pays(kernels, "fused", 0.1)  # no history: wait LOAD_AFTER_S
+    assert numba_runtime._load_pays(kernels, "fused", numba_runtime.LOAD_AFTER_S)
+    long_run = 10 * numba_runtime.FIRST_LOAD_S
+    for runs, per_run, pays in ((10_000, long_run / 10_000, True), (10_000, 0.1 / 10_000, False)):
+        kernels.history = None
+        with open(kernels.path[:-3] + ".history.json", "w") as f:
+            f.write(f'{{"runs": {runs}, "numpy_s_per_run": {per_run}}}')
+        assert numba_runtime._load_pays(kernels, "fused", 0.1) is pays
+    # a process leaves its own history
+    kernels.runs, kernels.numpy_runs, kernels.loop_seconds = 40, 40, 2.0
+    kernels.write_history()
+    kernels.history = None
+    assert kernels.read_history() == (40, 0.05)
+
+
+_SHORT_RUN = """
+import numpy as np, graphrnn as gr
+from graphrnn.emit import numba_runtime
+numba_runtime.BUILD_AT_EXIT_S = numba_runtime.HISTORY_AFTER_S = 0.0
+cell = gr.cells.rnn(2, 5)
+params = cell.init_params()
+for _ in range(3):
+    run = gr.unroll(cell, params, np.ones((1, 4, 2)), engine="auto")
+    run.backward(np.ones((1, 4, 5)))
+k = numba_runtime._kernels(gr.compile_cell(cell), np.float64)
+print(run.engine, k.build is None, k.path)
+"""
+
+
+@needs_numba
+def test_a_run_too_short_to_build_leaves_the_build_to_a_process_started_at_its_exit(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _SHORT_RUN], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    engine, no_build_while_running, path = out.stdout.split()
+    assert engine == "numpy" and no_build_while_running == "True"
+    kernels = numba_runtime.Kernels(gr.compile_cell(gr.cells.rnn(2, 5)), np.float64)
+    assert kernels.path == path
+    lock = path + ".building"
+    with open(lock) as f:  # the build started at exit, and is still running or just done
+        pid = int(f.read() or 0)
+    while os.path.exists(lock) and _alive(pid):
+        time.sleep(0.2)
+    assert not os.path.exists(lock)
+    assert kernels.cached(["forward_fused", "backward_fused_11"])
+    assert os.path.exists(path[:-3] + ".history.json")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

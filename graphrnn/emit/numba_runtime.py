@@ -14,21 +14,31 @@ a cold cache included. So ``engine="auto"``:
   (``choose_form``): at small sizes every numpy call is overhead and the
   native loops win 2-5x; at large ones the matmuls dominate and numpy's
   vectorised ``exp``/``tanh`` beat numba's scalar ones (no SVML here);
-- runs the numpy loops first, timing them. Once a plan has spent
-  ``BUILD_AFTER_S`` seconds there, a separate process at idle priority
-  compiles its kernels into the disk cache: it takes neither the GIL nor
-  CPU time a busy machine would give this run.
-- Once the plan has spent ``LOAD_AFTER_S`` seconds in the numpy loops, kernels
-  in the cache are loaded (in a thread) and the runs switch to them. The
-  first load in a process costs 0.5-0.9 s of numba start-up (measured), so a
-  run pays it only once it has spent about that long in loops that native
-  code runs 2-5x faster; later loads cost milliseconds.
+- runs the numpy loops first, timing them. A plan that spent
+  ``BUILD_AT_EXIT_S`` seconds there gets its kernels compiled into the disk
+  cache by a process started when this one ends: a compile running beside a
+  run slows it even at idle priority (measured: 5% on a 2-vCPU machine, whose
+  vCPUs share a core), so only a run already ``BUILD_AFTER_S`` seconds into its
+  loops, long enough for that to vanish, starts one while it runs. Builds run
+  at idle priority, in their own process: they take neither the GIL nor CPU
+  time a busy machine would give anyone else.
+- loads kernels from the cache only where that pays. The first load in a
+  process costs 0.5-0.9 s of numba start-up (measured; done in a thread,
+  it still takes much of the GIL); native loops save a fraction of the loop
+  time still to come, which only the past can tell: each process leaves, beside
+  the module, how many runs the plan had and what a run cost on the numpy
+  loops (``<hash>.history.json``). A plan whose last process ran long enough
+  to repay the load 1.5 times over loads it at once; one without history loads
+  after ``LOAD_AFTER_S`` seconds in the numpy loops. Later loads in a process
+  cost milliseconds.
 
 ``engine="native"`` compiles in the foreground when it must (tests, benchmarks).
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import json
 import logging
 import os
 import subprocess
@@ -41,9 +51,15 @@ import numpy as np
 
 from . import numba_loops, numpy_loops
 
-BUILD_AFTER_S = 0.5     # seconds a plan runs on the numpy loops before auto builds its kernels
-LOAD_AFTER_S = 1.0      # ... before the process's first load from the cache (numba's start-up)
+BUILD_AT_EXIT_S = 0.5   # seconds a plan ran on the numpy loops for its kernels to be built at exit
+BUILD_AFTER_S = 10.0    # ... before auto builds them while the run goes on
+LOAD_AFTER_S = 3.0      # ... before the process's first load from the cache, without history
 LOAD_AGAIN_AFTER_S = 0.02  # ... before a later load (numba already running)
+HISTORY_AFTER_S = 0.05  # ... before its history is read (a plan used less never pays for it)
+FIRST_LOAD_S = 0.9      # numba's start-up in a process, the most measured
+SPEEDUP = {"fused": 3.0, "staged": 1.5}  # native over numpy loops where auto picks them (typical)
+CHECK_EVERY_S = 0.25    # loop seconds between two looks at the disk
+LOAD_MARGIN = 1.5       # a first load must be repaid this many times over, by the history's measure
 _loaded_any = []
 STALE_BUILD_S = 600     # a build lock older than this was left by a build that died
 _BUILDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build_kernels.py")
@@ -132,9 +148,12 @@ class Kernels:
         self.ready = set()       # drivers whose kernels are compiled and loaded
         self.wanted = set()      # drivers runs have asked for (what a build compiles)
         self.building, self.failed = set(), set()
-        self.loading = None      # a background thread loading from the cache
         self.build = None        # a background process compiling into the cache
+        self.loading = None      # a thread loading from the cache
         self.loop_seconds = 0.0  # time runs of this plan spent in the numpy loops
+        self.runs = self.numpy_runs = 0
+        self.next_check = 0.0    # loop seconds at which auto looks at the disk again
+        self.history = None      # what the last process recorded, once read
         self.lock = threading.Lock()
 
     def _generated(self):
@@ -204,21 +223,56 @@ class Kernels:
         return all(any(n.startswith(f"{stem}.{k}-") and n.endswith(".nbi") for n in names) for k in kernels)
 
     def load_in_background(self, drivers):
+        """Load in a thread: numba's start-up holds the GIL for much of its
+        0.5-0.9 s, but its LLVM calls release it, and the runs go on meanwhile
+        (measured on dinosaurs: 0.86x the numpy run's time, against 1.01x
+        loading in the foreground)."""
         if self.loading is None or not self.loading.is_alive():
-            self.loading = threading.Thread(target=self._quiet_compile, args=(drivers,), daemon=True)
+            self.loading = threading.Thread(target=self.load, args=(drivers,), daemon=True)
             self.loading.start()
 
-    def _quiet_compile(self, drivers):
+    def load(self, drivers):
         t0 = time.perf_counter()
         try:
             self.compile(drivers)
         except Exception as exc:  # noqa: BLE001 - a failed load leaves the numpy loops in place
             log.warning("cell %r: loading native kernels failed: %s", self.plan.cell.name, exc)
+            self.failed |= set(drivers)
             return
         log.info("cell %r: native %s loaded in %.2f s", self.plan.cell.name, ", ".join(drivers),
                  time.perf_counter() - t0)
 
-    def build_in_background(self, drivers):
+    # the history: how long this plan's last process spent in its loops
+    def _history_path(self):
+        return self.path[:-3] + ".history.json"
+
+    def read_history(self):
+        if self.history is None:
+            try:
+                with open(self._history_path()) as f:
+                    h = json.load(f)
+                self.history = (int(h["runs"]), float(h["numpy_s_per_run"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                self.history = ()
+        return self.history
+
+    def write_history(self):
+        per_run = self.loop_seconds / self.numpy_runs if self.numpy_runs else None
+        if per_run is None:
+            past = self.read_history()
+            per_run = past[1] if past else None
+        if per_run is None or not self.runs:
+            return
+        tmp = f"{self._history_path()}.{os.getpid()}.tmp"
+        try:
+            self.write()
+            with open(tmp, "w") as f:
+                json.dump({"runs": self.runs, "numpy_s_per_run": per_run}, f)
+            os.replace(tmp, self._history_path())
+        except OSError:
+            pass
+
+    def build_in_background(self, drivers, detached=False):
         """Compile into the disk cache in another process (no GIL shared), unless
         another process is building this module already (workers of a sweep
         all reach the same plan): then its result is loaded when it is there."""
@@ -243,7 +297,9 @@ class Kernels:
                  ", ".join(drivers), self.path)
         self.build = subprocess.Popen([sys.executable, _BUILDER, self.path, lock, *kernels],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, start_new_session=detached)
+        with open(lock, "w") as f:  # who holds it, for whoever waits on it
+            f.write(str(self.build.pid))
 
 
 def backward_driver(form, need_xs, has_dhs):
@@ -274,7 +330,7 @@ class NativeLoops:
             if name not in self.kernels.ready:
                 if not self.compile_missing:
                     self.kernels.wanted.add(name)
-                    _advance(self.kernels)
+                    _advance(self.kernels, self.form)
                     return numpy_loops.loop(self.kernels.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
                 self.kernels.compile([name])
             fn = self._backward[(need_xs, has_dhs)] = getattr(self.kernels.module, name)
@@ -294,12 +350,14 @@ class AutoLoops:
         self._forward_driver = f"forward_{form}"
 
     def forward(self, run, E):
+        self.kernels.runs += 1
         native = self.native
         if native is None:
             native = self._poll()
         if native is not None:
             run.engine = "native"
             return native.forward(run, E)
+        self.kernels.numpy_runs += 1
         t0 = time.perf_counter()
         numpy_loops.loop(self.kernels.plan, "forward")(run.xp, run.t, E)
         self.kernels.loop_seconds += time.perf_counter() - t0
@@ -318,8 +376,10 @@ class AutoLoops:
         if self._forward_driver in kernels.ready:
             self.native = _native(kernels, self.form, False)
             return self.native
-        _advance(kernels)
-        return None
+        _advance(kernels, self.form)
+        if self._forward_driver in kernels.ready:
+            self.native = _native(kernels, self.form, False)
+        return self.native
 
 
 def _kernels(plan, dtype):
@@ -374,8 +434,9 @@ def _generates(kernels):
     return True
 
 
-def _advance(kernels):
-    """One step of auto's start-up: load what the cache has, build what it lacks."""
+def _advance(kernels, form):
+    """One step of auto's start-up: load what the cache has where it pays,
+    build what it lacks."""
     if kernels.loading is not None and kernels.loading.is_alive():
         return
     if kernels.build is not None:
@@ -384,21 +445,57 @@ def _advance(kernels):
         if kernels.build.returncode != 0:  # leave these drivers to the numpy loops
             kernels.failed |= kernels.building
         kernels.build = None
+        kernels.next_check = 0.0  # its kernels are on disk now
+    spent = kernels.loop_seconds
+    if spent < kernels.next_check:
+        return  # the common case: nothing could have changed since the last look
     drivers = sorted(kernels.wanted - kernels.ready - kernels.failed)
     if not drivers:
         return
-    spent = kernels.loop_seconds
-    load_after = LOAD_AGAIN_AFTER_S if _loaded_any else LOAD_AFTER_S
-    if spent < min(load_after, BUILD_AFTER_S):
-        return  # the common case while a plan is young: no look at the disk
+    if spent < min(HISTORY_AFTER_S, LOAD_AGAIN_AFTER_S if _loaded_any else HISTORY_AFTER_S):
+        return  # a plan this young never pays for a look at the disk
+    kernels.next_check = spent + CHECK_EVERY_S
     if not _generates(kernels):
         kernels.failed |= set(drivers)
         return
+    _remember_at_exit(kernels)
     if kernels.cached(drivers):
-        if spent >= load_after:
+        if _load_pays(kernels, form, spent):
             kernels.load_in_background(drivers)
     elif spent >= BUILD_AFTER_S:
         kernels.build_in_background(drivers)
+
+
+def _load_pays(kernels, form, spent):
+    if _loaded_any:
+        return spent >= LOAD_AGAIN_AFTER_S
+    past = kernels.read_history()
+    if past:
+        runs, per_run = past
+        to_come = max(0.0, runs * per_run - spent)
+        return to_come * (1 - 1 / SPEEDUP[form]) >= LOAD_MARGIN * FIRST_LOAD_S
+    return spent >= LOAD_AFTER_S
+
+
+_remembered = []
+
+
+def _remember_at_exit(kernels):
+    """Leave this plan's history beside its module when the process ends, and
+    start the build of what it wanted and the cache lacks."""
+    if not _remembered:
+        atexit.register(_at_exit)
+    if kernels not in _remembered:
+        _remembered.append(kernels)
+
+
+def _at_exit():
+    for kernels in _remembered:
+        kernels.write_history()
+        missing = sorted(kernels.wanted - kernels.ready - kernels.failed)
+        if (missing and kernels.build is None and kernels.loop_seconds >= BUILD_AT_EXIT_S
+                and not kernels.cached(missing)):
+            kernels.build_in_background(missing, detached=True)
 
 
 def _native(kernels, form, compile_missing):
