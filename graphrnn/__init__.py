@@ -23,7 +23,7 @@ _PUBLIC = {
     "render": "render",
     "Grads": "unroll", "Recurrent": "unroll", "Run": "unroll", "unroll": "unroll", "unroll_naive": "unroll",
 }
-_SUBMODULES = ("cells",)
+_SUBMODULES = ("cells", "emit")
 # Functions named like the module that defines them: importing the module
 # graphrnn.render binds it to the package as `render`; the public name is the function.
 _SHADOWED = ("render", "unroll")

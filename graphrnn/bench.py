@@ -48,7 +48,7 @@ SIZES = {  # name: (N, T, D, H)
 }
 CELL_NAMES = ("rnn", "gru", "lstm", "mgu")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4, "mgu": 2}
-IMPLS = ("graphrnn", "textbook", "hoisted", "torch")
+IMPLS = ("graphrnn", "textbook", "hoisted", "torch", "jax")
 
 
 def torch_available():
@@ -78,8 +78,11 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
     fns = {}
     contenders = contenders_module("cell_contenders")
     if "graphrnn" in impls:
+        # the kernels auto picks for this size, compiled before timing starts
+        gr.emit.warm(cell, N, T, dtype)
+
         def run_graphrnn():
-            g = gr.unroll(cell, params, xs).backward(dhs, need_xs=True)
+            g = gr.unroll(cell, params, xs, engine="auto").backward(dhs, need_xs=True)
             return g
         run_graphrnn.workspace = gr.compile_cell(cell).workspace
         fns["graphrnn"] = run_graphrnn
@@ -106,6 +109,10 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
         def run_torch():
             return model(txs, tdhs)
         fns["torch"] = run_torch
+    if "jax" in impls:
+        jax_contenders = contenders_module("jax_contenders")
+        if jax_contenders.available():
+            fns["jax"] = jax_contenders.JaxCell(cell, params, xs, dhs)
     info = {"torch_kind": "python loop + autograd" if kind == "mgu" else f"nn.{kind.upper()} (fused)"}
     return fns, info
 
@@ -345,7 +352,7 @@ def _memory_and_speedups(rows, cases, meta, memory):
         meta["malloc_threshold_fixed"] = _fix_malloc_threshold()
         for row in rows:
             fn = cases[(row["size"], row["cell"])][row["impl"]]
-            row.update(measure_memory(fn, numpy_traced=row["impl"] != "torch"))
+            row.update(measure_memory(fn, numpy_traced=row["impl"] not in ("torch", "jax")))
     for row in rows:
         base = {r["impl"]: r["median_s"] for r in rows if r["size"] == row["size"] and r["cell"] == row["cell"]}
         g = base.get("graphrnn")
@@ -405,7 +412,9 @@ def markdown_table(result):
         "each for dWx, dWh and dxs after the loop), the best plain numpy we know how to write. torch nn: PyTorch's fused CPU "
         "nn.RNN/GRU/LSTM (its GRU applies r after W_hn h and has two biases: same sizes, not the same "
         "equations). torch loop: the minimal gated unit in torch ops in a Python loop with autograd, "
-        "input product hoisted out of the loop.",
+        "input product hoisted out of the loop. jax: jax.jit(jax.value_and_grad(loss)) over lax.scan, "
+        "the cell written in jax.numpy from its declared graph, input product before the scan "
+        "(benchmarks/jax_contenders.py).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -430,6 +439,12 @@ def goals_summary(result):
     goal("gru vs nn.GRU, medium >= 1.2x", "medium", "gru", "torch", 1.2)
     goal("lstm vs nn.LSTM, medium >= 0.8x", "medium", "lstm", "torch", 0.8)
     goal("mgu vs torch loop, medium >= 2x", "medium", "mgu", "torch", 2.0)
+    # issue 12 (native loops)
+    for cell in CELL_NAMES:
+        goal(f"{cell} vs JAX, tiny >= 1x", "tiny", cell, "jax", 1.0)
+    goal("lstm vs nn.LSTM, medium >= 1x", "medium", "lstm", "torch", 1.0)
+    goal("gru vs nn.GRU, medium >= 1.5x", "medium", "gru", "torch", 1.5)
+    goal("mgu vs JAX, medium >= 1.2x", "medium", "mgu", "jax", 1.2)
     return goals
 
 

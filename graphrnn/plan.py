@@ -24,7 +24,9 @@ Rewrites, each proven by the differential tests against ``unroll_naive``:
   of the same operands (``sigmoid(a[:, :H])`` and ``sigmoid(a[:, H:2H])``)
   becomes one op over the joined columns, followed by slices.
 
-Only this module and ``unroll`` know about time.
+The plan decides; it writes no code. Emitters (``graphrnn.emit``) read a
+finished plan and turn it into loops: numpy source, numba source, CUDA kernels.
+Only this module, ``unroll`` and the emitters know about time.
 """
 from __future__ import annotations
 
@@ -33,279 +35,198 @@ import sys
 
 import networkx as nx
 
-from .primitives import Concat, MatMul, Slice
+from .primitives import Concat, Slice
 
 STATIC, HOISTED, RECURRENT = "static", "hoisted", "recurrent"
 
 
+def kind_of(attrs, arg_kinds):
+    """The rule, written once: parameters and constants are static, the input is
+    hoisted, a state recurrent; an op takes the latest kind among its operands."""
+    if attrs["kind"] in ("param", "const"):
+        return STATIC
+    if attrs["kind"] == "input":
+        return HOISTED
+    if attrs["kind"] == "state":
+        return RECURRENT
+    ks = set(arg_kinds)
+    return RECURRENT if RECURRENT in ks else HOISTED if HOISTED in ks else STATIC
+
+
+class Kinds:
+    """``kinds(g, n)``: node n's kind, worked out on first use and remembered. The
+    rewrites keep every node's kind, so nodes they add are classified lazily."""
+
+    def __init__(self):
+        self._memo = {}
+
+    def __call__(self, g, n):
+        k = self._memo.get(n)
+        if k is None:
+            a = g.nodes[n]
+            k = self._memo[n] = kind_of(a, [self(g, p) for p in a.get("args", ())])
+        return k
+
+
 class Plan:
-    """The compiled form of a cell: node kinds, orders and what backward keeps."""
+    """The compiled form of a cell: what is computed where (static, hoisted, per
+    step), what each step keeps for BPTT, which buffers the loops read and
+    write, how the per-step gradients flow, and what runs after the loop."""
 
     def __init__(self, cell, graph):
         self.cell = cell
         self.graph = graph
-        g = graph
         self.input_node = cell.input_node
         self.output_node = cell.output_node
         self.states = [(name, node, cell.updates[name]) for name, node in cell.states.items()]
         self.params = dict(cell.params)
+        order = list(nx.lexicographical_topological_sort(graph))
+        # plain look-up tables, so that running a plan never touches networkx
+        self.ops = [n for n in order if graph.nodes[n]["kind"] == "op"]
+        self.info = {n: (graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in self.ops}
+        self.shape = {n: graph.nodes[n]["shape"] for n in graph.nodes}
+        self.width = {n: s[-1] for n, s in self.shape.items() if s}
+        self.max_width = max(self.width.values())
+        self.consts = {n: graph.nodes[n]["value"] for n in graph.nodes if graph.nodes[n]["kind"] == "const"}
+        self.node_kind = {n: graph.nodes[n]["kind"] for n in graph.nodes}
 
-        order = list(nx.lexicographical_topological_sort(g))
-        kind = {}
-        for n in order:
-            a = g.nodes[n]
-            if a["kind"] in ("param", "const"):
-                kind[n] = STATIC
-            elif a["kind"] == "input":
-                kind[n] = HOISTED
-            elif a["kind"] == "state":
-                kind[n] = RECURRENT
-            else:
-                ks = {kind[p] for p in a["args"]}
-                kind[n] = RECURRENT if RECURRENT in ks else HOISTED if HOISTED in ks else STATIC
-        ops = [n for n in order if g.nodes[n]["kind"] == "op"]
+        self._classify(order)
+        self._find_requirements(order)
+        self._choose_storage()
+        self._define_loop_interface()
+        self.stages = self._schedule_stages()
+        self._flows = {}
+        self._after = {}
+        self.compiled = {}  # emitters keep what they made for this plan here
+        self.workspace = Workspace()
+
+    # ------------------------------------------------------------------ phases of __init__
+
+    def _classify(self, order):
+        """Every node's kind, then per-step slices of hoisted values."""
+        g, kinds = self.graph, Kinds()
+        kind = {n: kinds(g, n) for n in order}
         # A hoisted slice read only by per-step nodes is taken per step instead: a view
         # costs nothing, and the loop then collects gradients straight into the
         # sliced node's buffer rather than into one more buffer per slice.
         keep = {u for _, _, u in self.states} | {self.output_node}
-        for n in reversed(ops):
-            if kind[n] == HOISTED and g.nodes[n]["opname"] == "slice" and n not in keep:
+        for n in reversed(self.ops):
+            if kind[n] == HOISTED and self.info[n][0].window is not None and n not in keep:
                 succ = list(g.successors(n))
                 if succ and all(kind[m] == RECURRENT for m in succ):
                     kind[n] = RECURRENT
         self.kind = kind
-        self.static_ops = [n for n in ops if kind[n] == STATIC]
-        self.hoisted_ops = [n for n in ops if kind[n] == HOISTED]
-        self.recurrent_ops = [n for n in ops if kind[n] == RECURRENT]
+        self.static_ops = [n for n in self.ops if kind[n] == STATIC]
+        self.hoisted_ops = [n for n in self.ops if kind[n] == HOISTED]
+        self.recurrent_ops = [n for n in self.ops if kind[n] == RECURRENT]
 
-        # Which nodes lead to something that wants a gradient, with and without dxs.
+    def _find_requirements(self, order):
+        """``requires[with_xs][n]``: does n lead to something that wants a gradient?"""
         self.requires = {True: {}, False: {}}
         for with_xs in (True, False):
             req = self.requires[with_xs]
             for n in order:
-                a = g.nodes[n]
-                if a["kind"] == "op":
-                    req[n] = any(req[p] for p in a["args"])
+                k = self.node_kind[n]
+                if k == "op":
+                    req[n] = any(req[p] for p in self.info[n][1])
                 else:
-                    req[n] = a["kind"] in ("param", "state") or (a["kind"] == "input" and with_xs)
+                    req[n] = k in ("param", "state") or (k == "input" and with_xs)
 
+    def _choose_storage(self):
+        """Views instead of copies, and the per-step values BPTT keeps."""
+        kind, info = self.kind, self.info
+
+        def window(n):
+            op, args = info[n]
+            return (args[0], *op.window)
         # A per-step slice is saved as a view of its parent's saved value, not copied.
-        self.views = {n: (g.nodes[n]["args"][0], g.nodes[n]["op"].start, g.nodes[n]["op"].stop)
-                      for n in self.recurrent_ops if g.nodes[n]["opname"] == "slice"}
-
+        self.views = {n: window(n) for n in self.recurrent_ops if info[n][0].window is not None}
         # Slices computed outside the loop, whose gradients are placed into their parent's.
-        self.outer_slices = {n: (g.nodes[n]["args"][0], g.nodes[n]["op"].start, g.nodes[n]["op"].stop)
-                             for n in self.static_ops + self.hoisted_ops if g.nodes[n]["opname"] == "slice"}
-
+        self.outer_slices = {n: window(n) for n in self.static_ops + self.hoisted_ops
+                             if info[n][0].window is not None}
         # Per-step values that some backward reads: kept for every step.
         self.stored = set()
 
         def keep_value(p):
             while p in self.views:
                 p = self.views[p][0]
-            if kind[p] == RECURRENT and g.nodes[p]["kind"] == "op":
+            if kind[p] == RECURRENT and self.node_kind[p] == "op":
                 self.stored.add(p)
         for n in self.recurrent_ops:
-            a = g.nodes[n]
-            needs = [self.requires[True][p] for p in a["args"]]
-            for i in needed_saved(a["op"], needs):
+            op, args = info[n]
+            for i in op.saved_for([self.requires[True][p] for p in args]):
                 if i == "y":
                     self.stored.add(n)
                 else:
-                    keep_value(a["args"][i])
-        if kind[self.output_node] == RECURRENT and g.nodes[self.output_node]["kind"] == "op":
+                    keep_value(args[i])
+        if kind[self.output_node] == RECURRENT and self.node_kind[self.output_node] == "op":
             self.stored.add(self.output_node)
-        self.stored |= {u for _, _, u in self.states if kind[u] == RECURRENT and g.nodes[u]["kind"] == "op"}
+        self.stored |= {u for _, _, u in self.states if kind[u] == RECURRENT and self.node_kind[u] == "op"}
 
+    def _define_loop_interface(self):
+        """What the per-step loops read and write besides their own values."""
+        kind, info = self.kind, self.info
+        # per-step nodes with a static operand that wants a gradient: that gradient
+        # is one batched call after the loop, over the node's kept per-step dy
         self.deferred = [n for n in self.recurrent_ops
-                         if any(kind[p] == STATIC and self.requires[True][p] for p in g.nodes[n]["args"])]
-        self.boundary = sorted({p for n in self.recurrent_ops for p in g.nodes[n]["args"]
-                                if kind[p] == HOISTED}
+                         if any(kind[p] == STATIC and self.requires[True][p] for p in info[n][1])]
+        # hoisted values the loop reads at step t (and gives per-step gradients)
+        self.boundary = sorted({p for n in self.recurrent_ops for p in info[n][1] if kind[p] == HOISTED}
                                | {u for _, _, u in self.states if kind[u] == HOISTED}
                                | ({self.output_node} if kind[self.output_node] == HOISTED else set()))
         # the node whose buffer holds each state's next value (written in place)
         self.inplace_update = {}
         for _, snode, unode in self.states:
-            if (kind[unode] == RECURRENT and g.nodes[unode]["kind"] == "op"
+            if (kind[unode] == RECURRENT and self.node_kind[unode] == "op"
                     and unode not in self.inplace_update.values()):
                 self.inplace_update[snode] = unode
         # static values the per-step ops read (Wh[:, :2H], constants)
-        self.loop_statics = sorted({p for n in self.recurrent_ops for p in g.nodes[n]["args"]
-                                    if kind[p] == STATIC})
-        self._loops = {}
-        self._written = {}
-        self._after = {}
-        self.workspace = Workspace()
-        # plain look-up tables, so that running a plan never touches networkx
-        self.info = {n: (g.nodes[n]["op"], g.nodes[n]["args"]) for n in ops}
-        self.shape = {n: g.nodes[n]["shape"] for n in g.nodes}
-        self.width = {n: s[-1] for n, s in self.shape.items() if s}
-        self.max_width = max(self.width.values())
-        self.consts = {n: g.nodes[n]["value"] for n in g.nodes if g.nodes[n]["kind"] == "const"}
+        self.loop_statics = sorted({p for n in self.recurrent_ops for p in info[n][1] if kind[p] == STATIC})
 
-    # ------------------------------------------------------------------ code generation
-    # The per-step loops are generated as Python source, one local variable per
-    # node: no graph walking, no dict look-ups and no per-node dispatch in the
-    # loop. ``forward_source`` and ``backward_source`` show what runs.
+    def _schedule_stages(self):
+        """The forward step as alternating stages, for emitters that fuse:
+        ``("region", [ops])``, every op that can run before the next matmul
+        (in topological order), and ``("matmul", node)``. Taking all ready
+        non-matmul ops first gives the fewest regions."""
+        done = {n for n in self.graph.nodes if self.kind[n] != RECURRENT or self.node_kind[n] != "op"}
+        todo = list(self.recurrent_ops)
+        stages = []
+        while todo:
+            region = []
+            progress = True
+            while progress:
+                progress = False
+                for n in todo:
+                    op, args = self.info[n]
+                    if op.native_form() != "matmul" and n not in region and all(p in done for p in args):
+                        region.append(n)
+                        done.add(n)
+                        progress = True
+            if region:
+                stages.append(("region", [n for n in todo if n in region]))
+                todo = [n for n in todo if n not in region]
+            ready = [n for n in todo if all(p in done for p in self.info[n][1])]
+            for n in ready:
+                stages.append(("matmul", n))
+                done.add(n)
+            todo = [n for n in todo if n not in ready]
+        return stages
 
-    def _val(self, p):
-        """The expression for node p's value at step t inside the backward loop."""
-        if p in self.views:
-            parent, lo, hi = self.views[p]
-            return f"{self._val(parent)}[..., {lo}:{hi}]"
-        k = self.kind[p]
-        if self.graph.nodes[p]["kind"] == "state":
-            return f"S{p}[t]"
-        if k == RECURRENT:
-            return f"B{p}[t]"
-        if k == HOISTED:
-            return f"H{p}[t]"
-        return f"v{p}"
+    # ------------------------------------------------------------------ backward decisions
 
-    @property
-    def forward_source(self) -> str:
-        g = self.graph
-        head, body = ["def _forward(xp, T, E):"], []
-        head += [f"    v{p} = E['v{p}']" for p in self.loop_statics]
-        head += [f"    S{s} = E['S{s}']" for _, s, _ in self.states]
-        head += [f"    H{p} = E['H{p}']" for p in self.boundary]
-        body += [f"        v{s} = S{s}[t]" for _, s, _ in self.states]
-        body += [f"        v{p} = H{p}[t]" for p in self.boundary]
-        for n in self.recurrent_ops:
-            a = g.nodes[n]
-            op, args = a["op"], a["args"]
-            if n in self.stored:
-                head.append(f"    B{n} = E['B{n}']")
-            if isinstance(op, Slice):
-                expr = f"v{args[0]}[..., {op.start}:{op.stop}]"
-                if n in self.stored:
-                    body += [f"        B{n}[t] = {expr}", f"        v{n} = B{n}[t]"]
-                else:
-                    body.append(f"        v{n} = {expr}")
-                continue
-            head.append(f"    op{n} = OPS[{n}]")
-            call = f"op{n}(xp, {', '.join(f'v{p}' for p in args)}"
-            body.append(f"        v{n} = {call}, out=B{n}[t])" if n in self.stored else f"        v{n} = {call})")
-        for _, s, u in self.states:
-            if self.inplace_update.get(s) != u:
-                body.append(f"        S{s}[t + 1] = v{u}")
-        return "\n".join(head + ["    for t in range(T):"] + body + ["        pass"]) + "\n"
+    def backward_flow(self, need_xs, has_dhs) -> "BackwardFlow":
+        """How gradients move through one reverse step (made once per key)."""
+        key = (bool(need_xs), bool(has_dhs))
+        if key not in self._flows:
+            self._flows[key] = BackwardFlow(self, *key)
+        return self._flows[key]
 
-    def backward_source(self, need_xs=True, has_dhs=True) -> str:
-        g = self.graph
-        req = self.requires[bool(need_xs)]
-        contrib = {}
-
-        def add(node, item):
-            contrib.setdefault(node, []).append(item)
-        for _, s, u in self.states:
-            add(u, ("full", f"c{s}"))
-        if has_dhs:
-            add(self.output_node, ("full", "DHS[t]"))
-        head = ["def _backward(xp, T, E):", "    N = E['N']", "    DT = E['DT']", "    DHS = E['DHS']"]
-        head += [f"    S{s} = E['S{s}']" for _, s, _ in self.states]
-        head += [f"    c{s} = E['c{s}']" for _, s, _ in self.states]
-        head += [f"    Z{s} = E['Z{s}']" for _, s, _ in self.states]
-        head += [f"    H{p} = E['H{p}']" for p in self.boundary]
-        head += [f"    DH{p} = E['DH{p}']" for p in self.boundary if req[p]]
-        head += [f"    DB{n} = E['DB{n}']" for n in self.deferred]
-        head += [f"    B{n} = E['B{n}']" for n in sorted(self.stored)]
-        head += [f"    v{p} = E['v{p}']" for p in self.loop_statics]
-        body = []
-
-        written = set()  # targets (DB, DH buffers) this loop writes whole at every step
-        shared = {}      # target buffer -> the buffer it shares (both get the same gradient)
-        in_buffer = {}   # gradient expression -> the target buffer it is already in at step t
-        concat_at = {}   # gradient made by concatenate -> its line, while it has no out=
-
-        def assemble(n, buf):
-            target = f"{buf}[t]" if buf else None
-            if target:
-                written.add(n)
-            items = contrib.get(n, [])
-            fulls = [e for k, e, *_ in items if k == "full"]
-            pieces = sorted((lo, hi, e) for k, e, lo, hi in (i for i in items if i[0] == "piece"))
-            width = g.nodes[n]["shape"][-1]
-            out = f", out={target}" if target else ""
-            if target and len(fulls) == 1 and not pieces:
-                e = fulls[0]
-                if e in in_buffer:  # the same gradient as another target: one buffer for both
-                    shared[buf] = in_buffer[e]
-                elif e in concat_at:  # concatenate straight into the target, no copy
-                    i = concat_at.pop(e)
-                    body[i] = body[i][:-1] + f", out={target})"
-                    in_buffer[e] = buf
-                else:
-                    body.append(f"        {target} = {e}")
-                    in_buffer[e] = buf
-                body.append(f"        g{n} = {e}")
-                return
-            if target:
-                in_buffer[f"g{n}"] = buf
-            if not pieces:
-                if len(fulls) == 1:
-                    body.append(f"        g{n} = {fulls[0]}")
-                else:
-                    body.append(f"        g{n} = xp.add({fulls[0]}, {fulls[1]}{out})")
-                    body.extend(f"        g{n} += {e}" for e in fulls[2:])
-                return
-            tiles = not fulls and pieces[0][0] == 0 and pieces[-1][1] == width and all(
-                pieces[i][1] == pieces[i + 1][0] for i in range(len(pieces) - 1))
-            if tiles:
-                parts = ", ".join(e for _, _, e in pieces)
-                if not target:
-                    concat_at[f"g{n}"] = len(body)
-                body.append(f"        g{n} = xp.concatenate(({parts},), axis=-1{out})")
-                return
-            # workspace buffers come back dirty: a target built from pieces is cleared first
-            body.append(f"        g{n} = {target}; g{n}.fill(0)" if target
-                        else f"        g{n} = xp.zeros((N, {width}), DT)")
-            body.extend(f"        g{n}[..., {lo}:{hi}] += {e}" for lo, hi, e in pieces)
-            body.extend(f"        g{n} += {e}" for e in fulls)
-
-        for n in reversed(self.recurrent_ops):
-            if n not in contrib:
-                continue  # no gradient reaches this node
-            a = g.nodes[n]
-            op, args = a["op"], a["args"]
-            assemble(n, f"DB{n}" if n in self.deferred else None)
-            if isinstance(op, Slice):
-                p = args[0]
-                if req[p]:
-                    add(p, ("piece", f"g{n}", op.start, op.stop))
-                continue
-            needs = tuple(self.kind[p] != STATIC and req[p] for p in args)
-            if not any(needs):
-                continue
-            passed = op.passes_gradient()
-            for i, p in enumerate(args):
-                if needs[i] and passed[i]:
-                    add(p, ("full", f"g{n}"))
-            needs = tuple(need and not passed[i] for i, need in enumerate(needs))
-            if not any(needs):
-                continue
-            saved = needed_saved(op, needs)
-            xs = ", ".join(self._val(p) if i in saved else "None" for i, p in enumerate(args))
-            y = f"B{n}[t]" if "y" in saved else "None"
-            head.append(f"    op{n} = OPS[{n}]")
-            body.append(f"        r{n} = op{n}(xp, g{n}, ({xs},), {y}, {needs})")
-            for i, p in enumerate(args):
-                if needs[i]:
-                    add(p, ("full", f"r{n}[{i}]"))
-        for p in self.boundary:
-            if req[p] and p in contrib:
-                assemble(p, f"DH{p}")
-        # Assemble every state's gradient before any carry is replaced: a state whose
-        # update is another state's old value reads that state's carry.
-        for _, s, _ in self.states:
-            if s in contrib:
-                assemble(s, None)
-        for _, s, _ in self.states:
-            body.append(f"        c{s} = g{s}" if s in contrib else f"        c{s} = Z{s}")
-        self._written[(bool(need_xs), bool(has_dhs))] = written, shared
-        ret = ", ".join(f"c{s}" for _, s, _ in self.states)
-        return "\n".join(head + ["    for t in range(T - 1, -1, -1):"] + body + ["        pass",
-                                                                              f"    return ({ret},)"]) + "\n"
+    def written(self, need_xs, has_dhs):
+        """``(written, shared)`` for the backward loop: the nodes whose DB/DH buffer
+        it overwrites at every step, and the buffers (``"DH7"``) that are one
+        array with another (``"DB33"``) because both get the same gradient."""
+        flow = self.backward_flow(need_xs, has_dhs)
+        return flow.written, flow.shared
 
     def after_loop(self, need_xs):
         """The backward steps that run once after the reverse time loop, made once:
@@ -320,38 +241,18 @@ class Plan:
             for n in self.deferred:
                 op, args = self.info[n]
                 needs = tuple(kind[p] == STATIC and req[p] for p in args)
-                deferred.append((n, op, args, needs, needed_saved(op, needs)))
+                deferred.append((n, op, args, needs, op.saved_for(needs)))
             outer = []
             for n in list(reversed(self.hoisted_ops)) + list(reversed(self.static_ops)):
                 op, args = self.info[n]
-                if isinstance(op, Slice):
+                if op.window is not None:
                     if req[args[0]]:
                         outer.append((n, None, args, (True,), set()))
                     continue
                 needs = tuple(req[p] for p in args)
-                outer.append((n, op, args, needs, needed_saved(op, needs)))
+                outer.append((n, op, args, needs, op.saved_for(needs)))
             self._after[key] = (deferred, outer)
         return self._after[key]
-
-    def written(self, need_xs, has_dhs):
-        """``(written, shared)`` for the backward loop: the nodes whose DB/DH buffer
-        it overwrites at every step, and the buffers (``"DH7"``) that are one
-        array with another (``"DB33"``) because both get the same gradient."""
-        key = (bool(need_xs), bool(has_dhs))
-        if key not in self._written:
-            self.loop("backward", *key)
-        return self._written[key]
-
-    def loop(self, which, *key):
-        """The compiled loop function (``"forward"`` or ``"backward"``), made once."""
-        k = (which, *key)
-        if k not in self._loops:
-            src = self.forward_source if which == "forward" else self.backward_source(*key)
-            # the ops' bound methods are fixed for the plan's life: bound once, here
-            namespace = {"OPS": {n: getattr(self.info[n][0], which) for n in self.recurrent_ops}}
-            exec(compile(src, f"<graphrnn plan {self.cell.name} {which}>", "exec"), namespace)
-            self._loops[k] = namespace["_" + which]
-        return self._loops[k]
 
     def summary(self) -> str:
         """A few lines saying what the compiler made of the cell."""
@@ -365,6 +266,131 @@ class Plan:
                 mark = " [deferred static grad]" if n in self.deferred else ""
                 lines.append(f"    {g.nodes[n]['opname']:8s} {g.nodes[n]['label']}{mark}")
         return "\n".join(lines)
+
+
+class GradStep:
+    """One node's gradient assembled in the reverse step.
+
+    ``fulls`` are whole-width contributions and ``pieces`` ``(lo, hi, source)``
+    column ranges (from slices). ``target`` names the per-step buffer it must
+    land in (``"DB5"``, ``"DH2"``) or is None. ``form`` says how: ``alias`` (the
+    target is the buffer that already holds the one contribution), ``into``
+    (an earlier step formed it in the target), ``copy``, ``one`` (no target, one
+    contribution), ``sum``, ``tile`` (pieces that tile the width, no fulls:
+    one concatenation, made in ``into`` when a later step wants it there) or
+    ``scatter`` (zeros, then every contribution added)."""
+
+    def __init__(self, node, target, form, fulls, pieces):
+        self.node, self.target, self.form = node, target, form
+        self.fulls, self.pieces = fulls, pieces
+        self.into = None
+
+    def __repr__(self):
+        return f"<grad {self.node} {self.form} -> {self.target or self.into}>"
+
+
+class CallStep:
+    """A primitive's local backward run at this step: gradients ``needs`` from ``saved``."""
+
+    def __init__(self, node, needs, saved):
+        self.node, self.needs, self.saved = node, needs, saved
+
+    def __repr__(self):
+        return f"<call {self.node} needs={self.needs}>"
+
+
+class BackwardFlow:
+    """The reverse step, decided once per (need_xs, has_dhs).
+
+    A gradient source is ``("dhs",)``, ``("carry", state)``, ``("grad", node)``
+    (an assembled gradient) or ``("result", node, i)`` (input i's gradient from
+    a node's backward). ``steps`` are ``GradStep`` and ``CallStep`` in the
+    order they run; then each state's carry becomes its gradient (``carries``:
+    ``(state, has_gradient)``). ``written`` holds the nodes whose target
+    buffer the step overwrites whole; ``shared`` maps a target buffer to the
+    one it is the same array as (both receive the same gradient).
+    """
+
+    def __init__(self, plan, need_xs, has_dhs):
+        self.steps, self.written, self.shared = [], set(), {}
+        self._in_buffer = {}   # source -> the target buffer it is already in at step t
+        self._tile_at = {}     # a tile-formed gradient without a target -> its step index
+        req, kind, info = plan.requires[need_xs], plan.kind, plan.info
+        contrib = {}
+
+        def add(node, item):
+            contrib.setdefault(node, []).append(item)
+        for _, s, u in plan.states:
+            add(u, ("full", ("carry", s)))
+        if has_dhs:
+            add(plan.output_node, ("full", ("dhs",)))
+
+        for n in reversed(plan.recurrent_ops):
+            if n not in contrib:
+                continue  # no gradient reaches this node
+            op, args = info[n]
+            self._assemble(n, f"DB{n}" if n in plan.deferred else None, contrib[n], plan.width[n])
+            if op.window is not None:
+                if req[args[0]]:
+                    add(args[0], ("piece", ("grad", n), *op.window))
+                continue
+            needs = tuple(kind[p] != STATIC and req[p] for p in args)
+            if not any(needs):
+                continue
+            passed = op.passes_gradient()
+            for i, p in enumerate(args):
+                if needs[i] and passed[i]:
+                    add(p, ("full", ("grad", n)))
+            needs = tuple(need and not passed[i] for i, need in enumerate(needs))
+            if not any(needs):
+                continue
+            self.steps.append(CallStep(n, needs, op.saved_for(needs)))
+            for i, p in enumerate(args):
+                if needs[i]:
+                    add(p, ("full", ("result", n, i)))
+        for p in plan.boundary:
+            if req[p] and p in contrib:
+                self._assemble(p, f"DH{p}", contrib[p], plan.width[p])
+        # Every state's gradient is assembled before any carry is replaced: a state
+        # whose update is another state's old value reads that state's carry.
+        for _, s, _ in plan.states:
+            if s in contrib:
+                self._assemble(s, None, contrib[s], plan.width[s])
+        self.carries = [(s, s in contrib) for _, s, _ in plan.states]
+        del self._in_buffer, self._tile_at
+
+    def _assemble(self, n, buf, items, width):
+        fulls = [src for k, src, *_ in items if k == "full"]
+        pieces = sorted(((lo, hi, src) for k, src, lo, hi in (i for i in items if i[0] == "piece")),
+                        key=lambda p: (p[0], p[1]))
+        if buf:
+            self.written.add(n)
+        if buf and len(fulls) == 1 and not pieces:
+            src = fulls[0]
+            if src in self._in_buffer:  # the same gradient as another target: one buffer for both
+                self.shared[buf] = self._in_buffer[src]
+                form = "alias"
+            elif src in self._tile_at:  # the concatenation is made in this target, no copy
+                self.steps[self._tile_at.pop(src)].into = buf
+                self._in_buffer[src] = buf
+                form = "into"
+            else:
+                self._in_buffer[src] = buf
+                form = "copy"
+            self.steps.append(GradStep(n, buf, form, fulls, []))
+            return
+        if buf:
+            self._in_buffer[("grad", n)] = buf
+        if not pieces:
+            form = "one" if len(fulls) == 1 else "sum"
+        elif not fulls and pieces[0][0] == 0 and pieces[-1][1] == width and all(
+                pieces[i][1] == pieces[i + 1][0] for i in range(len(pieces) - 1)):
+            form = "tile"
+            if not buf:
+                self._tile_at[("grad", n)] = len(self.steps)
+        else:
+            form = "scatter"
+        self.steps.append(GradStep(n, buf, form, fulls, pieces))
 
 
 class Workspace:
@@ -439,15 +465,6 @@ def _is_free(entry):
     return _refs(entry) <= _FREE_REFS
 
 
-def needed_saved(op, needs):
-    """Which saved values (input positions, "y") the backward reads for these needs."""
-    if isinstance(op, MatMul):
-        return {i for i, need in ((1, needs[0]), (0, needs[1])) if need}
-    if op.name == "mul":
-        return {i for i, need in ((1, needs[0]), (0, needs[1])) if need}
-    return set(op.saves)
-
-
 # --------------------------------------------------------------------------- rewrites
 
 def _new_op(g, op, args, label):
@@ -470,12 +487,18 @@ def _make_slice_of(g, node, parent, lo, hi):
     g.add_edge(parent, node)
 
 
+def _window(g, n):
+    """(start, stop) when node n is a column slice, else None."""
+    op = g.nodes[n].get("op")
+    return None if op is None else op.window
+
+
 def _slice_parts(g, nodes):
     """If every node is a slice of one parent, (parent, [(lo, hi), ...]); else None."""
-    parents = {g.nodes[n]["args"][0] if g.nodes[n].get("opname") == "slice" else None for n in nodes}
+    parents = {g.nodes[n]["args"][0] if _window(g, n) else None for n in nodes}
     if len(parents) != 1 or None in parents:
         return None
-    return parents.pop(), [(g.nodes[n]["op"].start, g.nodes[n]["op"].stop) for n in nodes]
+    return parents.pop(), [_window(g, n) for n in nodes]
 
 
 def _join_columns(g, nodes, label):
@@ -512,11 +535,15 @@ def fuse_matmuls(g, kind):
         if left not in g or kind(g, left) == STATIC:
             continue
         group = [m for m in g.successors(left)
-                 if g.nodes[m].get("opname") == "matmul" and g.nodes[m]["args"][0] == left
+                 if g.nodes[m].get("op") is not None and g.nodes[m]["op"].packs_columns
+                 and g.nodes[m]["args"][0] == left
                  and g.nodes[m]["args"][1] != left and kind(g, g.nodes[m]["args"][1]) == STATIC]
         if len(group) < 2:
             continue
         group.sort()
+        product = type(g.nodes[group[0]]["op"])
+        if any(type(g.nodes[m]["op"]) is not product for m in group):
+            continue
         rights = [g.nodes[m]["args"][1] for m in group]
         if len(set(rights)) != len(rights):
             continue
@@ -524,7 +551,7 @@ def fuse_matmuls(g, kind):
         label = f"{g.nodes[left]['label']} @ {g.nodes[joined]['label']}"
         if len(label) > 40:
             label = label[:39] + "…"
-        fused = _new_op(g, MatMul(), [left, joined], label)
+        fused = _new_op(g, product(), [left, joined], label)
         for m, r in zip(group, rights):
             lo = offsets[r]
             _make_slice_of(g, m, fused, lo, lo + g.nodes[m]["shape"][-1])
@@ -532,20 +559,17 @@ def fuse_matmuls(g, kind):
     return changed
 
 
-ELEMENTWISE = {"add", "sub", "mul", "tanh", "sigmoid", "relu", "exp", "neg"}
-
-
 def fuse_elementwise(g, kind):
     """Join one elementwise op applied to adjacent column slices of the same operands."""
     groups = {}
     for n in g.nodes:
         a = g.nodes[n]
-        if a.get("opname") not in ELEMENTWISE or kind(g, n) == STATIC:
+        if a.get("op") is None or not a["op"].elementwise or kind(g, n) == STATIC:
             continue
-        key, ok = [a["opname"]], True
+        key, ok = [type(a["op"])], True
         for p in a["args"]:
             pa = g.nodes[p]
-            if pa.get("opname") == "slice" and len(pa["shape"]) == 2:
+            if _window(g, p) and len(pa["shape"]) == 2:
                 key.append(("slice", pa["args"][0]))
             elif pa["shape"] == ():
                 key.append(("scalar", p))
@@ -558,9 +582,9 @@ def fuse_elementwise(g, kind):
             continue
         # Members agree when every sliced operand is sliced at the same range.
         def ranges(n):
-            rs = {g.nodes[p]["op"].start for p in g.nodes[n]["args"] if g.nodes[p].get("opname") == "slice"}
-            widths = {g.nodes[p]["op"].stop - g.nodes[p]["op"].start
-                      for p in g.nodes[n]["args"] if g.nodes[p].get("opname") == "slice"}
+            wins = [_window(g, p) for p in g.nodes[n]["args"] if _window(g, p)]
+            rs = {lo for lo, _ in wins}
+            widths = {hi - lo for lo, hi in wins}
             if len(rs) == 1 and len(widths) == 1:
                 lo = rs.pop()
                 return lo, lo + widths.pop()
@@ -585,7 +609,7 @@ def fuse_elementwise(g, kind):
         new_args = []
         for p in g.nodes[head]["args"]:
             pa = g.nodes[p]
-            if pa.get("opname") == "slice":
+            if _window(g, p):
                 parent = pa["args"][0]
                 if lo == 0 and hi == g.nodes[parent]["shape"][-1]:
                     new_args.append(parent)
@@ -614,27 +638,6 @@ def _prune(g, keep):
         g.remove_nodes_from(dead)
 
 
-def _kind_fn():
-    cache = {}
-
-    def kind(g, n):
-        if n in cache:
-            return cache[n]
-        a = g.nodes[n]
-        if a["kind"] in ("param", "const"):
-            k = STATIC
-        elif a["kind"] == "input":
-            k = HOISTED
-        elif a["kind"] == "state":
-            k = RECURRENT
-        else:
-            ks = {kind(g, p) for p in a["args"]}
-            k = RECURRENT if RECURRENT in ks else HOISTED if HOISTED in ks else STATIC
-        cache[n] = k
-        return k
-    return kind
-
-
 def compile_cell(cell, fuse=True) -> Plan:
     """The cell's plan, compiled once and kept on the cell."""
     cached = getattr(cell, "_plans", None)
@@ -648,7 +651,7 @@ def compile_cell(cell, fuse=True) -> Plan:
         g.nodes[n].update(dict(g.nodes[n]))
     keep = set(cell.updates.values()) | {cell.output_node}
     if fuse:
-        kind = _kind_fn()  # kinds never change under these rewrites; new nodes are classified lazily
+        kind = Kinds()  # kinds never change under these rewrites; new nodes are classified lazily
         while fuse_matmuls(g, kind):
             pass
         while fuse_elementwise(g, kind):

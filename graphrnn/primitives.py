@@ -10,10 +10,28 @@ would write it by hand (``dx = dy·y(1−y)``); the backward diagram prints it
 on every node, so a gradient can be followed from the loss to a parameter.
 
 ``saves`` lists what ``backward`` reads: input positions (0, 1, ...) and/or
-``"y"`` (the forward's output). The planner keeps exactly those values per time
+``"y"`` (the forward's output); ``saved_for(needs)`` narrows it to what the
+gradients asked for read. The planner keeps exactly those values per time
 step and nothing else. ``backward(xp, dy, xs, y, needs)`` receives the inputs
 (``None`` where not saved) and returns one gradient per input, computing only
 those whose ``needs`` flag is true (``None`` for the others).
+
+Each primitive also answers what the compiler and the emitters ask, so that
+none of them tests for a type or a name:
+
+- ``elementwise``: y's entry i reads entry i of every input (after
+  broadcasting); the fusion pass may join such ops over adjacent columns.
+- ``packs_columns``: y's column j reads only the right operand's column j, so
+  products sharing a left operand may be packed into one over joined columns.
+- ``window``: for a column slice, the ``(start, stop)`` it views; else None.
+- ``native``: the form native emitters give it: ``"elementwise"`` (then
+  ``native_forward``, a scalar expression over the inputs ``x`` or ``a, b``,
+  and ``native_backward``, one scalar expression per input over ``dy``, the
+  inputs and ``y``), ``"matmul"``, ``"window"`` or ``"join"``; None where the
+  primitive has none (the cell then runs on the numpy loops). The
+  expressions are plain Python over ``exp``, ``tanh`` and ``x if c else z``,
+  so that one text serves numba and CUDA alike; a subclass that
+  changes ``forward`` or ``backward`` without restating them has none.
 """
 from __future__ import annotations
 
@@ -81,6 +99,11 @@ class Primitive:
     saves: tuple = ()
     linear = False  # backward is the transpose of forward and needs no saved value
     writes_gradients = False  # backward_into computes into its destinations (no copy)
+    elementwise = False
+    packs_columns = False
+    native = None            # "elementwise", "matmul", "window", "join" or None
+    native_forward = ""      # for native == "elementwise": y as a scalar expression
+    native_backward: tuple = ()  # ... and each input's gradient as one
 
     def __init__(self):
         self.in_shapes = ()
@@ -96,6 +119,27 @@ class Primitive:
     def attrs(self) -> dict:
         """Static attributes, for labels and for comparing nodes."""
         return {}
+
+    @property
+    def window(self):
+        """``(start, stop)`` of the columns this op views, for a column slice; else None."""
+        return None
+
+    def saved_for(self, needs) -> set:
+        """Which saved values (input positions, ``"y"``) ``backward`` reads for these needs."""
+        return set(self.saves)
+
+    @classmethod
+    def native_form(cls):
+        """``native``, or None where a subclass redefined ``forward`` or
+        ``backward`` below the class that declared the native form: a native
+        emitter would otherwise run the parent's rule, not the one written."""
+        if cls.native is None:
+            return None
+        declared = _owner(cls, "native")
+        if any(_owner(cls, m) not in _ancestors_from(declared) for m in ("forward", "backward")):
+            return None
+        return cls.native
 
     def passes_gradient(self):
         """Per input: is its gradient dy itself, whatever dy is? The generated
@@ -124,13 +168,24 @@ class Primitive:
         return f"{self.name}({extra})"
 
 
+def _owner(cls, member):
+    return next(k for k in cls.__mro__ if member in k.__dict__)
+
+
+def _ancestors_from(cls):
+    return set(cls.__mro__)
+
+
 class Elementwise(Primitive):
+    elementwise = True
+
     def shape(self, where, *shapes):
         return shapes[0]
 
 
 class Binary(Primitive):
     arity = 2
+    elementwise = True
 
     def shape(self, where, a, b):
         out = broadcast_shapes(a, b, where)
@@ -151,6 +206,8 @@ class MatMul(Primitive):
     rule = ("da = dy Wᵀ", "dW = aᵀ dy")
     saves = (0, 1)
     writes_gradients = True
+    packs_columns = True
+    native = "matmul"
 
     def shape(self, where, a, w):
         if len(w) != 2 or w[0] == N:
@@ -158,6 +215,10 @@ class MatMul(Primitive):
         if len(a) < 1 or a[-1] != w[0]:
             raise GraphError(f"{where}: inner sizes differ: {fmt_shape(a)} @ {fmt_shape(w)}")
         return tuple(a[:-1]) + (w[1],)
+
+    def saved_for(self, needs):
+        # da reads w, dw reads a
+        return {i for i, need in ((1, needs[0]), (0, needs[1])) if need}
 
     def forward(self, xp, a, w, out=None):
         return xp.matmul(a, w, out=out)
@@ -194,6 +255,9 @@ class Add(Binary):
     name = "add"
     rule = ("da = dy", "db = dy")
     linear = True
+    native = "elementwise"
+    native_forward = "a + b"
+    native_backward = ("dy", "dy")
 
     def forward(self, xp, a, b, out=None):
         return xp.add(a, b, out=out)
@@ -211,6 +275,9 @@ class Sub(Binary):
     name = "sub"
     rule = ("da = dy", "db = −dy")
     linear = True
+    native = "elementwise"
+    native_forward = "a - b"
+    native_backward = ("dy", "-dy")
 
     def forward(self, xp, a, b, out=None):
         return xp.subtract(a, b, out=out)
@@ -228,6 +295,9 @@ class Neg(Elementwise):
     name = "neg"
     rule = ("dx = −dy",)
     linear = True
+    native = "elementwise"
+    native_forward = "-x"
+    native_backward = ("-dy",)
 
     def forward(self, xp, x, out=None):
         return xp.negative(x, out=out)
@@ -241,6 +311,7 @@ class Slice(Primitive):
     name = "slice"
     rule = ("dx[:, i:j] = dy",)
     linear = True
+    native = "window"
 
     def __init__(self, start: int, stop: int):
         super().__init__()
@@ -248,6 +319,10 @@ class Slice(Primitive):
 
     def attrs(self):
         return {"start": self.start, "stop": self.stop}
+
+    @property
+    def window(self):
+        return self.start, self.stop
 
     def shape(self, where, x):
         if len(x) == 0:
@@ -272,6 +347,7 @@ class Concat(Primitive):
     arity = None  # any number of inputs
     rule = ("dxₖ = dy[:, xₖ's columns]",)  # one line for every input
     linear = True
+    native = "join"
 
     def shape(self, where, *shapes):
         if len(shapes) < 1:
@@ -303,6 +379,13 @@ class Mul(Binary):
     name = "mul"
     rule = ("da = dy·b", "db = dy·a")
     saves = (0, 1)
+    native = "elementwise"
+    native_forward = "a * b"
+    native_backward = ("dy * b", "dy * a")
+
+    def saved_for(self, needs):
+        # da reads b, db reads a
+        return {i for i, need in ((1, needs[0]), (0, needs[1])) if need}
 
     def forward(self, xp, a, b, out=None):
         return xp.multiply(a, b, out=out)
@@ -318,6 +401,9 @@ class Tanh(Elementwise):
     name = "tanh"
     rule = ("dx = dy·(1−y²)",)
     saves = ("y",)
+    native = "elementwise"
+    native_forward = "tanh(x)"
+    native_backward = ("dy * (1 - y * y)",)
 
     def forward(self, xp, x, out=None):
         return xp.tanh(x, out=out)
@@ -334,6 +420,10 @@ class Sigmoid(Elementwise):
     name = "sigmoid"
     rule = ("dx = dy·y(1−y)",)
     saves = ("y",)
+    native = "elementwise"
+    # exp(-x) overflowing to inf gives 1 / inf = 0, the right limit: no cap needed
+    native_forward = "1 / (1 + exp(-x))"
+    native_backward = ("dy * y * (1 - y)",)
 
     def forward(self, xp, x, out=None):
         if x.size < 2048:
@@ -364,6 +454,9 @@ class Relu(Elementwise):
     name = "relu"
     rule = ("dx = dy·[y>0]",)
     saves = ("y",)
+    native = "elementwise"
+    native_forward = "x if x > 0 else 0"
+    native_backward = ("dy if y > 0 else 0",)
 
     def forward(self, xp, x, out=None):
         return xp.maximum(x, const(xp, 0, x.dtype), out=out)
@@ -377,6 +470,9 @@ class Exp(Elementwise):
     name = "exp"
     rule = ("dx = dy·y",)
     saves = ("y",)
+    native = "elementwise"
+    native_forward = "exp(x)"
+    native_backward = ("dy * y",)
 
     def forward(self, xp, x, out=None):
         return xp.exp(x, out=out)

@@ -48,6 +48,9 @@ TOLERANCES = {
     np.dtype(np.float64): (1e-6, 1e-5),
     np.dtype(np.float32): (1e-3, 1e-2),
 }
+# Two engines computing the same thing differ only by rounding (their sums run
+# in other orders), relative to each array's largest entry.
+ENGINE_RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-4}
 
 # Central-difference step, applied in float64: truncation error ~EPS² and
 # rounding error ~1e-16/EPS both stay near 1e-10 for these smooth functions.
@@ -575,6 +578,50 @@ def check_against_naive(cell, params, xs, state0=None, *, dhs=None, dstate=None,
     return report
 
 
+def check_engines(cell, params, xs, state0=None, *, dhs=None, dstate=None, need_xs=True,
+                  engines=("numpy", "native"), seed=0, rtol=None, raise_on_failure=True,
+                  runs=None) -> GradCheckReport:
+    """One run per engine (``gr.unroll(..., engine=e)``) from the same inputs:
+    hs, final states and every gradient must agree. An entry may differ by
+    ``rtol`` times its largest magnitude (rounding differs between engines:
+    BLAS against plain loops, numpy's exp against libm's), by default
+    ``ENGINE_RTOL``: 1e-12 in float64, 1e-4 in float32. ``dhs``/``dstate`` default to
+    random weights from ``seed``; pass None explicitly through ``dhs=False`` /
+    ``dstate=False``. ``runs`` may hand in the two runs already made."""
+    from .unroll import unroll
+
+    xp = backend.xp()
+    a, b = runs or [unroll(cell, params, xs, state0, engine=e) for e in engines]
+    dtype = a.hs.dtype
+    if rtol is None:
+        rtol = ENGINE_RTOL[np.dtype(dtype)]
+    rng = np.random.default_rng(seed)
+    if dhs is None:
+        dhs = xp.asarray(rng.uniform(-1, 1, tuple(a.hs.shape)), dtype=dtype)
+    if dstate is None:
+        dstate = {k: xp.asarray(rng.uniform(-1, 1, tuple(v.shape)), dtype=dtype) for k, v in a.state.items()}
+    dhs = None if dhs is False else dhs
+    dstate = None if dstate is False else dstate
+    ga, gb = a.backward(dhs, dstate, need_xs=need_xs), b.backward(dhs, dstate, need_xs=need_xs)
+    report = GradCheckReport(f"{engines[1]}-vs-{engines[0]}", f"cell {cell.name!r}", str(dtype), 0.0, rtol)
+
+    def entry(name, got, expected):
+        scale = float(np.max(np.abs(backend.to_numpy(expected)), initial=0.0))
+        report.entries.append(compare(name, got, expected, rtol * scale, rtol))
+    entry("hs", b.hs, a.hs)
+    for k in cell.state_sizes():
+        entry(f"state[{k!r}]", b.state[k], a.state[k])
+    for k in cell.param_shapes():
+        entry(f"grad param {k!r}", gb.params[k], ga.params[k])
+    if need_xs:
+        entry("grad xs", gb.xs, ga.xs)
+    for k in cell.state_sizes():
+        entry(f"grad state0[{k!r}]", gb.state0[k], ga.state0[k])
+    if raise_on_failure:
+        report.raise_if_failed(reference=f"engine {engines[0]!r}")
+    return report
+
+
 # --------------------------------------------------------------------------- primitives
 
 def make_primitive(name_or_op, attrs=()) -> Primitive:
@@ -811,17 +858,23 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
     Random wiring with consistent shapes: one input, 1..max_states states and
     parameters of random sizes; ops drawn from every primitive (matmul by a
     parameter, by a parameter slice or by a block of adjacent slices of one
-    parameter so that fusion has work to do; add/sub/mul with another value,
-    a bias row or a Python scalar on either side; neg, tanh, sigmoid, relu,
-    exp; slices; concat; static ops on parameters). Every state is updated
+    parameter, starting at any column, so that fusion has work to do; two
+    matmuls by overlapping slices of one parameter, which must not be fused;
+    add/sub/mul with another value, a bias row or a Python scalar on either
+    side; neg, tanh, sigmoid, relu, exp; slices at any offset; concat; static
+    ops on parameters; a value depending on the input only read by several
+    ops, so that the hoisted region has fan-out). Every state is updated
     (through tanh, sigmoid or a gated mix, so states stay bounded; sometimes
     one state simply takes another's old value, a shift register), every
     parameter and the input are used, and sometimes the output is a separate
-    value (possibly hoisted, possibly a state before its update); sometimes
-    no update reads a state at all. For
+    value (possibly hoisted, possibly a state before its update, possibly
+    ops of its own that no state update reads, one with a parameter only the
+    output uses); sometimes no update reads a state at all. For
     compiler-pass writers: compare ``gr.unroll`` with ``gr.unroll_naive``
     (``check_against_naive``) on what this draws.
     """
+    import networkx as nx
+
     from .graph import CellBuilder, concat, exp, relu, sigmoid, tanh
 
     fns = {"tanh": tanh, "sigmoid": sigmoid, "relu": relu, "exp": exp, "neg": lambda v: -v}
@@ -846,6 +899,9 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
             pool.append((s, 1.0))
         counter = [0]
         dangling = {v.node: v for v, _ in pool}
+
+        def input_only(v):  # depends on the input and on no state: hoisted
+            return not any(c.graph.nodes[a]["kind"] == "state" for a in nx.ancestors(c.graph, v.node) | {v.node})
         # Sometimes a state that no update has to read (h' = f(x) only): the
         # engine must still carry it and give its initial value a zero gradient.
         if draw(st.integers(0, 4)) == 0:
@@ -884,21 +940,23 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
         n_ops = draw(st.integers(1, max_ops))
         for _ in range(n_ops):
             op = draw(st.sampled_from(["matmul", "gates", "add", "sub", "mul", "bias", "scalar",
-                                       "unary", "slice", "concat"]))
+                                       "unary", "slice", "concat", "overlap", "fanout"]))
             i = draw(st.integers(0, len(pool) - 1))
             v, b = pool[i]
             w = v.shape[-1]
             if op == "matmul":
                 out, ob = matmul_to(use(v), b, draw(width))
             elif op == "gates":
-                # one parameter, 2-3 adjacent column blocks, one matmul + gate each (fusable)
+                # one parameter, 2-3 adjacent column blocks from any first column,
+                # one matmul + gate each (fusable)
                 k, m = draw(st.integers(2, 3)), draw(width)
-                W = new_param((w, k * m), static_ok=False)
+                lead, tail = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+                W = new_param((w, lead + k * m + tail), static_ok=False)
                 use(v)
                 gates = []
                 act = draw(st.sampled_from(["sigmoid", "tanh"]))
                 for j in range(k):
-                    gates.append(fns[act](v @ W[:, j * m:(j + 1) * m]))
+                    gates.append(fns[act](v @ W[:, lead + j * m:lead + (j + 1) * m]))
                 out, ob = gates[0], 1.0
                 for gj in gates[1:]:
                     if draw(st.booleans()):
@@ -953,6 +1011,32 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
                 lo = draw(st.integers(0, w - 1))
                 hi = draw(st.integers(lo + 1, w))
                 out, ob = use(v)[:, lo:hi], b
+            elif op == "overlap":
+                # two products by overlapping column ranges of one parameter
+                m, o = draw(width), draw(st.integers(1, 2))
+                o = min(o, m)
+                W = new_param((w, 2 * m - o), static_ok=False)
+                same = [(u, ub) for u, ub in pool if u.shape[-1] == w]
+                u, ub = same[draw(st.integers(0, len(same) - 1))]
+                use(v)
+                use(u)
+                out = tanh(v @ W[:, :m]) * sigmoid(u @ W[:, m - o:])
+                ob = 1.0
+            elif op == "fanout":
+                # a value of the input alone read by several ops (inside the hoisted region)
+                hoisted = [(u, ub) for u, ub in pool if input_only(u)]
+                u, ub = hoisted[draw(st.integers(0, len(hoisted) - 1))]
+                use(u)
+                name = draw(st.sampled_from(["tanh", "sigmoid", "neg", "relu", "exp"]))
+                if name == "exp" and ub > EXP_MAX:
+                    name = "tanh"
+                first = fns[name](u)
+                second = u * draw(st.sampled_from([0.5, -1.0]))
+                out = first + second
+                ob = _SQUASH.get(name, math.exp(ub) if name == "exp" else ub) + ub
+                if draw(st.booleans()):  # and one more reader, per step
+                    out = out * use(v) if v.shape[-1] == u.shape[-1] else out
+                    ob = ob * b if v.shape[-1] == u.shape[-1] else ob
             else:  # concat
                 j = draw(st.integers(0, len(pool) - 1))
                 u, ub = pool[j]
@@ -969,8 +1053,13 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
         if draw(st.booleans()):
             v, b = pool[draw(st.integers(0, len(pool) - 1))]
             output = use(v)  # may be a state: the output is then the state before the step
-            if draw(st.booleans()):
+            tail = draw(st.sampled_from(["none", "tanh", "head", "gate"]))
+            if tail == "tanh":
                 output = tanh(output)
+            elif tail == "head":  # ops and a parameter that only the output reads
+                output = tanh(output @ new_param((output.shape[-1], draw(width)), static_ok=False))
+            elif tail == "gate":
+                output = sigmoid(output) * tanh(output)
 
         # Fold every value nothing reads yet into the state updates, so that the
         # input and every parameter reach an update.

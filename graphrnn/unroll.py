@@ -15,10 +15,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import backend
+from . import backend, emit
 from .graph import GraphError
 from .plan import HOISTED, compile_cell
-from .primitives import Slice, fmt_shape
+from .primitives import fmt_shape
 
 
 class Grads:
@@ -34,21 +34,28 @@ class Grads:
 class _Acc:
     """Gradients of the hoisted and static nodes, accumulated after the time loop.
 
-    A node's first gradient is written straight into a workspace buffer
-    (``dest``). A slice's first gradient goes straight into its columns of the
-    parent's gradient while those columns are still untouched zeros, so the
-    slice's own backward has nothing left to do (``dWh[:, :2H]`` is one GEMM
-    into dWh, not a GEMM, a zero fill and an add). Arrays the accumulator does
-    not own (views a primitive passed through) are never written into.
+    Invariants:
+
+    - ``g[n]`` is n's gradient so far; ``own`` holds the nodes whose array the
+      accumulator owns (may add into). Arrays it does not own (views a
+      primitive passed through, a caller's buffer) are never written into.
+    - A node's first gradient is written straight into a workspace buffer
+      (``dest``), so a primitive computes into it rather than copying.
+    - A slice's first gradient goes straight into its columns of the parent's
+      gradient while those columns are still zeros (``touched[parent]`` lists
+      the column ranges written since the zero fill, None once a whole-width
+      gradient was added): ``offered`` are the slices handed such a view,
+      ``placed`` those whose gradient now lives inside the parent's. So
+      ``dWh[:, :2H]`` is one GEMM into dWh, not a GEMM, a zero fill and an add.
     """
 
     def __init__(self, empty, zeros, slices):
         self.g, self.own = {}, set()
         self.empty, self.zeros = empty, zeros
         self.slices = slices   # slice node -> (parent, lo, hi)
-        self.touched = {}      # zero-filled parent -> column ranges written since, None: all
-        self.offered = set()   # slices handed a view of their parent as destination
-        self.placed = set()    # slices whose gradient lives inside their parent's
+        self.touched = {}
+        self.offered = set()
+        self.placed = set()
 
     def _zeros(self, parent):
         self.g[parent] = self.zeros(parent)
@@ -167,73 +174,87 @@ def _prepare(cell, params, xs, state0):
     return xp, dtype, xs, s0, n, t
 
 
-def unroll(cell, params, xs, state0=None, *, fuse=True):
-    """Run ``cell`` over xs (N, T, D) from ``state0`` (zeros where missing); returns a ``Run``."""
+def unroll(cell, params, xs, state0=None, *, fuse=True, engine=None):
+    """Run ``cell`` over xs (N, T, D) from ``state0`` (zeros where missing); returns a ``Run``.
+
+    ``engine`` picks the per-step loops: ``"numpy"`` (generated Python over the
+    array module), ``"native"`` (compiled with numba; compiles now if it must)
+    or ``"auto"`` (native where measured faster for these sizes, once its
+    kernels are ready, numpy meanwhile); default ``$GRAPHRNN_ENGINE`` or auto.
+    """
     xp, dtype, xs, s0, n, t = _prepare(cell, params, xs, state0)
-    return Run(compile_cell(cell, fuse), xp, params, xs, s0, n, t, dtype)
+    plan = compile_cell(cell, fuse)
+    return Run(plan, xp, params, xs, s0, n, t, dtype, emit.loops_for(plan, engine, xp, dtype, n, t))
 
 
 class Run:
     """One forward pass over T steps, holding what BPTT needs.
 
     ``hs`` (N, T, output size) and ``state`` (final value of each state) are the
-    results; ``backward(dhs, dstate)`` runs BPTT for these inputs.
+    results; ``backward(dhs, dstate)`` runs BPTT for these inputs. ``engine``
+    names the loops that ran (``"numpy"`` or ``"native"``).
     """
 
-    def __init__(self, plan, xp, params, xs, s0, n, t, dtype):
+    def __init__(self, plan, xp, params, xs, s0, n, t, dtype, loops=None):
         self.plan, self.xp, self.n, self.t, self.dtype = plan, xp, n, t, dtype
+        self.loops = loops or emit.loops_for(plan, "numpy", xp, dtype, n, t)
+        self.engine = self.loops.name
         self.xs_shape = xs.shape
-        info = plan.info
         ws = plan.workspace
         ws.next_call()
         # A run whose per-step buffers are all small skips the workspace look-ups:
         # the heap serves those at least as fast (the tiny sizes are all overhead).
         self.pooled = (t + 1) * n * plan.max_width * dtype.itemsize >= ws.min_bytes
-        empty = ws.empty if self.pooled else _heap_empty
+        self._empty = ws.empty if self.pooled else _heap_empty
+        self.sv = self._static_values(params)
+        self.hv = self._hoisted_values(xs)
+        self._recurrent_forward(s0)
 
-        def buffer(node, lead):
-            return empty(xp, lead + plan.shape[node][1:], dtype)
+    def _buffer(self, node, lead):
+        return self._empty(self.xp, lead + self.plan.shape[node][1:], self.dtype)
 
-        # static: once per call
+    # ------------------------------------------------------------------ forward phases
+    def _static_values(self, params):
+        """Parameters, constants and what depends only on them: once per call."""
+        plan, xp, dtype = self.plan, self.xp, self.dtype
         sv = {node: params[name] for name, node in plan.params.items()}
         for node, value in plan.consts.items():
             sv[node] = xp.asarray(value, dtype=dtype)
         for node in plan.static_ops:
-            op, args = info[node]
-            out = None if isinstance(op, Slice) else ws.empty(xp, plan.shape[node], dtype)
+            op, args = plan.info[node]
+            out = None if op.window is not None else plan.workspace.empty(xp, plan.shape[node], dtype)
             sv[node] = op.forward(xp, *[sv[p] for p in args], out=out)
-        self.sv = sv
+        return sv
 
-        # hoisted: once for all T*N rows, time-major
-        x_tm = empty(xp, (t, n, xs.shape[2]), dtype)
+    def _hoisted_values(self, xs):
+        """What depends on the input and no state: once for all T*N rows, time-major."""
+        plan, xp, t, n, sv = self.plan, self.xp, self.t, self.n, self.sv
+        x_tm = self._empty(xp, (t, n, xs.shape[2]), self.dtype)
         x_tm[...] = xs.transpose(1, 0, 2)
         hv = {plan.input_node: x_tm.reshape(t * n, -1)}
         for node in plan.hoisted_ops:
-            op, args = info[node]
-            out = None if isinstance(op, Slice) else buffer(node, (t * n,))
+            op, args = plan.info[node]
+            out = None if op.window is not None else self._buffer(node, (t * n,))
             hv[node] = op.forward(xp, *[hv[p] if p in hv else sv[p] for p in args], out=out)
-        self.hv = hv
+        return hv
 
-        # recurrent: the generated loop writes into time-major buffers
-        E = {}
-        S = {}
+    def _recurrent_forward(self, s0):
+        """The per-step loop, writing into time-major buffers (states: T+1 rows)."""
+        plan, t, n = self.plan, self.t, self.n
+        E, S, B = {}, {}, {}
         for name, snode, _ in plan.states:
-            buf = buffer(snode, (t + 1, n))
+            buf = self._buffer(snode, (t + 1, n))
             buf[0] = 0 if s0[name] is None else s0[name]
             S[snode] = E[f"S{snode}"] = buf
-        B = {}
         for snode, unode in plan.inplace_update.items():
             B[unode] = S[snode][1:]
         for node in plan.stored:
             if node not in B:
-                B[node] = buffer(node, (t, n))
+                B[node] = self._buffer(node, (t, n))
         for node, buf in B.items():
             E[f"B{node}"] = buf
-        for p in plan.boundary:
-            E[f"H{p}"] = hv[p].reshape(t, n, -1)
-        for p in plan.loop_statics:
-            E[f"v{p}"] = sv[p]
-        plan.loop("forward")(xp, t, E)
+        self._loop_inputs(E)
+        self.loops.forward(self, E)
         self.S, self.B = S, B
 
         out = plan.output_node
@@ -242,9 +263,17 @@ class Run:
         elif out in B:
             hs_tm = B[out]
         else:
-            hs_tm = hv[out].reshape(t, n, -1)
+            hs_tm = self.hv[out].reshape(t, n, -1)
         self.hs = hs_tm.transpose(1, 0, 2)
         self.state = {name: S[snode][t].copy() for name, snode, _ in plan.states}
+
+    def _loop_inputs(self, E):
+        """The hoisted values the loops read per step, and the static ones."""
+        t, n = self.t, self.n
+        for p in self.plan.boundary:
+            E[f"H{p}"] = self.hv[p].reshape(t, n, -1)
+        for p in self.plan.loop_statics:
+            E[f"v{p}"] = self.sv[p]
 
     # ------------------------------------------------------------------ backward
     def backward(self, dhs=None, dstate=None, *, need_xs=True):
@@ -254,10 +283,16 @@ class Run:
         dL/d(final state); either may be None. With ``need_xs=False`` the input
         gradient is skipped (one GEMM less for data inputs).
         """
+        E = self._backward_inputs(dhs, dstate)
+        per_step = self._gradient_buffers(E, need_xs, dhs is not None)
+        carries = self.loops.backward(self, E, bool(need_xs), dhs is not None)
+        acc = self._after_loop(need_xs, per_step)
+        return self._gradients(acc, need_xs, carries)
+
+    def _backward_inputs(self, dhs, dstate):
+        """dL/dhs time-major and each state's incoming carry, checked."""
         plan, xp, n, t, dtype = self.plan, self.xp, self.n, self.t, self.dtype
-        kind, width = plan.kind, plan.width
-        req = plan.requires[bool(need_xs)]
-        cname = plan.cell.name
+        width, cname = plan.width, plan.cell.name
         E = {"N": n, "DT": dtype, "DHS": None}
         if dhs is not None:
             dhs = _check_array(xp, dhs, lambda: f"cell {cname!r}: dhs", (n, t, width[plan.output_node]), dtype)
@@ -278,31 +313,37 @@ class Run:
             E[f"S{snode}"] = self.S[snode]
         for node, buf in self.B.items():
             E[f"B{node}"] = buf
-        ws = plan.workspace
-        empty = ws.empty if self.pooled else _heap_empty
-        written, shared = plan.written(need_xs, dhs is not None)
-        for p in plan.boundary:
-            E[f"H{p}"] = self.hv[p].reshape(t, n, -1)
-        # per-step gradient buffers of the hoisted boundary (DH) and of deferred nodes (DB)
+        self._loop_inputs(E)
+        return E
+
+    def _gradient_buffers(self, E, need_xs, has_dhs):
+        """Per-step gradient buffers of the hoisted boundary (DH) and of deferred
+        nodes (DB), one array where the plan shares them; zeroed where no step
+        writes them. Returns ``(dH, dB)``: node -> (T, N, width) buffer."""
+        plan, t, n = self.plan, self.t, self.n
+        req = plan.requires[bool(need_xs)]
+        written, shared = plan.written(need_xs, has_dhs)
         targets = [(f"DH{p}", p) for p in plan.boundary if req[p]] + [(f"DB{d}", d) for d in plan.deferred]
         for name, node in targets:
             if name not in shared:
-                buf = E[name] = empty(xp, (t, n, width[node]), dtype)
+                buf = E[name] = self._empty(self.xp, (t, n, plan.width[node]), self.dtype)
                 if node not in written:  # no step writes it: its gradient is zero
                     buf.fill(0)
         for name, _ in targets:
             if name in shared:
                 E[name] = E[shared[name]]
-        dH = {p: E[f"DH{p}"] for p in plan.boundary if req[p]}
-        dbuf = {d: E[f"DB{d}"] for d in plan.deferred}
-        sv, hv = self.sv, self.hv
-        for p in plan.loop_statics:
-            E[f"v{p}"] = sv[p]
-        carries = plan.loop("backward", bool(need_xs), dhs is not None)(xp, t, E)
+        return ({p: E[f"DH{p}"] for p in plan.boundary if req[p]},
+                {d: E[f"DB{d}"] for d in plan.deferred})
+
+    def _after_loop(self, need_xs, per_step):
+        """The static gradients of per-step nodes, then the hoisted and static
+        part: one batched call per node over all T*N rows."""
+        plan, xp, t, n, dtype = self.plan, self.xp, self.t, self.n, self.dtype
+        dH, dB = per_step
+        ws, slices, sv, hv = plan.workspace, plan.outer_slices, self.sv, self.hv
 
         def grad_shape(p):
-            return (t * n,) + tuple(plan.shape[p][1:]) if kind[p] == HOISTED else plan.shape[p]
-        slices = plan.outer_slices
+            return (t * n,) + tuple(plan.shape[p][1:]) if plan.kind[p] == HOISTED else plan.shape[p]
         acc = _Acc(lambda p: ws.empty(xp, grad_shape(p), dtype),
                    lambda p: ws.zeros(xp, grad_shape(p), dtype), slices)
 
@@ -319,13 +360,10 @@ class Run:
                     acc.put(p, r, o)
 
         deferred, outer = plan.after_loop(need_xs)
-        # deferred static gradients: one batched call per node over all T*N rows
         for node, op, args, needs, saved in deferred:
             xs = [self._stacked(p) if i in saved else None for i, p in enumerate(args)]
             y = self._stacked(node) if "y" in saved else None
-            run_backward(op, args, dbuf[node].reshape(t * n, -1), xs, y, needs)
-
-        # hoisted part, then static part: one call per node over all rows
+            run_backward(op, args, dB[node].reshape(t * n, -1), xs, y, needs)
         for p, arr in dH.items():
             acc.put(p, arr.reshape(t * n, -1), own=True)
         for node, op, args, needs, saved in outer:
@@ -339,7 +377,11 @@ class Run:
             xs = [(hv[p] if p in hv else sv[p]) if i in saved else None for i, p in enumerate(args)]
             y = (hv[node] if node in hv else sv[node]) if "y" in saved else None
             run_backward(op, args, d, xs, y, needs)
+        return acc
 
+    def _gradients(self, acc, need_xs, carries):
+        """``Grads``: arrays the caller may keep (copies of what the workspace reuses)."""
+        plan, xp, t, dtype = self.plan, self.xp, self.t, self.dtype
         gparams = {}
         for name, node in plan.params.items():
             d = acc.g.get(node)
@@ -352,7 +394,7 @@ class Run:
         if need_xs:
             d = acc.g.get(plan.input_node)
             gxs = (xp.zeros(self.xs_shape, dtype=dtype) if d is None
-                   else d.reshape(t, n, -1).transpose(1, 0, 2))
+                   else d.reshape(t, self.n, -1).transpose(1, 0, 2))
         gstate0 = {name: c.copy() for (name, _, _), c in zip(plan.states, carries)}
         return Grads(gparams, gxs, gstate0)
 

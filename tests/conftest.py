@@ -11,6 +11,14 @@ import graphrnn.testing  # noqa: F401  (registers the profiles)
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# Native kernels compiled by one test run serve the next (numba's disk cache),
+# kept apart from the user's cache. The suite runs the numpy loops unless a test
+# asks for another engine: auto switches engines when a background build is
+# done, and a test comparing two runs bit for bit must not see that happen.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("GRAPHRNN_CACHE_DIR", os.path.join(_ROOT, ".pytest_cache", "graphrnn"))
+os.environ.setdefault("GRAPHRNN_ENGINE", "numpy")
+
 import pathlib
 
 import pytest

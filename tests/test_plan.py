@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphrnn as gr
+from graphrnn.emit import numpy_loops
 from graphrnn.testing import (check_against_naive, check_gradients, random_cells,
                               scaled_examples, unroll_args)
 
@@ -95,7 +96,7 @@ def test_lstm_reverse_loop_keeps_one_gradient_buffer_for_x_wx_plus_b_and_h_wh():
         assert len(shared) == 1
         (alias, source), = shared.items()
         assert {alias[:2], source[:2]} == {"DH", "DB"}
-        src = plan.backward_source(need_xs, True)
+        src = numpy_loops.backward_source(plan, need_xs, True)
         assert src.count(f"out={source}[t]") == 1 and f"{alias}[t]" not in src
         adds = [n for n in plan.recurrent_ops if plan.graph.nodes[n]["opname"] == "add"]
         assert adds and not any(f"op{n}(" in src for n in adds)

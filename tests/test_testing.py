@@ -394,3 +394,40 @@ def test_checks_run_blas_on_one_thread_when_threadpoolctl_is_there(monkeypatch):
     check_gradients(gr.cells.rnn(2, 3), seed=0)
     testing.check_function(lambda: 0.0, {"x": np.zeros(3)}, {"x": np.zeros(3)})
     assert seen and set(seen) == {1}
+
+
+def test_random_cells_reach_the_shapes_compiler_bugs_hide_in():
+    """Offset gate blocks, overlapping slices of one parameter, hoisted fan-out,
+    output-only ops, exp/neg/relu: each drawn at least a few times in 300 cells."""
+    import collections
+
+    import networkx as nx
+    from hypothesis import HealthCheck, given, settings
+
+    from graphrnn.testing import random_cells
+
+    seen = collections.Counter()
+
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(random_cells())
+    def draw(cell):
+        plan = gr.compile_cell(cell)
+        g = plan.graph
+        for n in plan.ops:
+            op, args = plan.info[n]
+            seen[op.name] += 1
+            if op.window and op.window[0] > 0 and g.nodes[n].get("fused"):
+                seen["fused slice at an offset"] += 1
+        for p in plan.params.values():
+            wins = sorted(plan.info[m][0].window for m in g.successors(p)
+                          if m in plan.info and plan.info[m][0].window)
+            seen["overlapping slices of a parameter"] += any(a[1] > b[0] for a, b in zip(wins, wins[1:]))
+        seen["hoisted fan-out"] += any(
+            sum(plan.kind[m] == "hoisted" for m in g.successors(n)) >= 2 for n in plan.hoisted_ops)
+        read_by_updates = set().union(*(nx.ancestors(g, u) | {u} for _, _, u in plan.states))
+        seen["output-only ops"] += plan.output_node not in read_by_updates
+    draw()
+    for what in ("fused slice at an offset", "overlapping slices of a parameter", "hoisted fan-out",
+                 "output-only ops", "exp", "neg", "relu"):
+        assert seen[what] >= 5, (what, dict(seen))

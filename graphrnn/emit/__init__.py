@@ -1,0 +1,79 @@
+"""Emitters: each turns a finished ``Plan`` into loops for one kind of machine.
+
+- ``numpy_loops``: Python source over the array module in force (numpy, cupy).
+- ``numba_loops``: native per-step loops compiled with numba, cached on disk.
+- ``cuda_kernels``: the fused elementwise regions as CuPy kernel source.
+
+None of them decides what is computed or stored; they read the plan.
+"""
+from __future__ import annotations
+
+import os
+
+from . import numpy_loops
+
+ENGINES = ("numpy", "native", "auto")
+
+
+class NumpyLoops:
+    """The per-step loops as generated Python over the array module in force."""
+    name = "numpy"
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def forward(self, run, E):
+        numpy_loops.loop(self.plan, "forward")(run.xp, run.t, E)
+
+    def backward(self, run, E, need_xs, has_dhs):
+        return numpy_loops.loop(self.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
+
+
+def engine_setting(engine=None) -> str:
+    """The engine asked for: the argument, else ``$GRAPHRNN_ENGINE``, else auto."""
+    name = engine if engine is not None else (os.environ.get("GRAPHRNN_ENGINE", "").strip().lower() or "auto")
+    if name not in ENGINES:
+        from ..primitives import GraphError
+        raise GraphError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    return name
+
+
+def loops_for(plan, engine, xp, dtype, n, t):
+    """The loops a run of ``plan`` at these sizes uses (see ``gr.unroll``),
+    chosen once per plan, engine and size: a training loop pays one look-up."""
+    name = engine_setting(engine)
+    key = ("loops", name, xp, dtype, n, t)  # a backend switch must not find native loops
+    loops = plan.compiled.get(key)
+    if loops is None:
+        if name == "native" and getattr(xp, "__name__", "") == "cupy":
+            # the fused regions as CUDA kernels; asked for by name only until
+            # they have run on a GPU (see cuda_kernels)
+            from .cuda_kernels import CudaLoops
+            loops = CudaLoops(plan, dtype)
+        elif name != "numpy":
+            from . import numba_runtime
+            loops = numba_runtime.loops(plan, name, xp, dtype, n, t)
+        if loops is None:
+            loops = plan.compiled.get("numpy-loops")
+            if loops is None:
+                loops = plan.compiled["numpy-loops"] = NumpyLoops(plan)
+        plan.compiled[key] = loops
+    return loops
+
+
+def warm(cell, n, t, dtype, need_xs=True, has_dhs=True, fuse=True):
+    """Compile now the native kernels engine="auto" would use for runs of
+    ``cell`` at batch ``n``, ``t`` steps and ``dtype``, so that such runs use
+    them from the first call (benchmarks: no compile inside a timing). Does
+    nothing where auto keeps the numpy loops. Returns the engine such runs get."""
+    import numpy
+
+    from ..plan import compile_cell
+    plan = compile_cell(cell, fuse)
+    loops = loops_for(plan, "auto", numpy, numpy.dtype(dtype), n, t)
+    kernels = getattr(loops, "kernels", None)
+    from . import numba_runtime
+    if kernels is None or not numba_runtime._generates(kernels):
+        return "numpy"
+    kernels.compile([f"forward_{loops.form}", numba_runtime.backward_driver(loops.form, need_xs, has_dhs)])
+    return "native"

@@ -1,0 +1,150 @@
+"""The numpy emitter: a plan's per-step loops as generated Python source.
+
+One local variable per node: no graph walking, no dict look-ups and no per-node
+dispatch in the loop. Every op runs through its primitive's ``forward`` or
+``backward`` on the array module in force, so the same loops serve numpy and
+cupy. ``forward_source`` and ``backward_source`` show what runs; ``loop``
+compiles them once per plan. Nothing here decides anything: the buffers, what
+is kept and how each gradient is formed come from the plan.
+"""
+from __future__ import annotations
+
+from ..plan import HOISTED, RECURRENT, GradStep
+
+NAME = "numpy"
+
+
+def value(plan, p):
+    """The expression for node p's value at step t inside the backward loop."""
+    if p in plan.views:
+        parent, lo, hi = plan.views[p]
+        return f"{value(plan, parent)}[..., {lo}:{hi}]"
+    k = plan.kind[p]
+    if plan.node_kind[p] == "state":
+        return f"S{p}[t]"
+    if k == RECURRENT:
+        return f"B{p}[t]"
+    if k == HOISTED:
+        return f"H{p}[t]"
+    return f"v{p}"
+
+
+def forward_source(plan) -> str:
+    head, body = ["def _forward(xp, T, E):"], []
+    head += [f"    v{p} = E['v{p}']" for p in plan.loop_statics]
+    head += [f"    S{s} = E['S{s}']" for _, s, _ in plan.states]
+    head += [f"    H{p} = E['H{p}']" for p in plan.boundary]
+    body += [f"        v{s} = S{s}[t]" for _, s, _ in plan.states]
+    body += [f"        v{p} = H{p}[t]" for p in plan.boundary]
+    for n in plan.recurrent_ops:
+        op, args = plan.info[n]
+        if n in plan.stored:
+            head.append(f"    B{n} = E['B{n}']")
+        if op.window is not None:
+            lo, hi = op.window
+            expr = f"v{args[0]}[..., {lo}:{hi}]"
+            if n in plan.stored:
+                body += [f"        B{n}[t] = {expr}", f"        v{n} = B{n}[t]"]
+            else:
+                body.append(f"        v{n} = {expr}")
+            continue
+        head.append(f"    op{n} = OPS[{n}]")
+        call = f"op{n}(xp, {', '.join(f'v{p}' for p in args)}"
+        body.append(f"        v{n} = {call}, out=B{n}[t])" if n in plan.stored else f"        v{n} = {call})")
+    for _, s, u in plan.states:
+        if plan.inplace_update.get(s) != u:
+            body.append(f"        S{s}[t + 1] = v{u}")
+    return "\n".join(head + ["    for t in range(T):"] + body + ["        pass"]) + "\n"
+
+
+def _source_text(src):
+    """A gradient source (see ``BackwardFlow``) as an expression at step t."""
+    if src[0] == "dhs":
+        return "DHS[t]"
+    if src[0] == "carry":
+        return f"c{src[1]}"
+    if src[0] == "grad":
+        return f"g{src[1]}"
+    return f"r{src[1]}[{src[2]}]"
+
+
+def _grad_lines(plan, step):
+    """The lines that form one gradient, as the plan's ``GradStep`` says."""
+    n, buf = step.node, step.target
+    target = f"{buf}[t]" if buf else None
+    fulls = [_source_text(s) for s in step.fulls]
+    if step.form == "alias" or step.form == "into":
+        return [f"        g{n} = {fulls[0]}"]
+    if step.form == "copy":
+        return [f"        {target} = {fulls[0]}", f"        g{n} = {fulls[0]}"]
+    if step.form == "one":
+        return [f"        g{n} = {fulls[0]}"]
+    out = f", out={target}" if target else ""
+    if step.form == "sum":
+        return ([f"        g{n} = xp.add({fulls[0]}, {fulls[1]}{out})"]
+                + [f"        g{n} += {e}" for e in fulls[2:]])
+    pieces = [(lo, hi, _source_text(src)) for lo, hi, src in step.pieces]
+    if step.form == "tile":
+        if step.into:
+            out = f", out={step.into}[t]"
+        parts = ", ".join(e for _, _, e in pieces)
+        return [f"        g{n} = xp.concatenate(({parts},), axis=-1{out})"]
+    # workspace buffers come back dirty: a target built from pieces is cleared first
+    lines = [f"        g{n} = {target}; g{n}.fill(0)" if target
+             else f"        g{n} = xp.zeros((N, {plan.width[n]}), DT)"]
+    lines += [f"        g{n}[..., {lo}:{hi}] += {e}" for lo, hi, e in pieces]
+    lines += [f"        g{n} += {e}" for e in fulls]
+    return lines
+
+
+def _call_lines(plan, step):
+    n = step.node
+    op, args = plan.info[n]
+    xs = ", ".join(value(plan, p) if i in step.saved else "None" for i, p in enumerate(args))
+    y = f"B{n}[t]" if "y" in step.saved else "None"
+    return [f"        r{n} = op{n}(xp, g{n}, ({xs},), {y}, {step.needs})"]
+
+
+def _backward_head(plan, req, flow):
+    head = ["def _backward(xp, T, E):", "    N = E['N']", "    DT = E['DT']", "    DHS = E['DHS']"]
+    head += [f"    S{s} = E['S{s}']" for _, s, _ in plan.states]
+    head += [f"    c{s} = E['c{s}']" for _, s, _ in plan.states]
+    head += [f"    Z{s} = E['Z{s}']" for _, s, _ in plan.states]
+    head += [f"    H{p} = E['H{p}']" for p in plan.boundary]
+    head += [f"    DH{p} = E['DH{p}']" for p in plan.boundary if req[p]]
+    head += [f"    DB{n} = E['DB{n}']" for n in plan.deferred]
+    head += [f"    B{n} = E['B{n}']" for n in sorted(plan.stored)]
+    head += [f"    v{p} = E['v{p}']" for p in plan.loop_statics]
+    head += [f"    op{step.node} = OPS[{step.node}]" for step in flow.steps if not isinstance(step, GradStep)]
+    return head
+
+
+def backward_source(plan, need_xs=True, has_dhs=True) -> str:
+    flow = plan.backward_flow(need_xs, has_dhs)
+    head = _backward_head(plan, plan.requires[bool(need_xs)], flow)
+    body = []
+    for step in flow.steps:
+        if isinstance(step, GradStep):
+            body += _grad_lines(plan, step)
+        else:
+            body += _call_lines(plan, step)
+    body += [f"        c{s} = g{s}" if has else f"        c{s} = Z{s}" for s, has in flow.carries]
+    ret = ", ".join(f"c{s}" for s, _ in flow.carries)
+    return "\n".join(head + ["    for t in range(T - 1, -1, -1):"] + body
+                     + ["        pass", f"    return ({ret},)"]) + "\n"
+
+
+def loop(plan, which, *key):
+    """The compiled loop function (``"forward"`` or ``"backward"``), made once per plan.
+
+    Called as ``fn(xp, T, E)`` with E the dict of buffers the plan names; the
+    backward returns the carries (each state's gradient at step 0)."""
+    k = (NAME, which, *key)
+    fn = plan.compiled.get(k)
+    if fn is None:
+        src = forward_source(plan) if which == "forward" else backward_source(plan, *key)
+        # the ops' bound methods are fixed for the plan's life: bound once, here
+        namespace = {"OPS": {n: getattr(plan.info[n][0], which) for n in plan.recurrent_ops}}
+        exec(compile(src, f"<graphrnn plan {plan.cell.name} {which}>", "exec"), namespace)
+        fn = plan.compiled[k] = namespace["_" + which]
+    return fn

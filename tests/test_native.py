@@ -1,0 +1,393 @@
+"""The native engine (numba): every primitive's native form, native loops
+against the numpy loops on built-in and random cells (forward, BPTT,
+truncated and stateful runs, both forms, float64 and float32), the fallback
+for primitives without a native form, auto's background build, the disk
+cache, and graphrnn without numba."""
+import math
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import graphrnn as gr
+from graphrnn.emit import numba_loops, numba_runtime, scalar
+from graphrnn.primitives import PRIMITIVES, Tanh
+from graphrnn.testing import check_engines, random_cells, scaled_examples, unroll_args
+
+needs_numba = pytest.mark.skipif(not numba_runtime.numba_available(), reason="numba is not installed")
+CELLS = ("rnn", "gru", "lstm", "lstm_nico", "mgu")
+
+
+# --------------------------------------------------------------------------- native forms
+
+def _scalar_rule(text, env):
+    return eval(scalar.python_expr(text, {k: repr(float(v)) for k, v in env.items()},
+                                   {"exp": "math.exp", "tanh": "math.tanh"}, const=repr),
+                {"math": math})
+
+
+@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+def test_every_primitive_has_a_native_form_that_computes_its_rule(name):
+    cls = PRIMITIVES[name]
+    form = cls.native_form()
+    assert form in ("elementwise", "matmul", "window", "join")
+    if form != "elementwise":
+        return
+    op = cls()
+    shapes = [("N", 3)] * (op.arity or 1)
+    op.check("test", *shapes)
+    rng = np.random.default_rng(1)
+    xs = [rng.uniform(-2, 2, (4, 3)) for _ in shapes]
+    xs[0][0, 0] = 0.25  # away from relu's kink
+    y = op.forward(np, *xs)
+    dy = rng.uniform(-1, 1, y.shape)
+    names = ("x",) if len(xs) == 1 else ("a", "b")
+    for i in range(len(xs)):
+        needs = tuple(j == i for j in range(len(xs)))
+        want = op.backward(np, dy, xs, y, needs)[i]
+        # the native rule reads only what the primitive saves for this gradient
+        saved = op.saved_for(needs)
+        allowed = {"dy"} | {"y" for s in saved if s == "y"} | {names[s] for s in saved if s != "y"}
+        assert scalar.names_read(cls.native_backward[i]) <= allowed
+        for idx in np.ndindex(y.shape):
+            env = {**{n: x[idx] for n, x in zip(names, xs)}, "y": y[idx], "dy": dy[idx]}
+            assert _scalar_rule(cls.native_forward, env) == pytest.approx(y[idx], rel=1e-12, abs=1e-15)
+            assert _scalar_rule(cls.native_backward[i], env) == pytest.approx(want[idx], rel=1e-12, abs=1e-15)
+
+
+class DoubledTanh(Tanh):
+    """A user's rule that changes tanh's backward: the native tanh would be wrong for it."""
+    def backward(self, xp, dy, xs, y, needs):
+        return (2 * dy * (1 - y * y),)
+
+
+def _cell_with(op_cls):
+    cell = gr.cells.rnn(2, 3)
+    g = cell.graph
+    node = next(n for n in g.nodes if g.nodes[n].get("opname") == "tanh")
+    g.nodes[node]["op"] = op_cls()
+    g.nodes[node]["op"].check("test", g.nodes[node]["shape"])
+    return cell
+
+
+@needs_numba
+def test_a_primitive_without_a_native_form_runs_on_numpy_and_says_so_once():
+    cell = _cell_with(DoubledTanh)
+    assert DoubledTanh.native_form() is None
+    xs = np.random.default_rng(0).uniform(-1, 1, (2, 4, 2))
+    params = cell.init_params(seed=0)
+    with pytest.warns(RuntimeWarning, match="runs on the numpy loops.*tanh.*no native form"):
+        run = gr.unroll(cell, params, xs, engine="native")
+    assert run.engine == "numpy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gr.unroll(cell, params, xs, engine="native")  # said once
+    # and it really runs the user's rule
+    g = run.backward(np.ones(run.hs.shape))
+    naive = gr.unroll_naive(cell, params, xs).backward(np.ones(run.hs.shape))
+    np.testing.assert_allclose(g.params["Wh"], naive.params["Wh"], rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- native == numpy
+
+def _native(cell, params, xs, state0, form):
+    """A run on the native loops of ``form`` (compiled if need be)."""
+    from graphrnn.unroll import Run, _prepare
+    xp, dtype, xs, s0, n, t = _prepare(cell, params, xs, state0)
+    plan = gr.compile_cell(cell)
+    kernels = numba_runtime._kernels(plan, dtype)
+    kernels.compile([f"forward_{form}"])
+    return Run(plan, xp, params, xs, s0, n, t, dtype, numba_runtime._native(kernels, form, True))
+
+
+def _random_inputs(cell, rng, n=2, t=5, dtype=np.float64):
+    params = {k: rng.uniform(-1, 1, s).astype(dtype) for k, s in cell.param_shapes().items()}
+    xs = rng.uniform(-1, 1, (n, t, cell.input_size)).astype(dtype)
+    s0 = {k: rng.uniform(-1, 1, (n, s)).astype(dtype) for k, s in cell.state_sizes().items()}
+    return params, xs, s0
+
+
+@needs_numba
+@pytest.mark.parametrize("form", numba_loops.FORMS)
+@pytest.mark.parametrize("name", CELLS)
+def test_builtin_cells_native_loops_equal_numpy_loops_for_every_gradient_request(name, form):
+    cell = gr.cells.get(name)(3, 4)
+    params, xs, s0 = _random_inputs(cell, np.random.default_rng(7))
+    numpy_run = gr.unroll(cell, params, xs, s0, engine="numpy")
+    native_run = _native(cell, params, xs, s0, form)
+    assert native_run.engine == "native"
+    for dhs, dstate in ((None, None), (None, False), (False, None)):
+        for need_xs in (True, False):
+            assert check_engines(cell, params, xs, s0, dhs=dhs, dstate=dstate, need_xs=need_xs,
+                                 runs=(numpy_run, native_run)).ok
+    # a second backward of the same run gives the same bits (nothing it reads was overwritten)
+    dhs = np.cos(numpy_run.hs)
+    g1, g2 = native_run.backward(dhs), native_run.backward(dhs)
+    for k in g1.params:
+        assert np.array_equal(g1.params[k], g2.params[k])
+    assert np.array_equal(g1.xs, g2.xs)
+
+
+@needs_numba
+@settings(max_examples=scaled_examples(25), deadline=None)
+@given(data=st.data(), cell=random_cells())
+def test_random_cells_native_loops_equal_numpy_loops(data, cell):
+    params, xs, state0 = data.draw(unroll_args(cell, max_steps=5), label="unroll args")
+    if data.draw(st.booleans(), label="start from zeros"):
+        state0 = None
+    form = data.draw(st.sampled_from(numba_loops.FORMS), label="form")
+    dhs, dstate = data.draw(st.sampled_from([(None, None), (None, False), (False, None)]), label="loss")
+    need_xs = data.draw(st.booleans(), label="need_xs")
+    a = gr.unroll(cell, params, xs, state0, engine="numpy")
+    b = _native(cell, params, xs, state0, form)
+    seed = data.draw(st.integers(0, 2 ** 16), label="loss seed")
+    assert check_engines(cell, params, xs, state0, dhs=dhs, dstate=dstate, need_xs=need_xs,
+                         seed=seed, runs=(a, b)).ok
+
+
+@needs_numba
+@settings(max_examples=scaled_examples(8), deadline=None)
+@given(data=st.data(), cell=random_cells(max_ops=6))
+def test_random_cells_truncated_bptt_agrees_across_engines_chunk_by_chunk(data, cell):
+    """Two chunks, the second from the first's final state: each chunk's backward
+    stops at its start state, the same on both engines."""
+    params, xs, state0 = data.draw(unroll_args(cell, max_steps=6), label="unroll args")
+    form = data.draw(st.sampled_from(numba_loops.FORMS), label="form")
+    cut = data.draw(st.integers(1, max(1, xs.shape[1] - 1)), label="cut")
+    first, second = xs[:, :cut], xs[:, cut:]
+    if second.shape[1] == 0:
+        second = first
+    a1 = gr.unroll(cell, params, first, state0, engine="numpy")
+    b1 = _native(cell, params, first, state0, form)
+    assert check_engines(cell, params, first, state0, runs=(a1, b1)).ok
+    a2 = gr.unroll(cell, params, second, a1.state, engine="numpy")
+    b2 = _native(cell, params, second, b1.state, form)
+    assert check_engines(cell, params, second, a1.state, runs=(a2, b2)).ok
+
+
+@needs_numba
+@settings(max_examples=scaled_examples(8), deadline=None)
+@given(data=st.data(), cell=random_cells(max_ops=6))
+def test_random_cells_in_float32_agree_within_float32_rounding(data, cell):
+    params, xs, state0 = data.draw(unroll_args(cell, dtype=np.float32, max_steps=5), label="unroll args")
+    a = gr.unroll(cell, params, xs, state0, engine="numpy")
+    b = _native(cell, params, xs, state0, "fused")
+    assert b.hs.dtype == np.float32
+    assert check_engines(cell, params, xs, state0, runs=(a, b)).ok
+
+
+@needs_numba
+@pytest.mark.parametrize("name", ("lstm", "gru"))
+def test_stateful_layer_runs_the_same_on_both_engines(name, monkeypatch):
+    cell = gr.cells.get(name)(3, 4)
+    rng = np.random.default_rng(5)
+    chunks = [rng.uniform(-1, 1, (2, 4, 3)) for _ in range(3)]
+    out = {}
+    for engine in ("numpy", "native"):
+        monkeypatch.setenv("GRAPHRNN_ENGINE", engine)
+        layer = gr.Recurrent(cell, stateful=True, seed=3)
+        hs, dxs = [], []
+        for x in chunks:
+            hs.append(layer.forward(x))
+            dxs.append(layer.backward(np.cos(hs[-1])))
+            assert layer.run.engine == engine
+        out[engine] = (np.concatenate(hs, 1), np.concatenate(dxs, 1), dict(layer.grads))
+    (h0, d0, g0), (h1, d1, g1) = out["numpy"], out["native"]
+    np.testing.assert_allclose(h1, h0, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(d1, d0, rtol=1e-12, atol=1e-14)
+    for k in g0:
+        np.testing.assert_allclose(g1[k], g0[k], rtol=1e-12, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- choosing the engine
+
+def test_unknown_engine_is_refused_naming_the_choices():
+    cell = gr.cells.rnn(2, 3)
+    with pytest.raises(gr.GraphError, match="unknown engine 'fast'.*numpy, native, auto"):
+        gr.unroll(cell, cell.init_params(), np.zeros((1, 2, 2)), engine="fast")
+
+
+@needs_numba
+def test_graphrnn_engine_variable_forces_either_engine(monkeypatch):
+    cell = gr.cells.lstm(2, 3)
+    xs, params = np.zeros((1, 2, 2)), cell.init_params()
+    monkeypatch.setenv("GRAPHRNN_ENGINE", "native")
+    assert gr.unroll(cell, params, xs).engine == "native"
+    monkeypatch.setenv("GRAPHRNN_ENGINE", "numpy")
+    assert gr.unroll(cell, params, xs).engine == "numpy"
+    assert gr.unroll(cell, params, xs, engine="native").engine == "native"  # the argument wins
+
+
+@needs_numba
+def test_auto_runs_numpy_while_a_hot_plan_builds_in_another_process_then_switches(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(numba_runtime, "BUILD_AFTER_S", 0.0)
+    monkeypatch.setattr(numba_runtime, "BUILD_AT_EXIT_S", 0.0)
+    monkeypatch.setattr(numba_runtime, "LOAD_AFTER_S", 0.0)
+    monkeypatch.setattr(numba_runtime, "LOAD_AGAIN_AFTER_S", 0.0)
+    monkeypatch.setattr(numba_runtime, "HISTORY_AFTER_S", 0.0)
+    monkeypatch.setattr(numba_runtime, "CHECK_EVERY_S", 0.0)
+    cell = gr.cells.mgu(2, 5)  # a plan of its own: no kernels loaded in this process yet
+    params, xs, _ = _random_inputs(cell, np.random.default_rng(2), n=1, t=6)
+    dhs = np.ones((1, 6, 5))
+    engines = []
+    for _ in range(3):
+        run = gr.unroll(cell, params, xs, engine="auto")
+        run.backward(dhs)
+        engines.append(run.engine)
+    assert engines == ["numpy"] * 3
+    kernels = numba_runtime._kernels(gr.compile_cell(cell), np.float64)
+    assert kernels.build is not None, "a plan that ran on the numpy loops long enough starts a build"
+    # each call advances auto by one step: a build finished is loaded, what a
+    # run asked for since is built next; a handful of calls get there
+    for _ in range(6):
+        if kernels.build is not None:
+            assert kernels.build.wait() == 0
+        if kernels.loading is not None:
+            kernels.loading.join()
+        run = gr.unroll(cell, params, xs, engine="auto")
+        run.backward(dhs)
+    assert run.engine == "native"
+    expected = gr.unroll(cell, params, xs, engine="numpy")
+    np.testing.assert_allclose(run.hs, expected.hs, rtol=1e-12)
+    # its backward was asked for while numpy ran: the build compiled that too
+    assert "backward_fused_11" in kernels.ready
+
+
+_CACHE_PROBE = """
+import numpy as np, graphrnn as gr
+from graphrnn.emit import numba_runtime
+cell = gr.cells.gru(2, 3)
+run = gr.unroll(cell, cell.init_params(), np.ones((1, 4, 2)), engine="native")
+run.backward(np.ones((1, 4, 3)))
+k = numba_runtime._kernels(gr.compile_cell(cell), np.float64)
+hits = sum(sum(getattr(k.module, n).stats.cache_hits.values()) for n in k.module.SIGNATURES)
+misses = sum(sum(getattr(k.module, n).stats.cache_misses.values()) for n in k.module.SIGNATURES)
+print(run.engine, hits, misses)
+"""
+
+
+@needs_numba
+def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
+    env = dict(os.environ, GRAPHRNN_CACHE_DIR=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True)
+    second = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    engine, hits, misses = first.stdout.split()
+    assert engine == "native" and int(misses) > 0 and int(hits) == 0
+    engine, hits, misses = second.stdout.split()
+    assert engine == "native" and int(hits) > 0 and int(misses) == 0
+
+
+def test_without_numba_graphrnn_runs_the_numpy_loops(monkeypatch):
+    monkeypatch.setattr(numba_runtime, "_numba_ok", None)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now fails
+    assert not numba_runtime.numba_available()
+    cell = gr.cells.lstm(2, 3)
+    params, xs = cell.init_params(), np.ones((1, 3, 2))
+    assert gr.unroll(cell, params, xs, engine="auto").engine == "numpy"
+    with pytest.warns(RuntimeWarning, match="numba is not installed"):
+        assert gr.unroll(cell, params, xs, engine="native").engine == "numpy"
+
+
+_NO_NUMBA = """
+import sys
+sys.modules["numba"] = None
+import numpy as np, graphrnn as gr
+from graphrnn.tasks import get
+cell = gr.cells.gru(2, 3)
+run = gr.unroll(cell, cell.init_params(), np.ones((1, 4, 2)))
+print(run.engine, run.backward(np.ones((1, 4, 3))).params["Wh"].shape)
+"""
+
+
+def test_a_process_that_cannot_import_numba_imports_and_runs_graphrnn():
+    out = subprocess.run([sys.executable, "-c", _NO_NUMBA], capture_output=True, text=True,
+                         env=dict(os.environ, GRAPHRNN_ENGINE="auto"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["numpy", "(3,", "9)"]
+
+
+@needs_numba
+def test_one_build_per_module_when_several_processes_want_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
+    kernels = numba_runtime.Kernels(gr.compile_cell(gr.cells.rnn(2, 3)), np.float64)
+    kernels.write()
+    lock = kernels.path + ".building"
+    open(lock, "w").close()  # another process is building this module
+    kernels.build_in_background(["forward_fused"])
+    assert kernels.build is None and os.path.exists(lock)
+    os.utime(lock, (0, 0))  # ... or was, and died long ago
+    kernels.build_in_background(["forward_fused"])
+    assert kernels.build is None and not os.path.exists(lock)
+    kernels.build_in_background(["forward_fused"])
+    assert kernels.build is not None and kernels.build.wait() == 0
+    assert not os.path.exists(lock) and kernels.cached(["forward_fused"])
+
+
+@needs_numba
+def test_a_first_load_happens_only_where_the_last_process_ran_long_enough_to_repay_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(numba_runtime, "_loaded_any", [])  # numba not started in this process
+    kernels = numba_runtime.Kernels(gr.compile_cell(gr.cells.rnn(2, 7)), np.float64)
+    kernels.write()
+    assert not numba_runtime._load_pays(kernels, "fused", 0.1)  # no history: wait LOAD_AFTER_S
+    assert numba_runtime._load_pays(kernels, "fused", numba_runtime.LOAD_AFTER_S)
+    long_run = 10 * numba_runtime.FIRST_LOAD_S
+    for runs, per_run, pays in ((10_000, long_run / 10_000, True), (10_000, 0.1 / 10_000, False)):
+        kernels.history = None
+        with open(kernels.path[:-3] + ".history.json", "w") as f:
+            f.write(f'{{"runs": {runs}, "numpy_s_per_run": {per_run}}}')
+        assert numba_runtime._load_pays(kernels, "fused", 0.1) is pays
+    # a process leaves its own history
+    kernels.runs, kernels.numpy_runs, kernels.loop_seconds = 40, 40, 2.0
+    kernels.write_history()
+    kernels.history = None
+    assert kernels.read_history() == (40, 0.05)
+
+
+_SHORT_RUN = """
+import numpy as np, graphrnn as gr
+from graphrnn.emit import numba_runtime
+numba_runtime.BUILD_AT_EXIT_S = numba_runtime.HISTORY_AFTER_S = 0.0
+cell = gr.cells.rnn(2, 5)
+params = cell.init_params()
+for _ in range(3):
+    run = gr.unroll(cell, params, np.ones((1, 4, 2)), engine="auto")
+    run.backward(np.ones((1, 4, 5)))
+k = numba_runtime._kernels(gr.compile_cell(cell), np.float64)
+print(run.engine, k.build is None, k.path)
+"""
+
+
+@needs_numba
+def test_a_run_too_short_to_build_leaves_the_build_to_a_process_started_at_its_exit(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _SHORT_RUN], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    engine, no_build_while_running, path = out.stdout.split()
+    assert engine == "numpy" and no_build_while_running == "True"
+    kernels = numba_runtime.Kernels(gr.compile_cell(gr.cells.rnn(2, 5)), np.float64)
+    assert kernels.path == path
+    lock = path + ".building"
+    with open(lock) as f:  # the build started at exit, and is still running or just done
+        pid = int(f.read() or 0)
+    while os.path.exists(lock) and _alive(pid):
+        time.sleep(0.2)
+    assert not os.path.exists(lock)
+    assert kernels.cached(["forward_fused", "backward_fused_11"])
+    assert os.path.exists(path[:-3] + ".history.json")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
