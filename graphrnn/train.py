@@ -45,8 +45,10 @@ def _tasks():
 class Trainer:
     """Runs ``task`` for ``config['iterations']`` iterations, writing into ``out``."""
 
-    def __init__(self, task, out, *, checkpoint_every=0, quiet=False, stream=None, progress=None):
+    def __init__(self, task, out, *, checkpoint_every=0, quiet=False, stream=None, progress=None,
+                 engine=None):
         self.task = task
+        self.engine = run_engine(engine)
         self.config = task.config
         self.out = out
         self.checkpoint_every = int(checkpoint_every or 0)
@@ -80,7 +82,7 @@ class Trainer:
         meta = {"config": self.config, "optimizer": ometa, "task_state": tmeta,
                 "rng": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
                 "cell_name": None if cell is None else cell.name,
-                "resumes": self.resumes,
+                "resumes": self.resumes, "engine": self.engine,
                 "elapsed_s": self.elapsed, "eval_elapsed_s": self.eval_elapsed, "graphrnn": _version()}
         return arrays, meta
 
@@ -128,6 +130,7 @@ class Trainer:
         self.elapsed = float(manifest.get("elapsed_s", 0.0))
         self.eval_elapsed = float(manifest.get("eval_elapsed_s", 0.0))
         self.resumes = list(manifest.get("resumes", []))
+        self.engine = manifest.get("engine", "numpy")
         self.saved_step = self.step
 
     def _restore_rng(self, rng, keys):
@@ -186,6 +189,11 @@ class Trainer:
     def run(self):
         """Train to the configured number of iterations. Returns 0, or 130 when
         stopped by Ctrl-C (a checkpoint is saved first)."""
+        from . import emit
+        with emit.pinned(self.engine):
+            return self._run()
+
+    def _run(self):
         self._open_run_folder()
         try:
             with self._ctrl_c_finishes_the_iteration(), self._progress_bar() as bar, \
@@ -364,7 +372,18 @@ TRAINER_SCHEMA = {
     "eval_elapsed_s?": schema.NUMBER,
     "cell_name?": schema.Field("a string or null", lambda v: None if v is None or isinstance(v, str) else ""),
     "resumes?": [{"step": schema.COUNT, "changed": schema.OBJECT}],
+    "engine?": schema.Field("numpy, native or auto", lambda v: None if v in ("numpy", "native", "auto") else ""),
 }
+
+
+def run_engine(engine=None):
+    """The engine a training run holds every step to: the one asked for, else
+    $GRAPHRNN_ENGINE, else the numpy loops. One engine for the whole run keeps
+    its rounding fixed, so a resumed run ends bit for bit where an
+    uninterrupted one ends (``auto`` may switch engines part-way)."""
+    from . import emit
+    name = engine or os.environ.get("GRAPHRNN_ENGINE", "").strip().lower() or "numpy"
+    return emit.engine_setting(name)
 
 
 def _fmt(v):
@@ -381,7 +400,7 @@ def _version():
 # ------------------------------------------------------------------------ building
 
 def build(task_name, overrides, *, out=None, checkpoint_every=0, quiet=False, stream=None,
-          progress=None):
+          progress=None, engine=None):
     """A fresh Trainer for ``task_name`` with ``overrides`` on its defaults."""
     tasks = _tasks()
     cls = tasks.get(task_name)
@@ -393,7 +412,7 @@ def build(task_name, overrides, *, out=None, checkpoint_every=0, quiet=False, st
         raise CheckpointError(f"{out} already holds a run; continue it with --resume {out} "
                               "or pick another --out")
     return Trainer(cls(config), out, checkpoint_every=checkpoint_every, quiet=quiet,
-                   stream=stream, progress=progress)
+                   stream=stream, progress=progress, engine=engine)
 
 
 def is_user_cell(spec):
@@ -425,7 +444,7 @@ def _cell_to_load(recorded, asked, trust, where):
 
 
 def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=False,
-           stream=None, progress=None, sampling=False, trust=False):
+           stream=None, progress=None, sampling=False, trust=False, engine=None):
     """A Trainer that continues the run in ``folder`` from its checkpoint
     (with ``sampling``, only the model, built without the training data).
 
@@ -468,6 +487,9 @@ def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=
     trainer = Trainer(task, folder, checkpoint_every=checkpoint_every, quiet=quiet,
                       stream=stream, progress=progress)
     trainer.restore(manifest, arrays)
+    if engine is not None and run_engine(engine) != trainer.engine:
+        changed["engine"] = [trainer.engine, run_engine(engine)]
+        trainer.engine = run_engine(engine)
     _check_cell(task, manifest, config["cell"], where)
     if not sampling and trainer.step > config["iterations"]:
         raise CheckpointError(f"{folder} is already at iteration {trainer.step}, past the "
@@ -545,6 +567,9 @@ def add_train_arguments(p):
                    help="any other setting of the task, e.g. --set dropout=0.3 (repeatable)")
     p.add_argument("--backend", default=None, choices=("numpy", "cupy"),
                    help="array backend (default numpy, or $GRAPHRNN_BACKEND)")
+    p.add_argument("--engine", default=None, choices=("numpy", "native", "auto"),
+                   help="the cell loops for the whole run (default $GRAPHRNN_ENGINE, else numpy; "
+                        "recorded, and kept on --resume so that it ends bit for bit; docs/engines.md)")
     p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/TASK-DATE)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR")
     p.add_argument("--trust-checkpoint", action="store_true",
@@ -588,7 +613,7 @@ def train_main(args):
             raise UsageError("--resume continues in its own folder; leave out --out")
         trainer = resume(args.resume, overrides, task_name=args.task,
                          checkpoint_every=args.checkpoint_every, quiet=args.quiet,
-                         trust=getattr(args, "trust_checkpoint", False))
+                         trust=getattr(args, "trust_checkpoint", False), engine=args.engine)
     else:
         if not args.task:
             raise UsageError("name a task (or --resume DIR)")
@@ -597,7 +622,7 @@ def train_main(args):
         if "data" in overrides and args.task not in ("dinosaurs", "ptb"):
             raise UsageError("--data applies to the dinosaurs and ptb tasks only")
         trainer = build(args.task, overrides, out=args.out,
-                        checkpoint_every=args.checkpoint_every, quiet=args.quiet)
+                        checkpoint_every=args.checkpoint_every, quiet=args.quiet, engine=args.engine)
     return trainer.run()
 
 

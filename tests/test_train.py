@@ -418,3 +418,27 @@ def test_run_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
         again.finish()
     assert (out / "loss.png").read_bytes() == before["loss.png"]
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_a_run_holds_one_engine_recorded_in_its_checkpoint_and_kept_on_resume(tmp_path, monkeypatch):
+    from graphrnn import emit
+    seen = []
+    real = emit.engine_setting
+
+    def spy(engine=None):
+        seen.append(real(engine))
+        return seen[-1]
+    monkeypatch.setattr(emit, "engine_setting", spy)
+    monkeypatch.setenv("GRAPHRNN_ENGINE", "auto")
+    tr = train.build("primes", {"iterations": 3, "hidden": 4}, out=str(tmp_path / "r"), quiet=True,
+                     engine="numpy")
+    assert tr.run() == 0
+    assert set(seen[1:]) == {"numpy"}          # every unroll of the run, despite $GRAPHRNN_ENGINE=auto
+    assert checkpoint.read_manifest(str(tmp_path / "r"))["engine"] == "numpy"
+    again = train.resume(str(tmp_path / "r"), {"iterations": 5}, quiet=True)
+    assert again.engine == "numpy"
+    moved = train.resume(str(tmp_path / "r"), {"iterations": 5}, quiet=True, engine="auto")
+    assert moved.engine == "auto" and moved.resumes[-1]["changed"]["engine"] == ["numpy", "auto"]
+    assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "s"), quiet=True).engine == "auto"
+    monkeypatch.delenv("GRAPHRNN_ENGINE")
+    assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "t"), quiet=True).engine == "numpy"

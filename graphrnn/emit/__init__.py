@@ -8,11 +8,27 @@ None of them decides what is computed or stored; they read the plan.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 from . import numpy_loops
 
 ENGINES = ("numpy", "native", "auto")
+
+# The engine a running trainer holds every unroll to (innermost last): auto may
+# switch a run from the numpy loops to native ones part-way, which changes the
+# rounding, and a resumed run must end bit for bit where an uninterrupted one does.
+_pinned = []
+
+
+@contextlib.contextmanager
+def pinned(name):
+    """Within the block, runs that do not name an engine use ``name``."""
+    _pinned.append(engine_setting(name))
+    try:
+        yield
+    finally:
+        _pinned.pop()
 
 
 class NumpyLoops:
@@ -31,6 +47,8 @@ class NumpyLoops:
 
 def engine_setting(engine=None) -> str:
     """The engine asked for: the argument, else ``$GRAPHRNN_ENGINE``, else auto."""
+    if engine is None and _pinned:
+        return _pinned[-1]
     name = engine if engine is not None else (os.environ.get("GRAPHRNN_ENGINE", "").strip().lower() or "auto")
     if name not in ENGINES:
         from ..primitives import GraphError
