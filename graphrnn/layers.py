@@ -104,7 +104,8 @@ class Dropout:
             return x
         keep = 1.0 - self.ratio
         u = rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
-        mask = backend.asarray((u >= self.ratio).astype(x.dtype))
+        # a byte per entry crosses to the GPU, not a float
+        mask = backend.asarray(u >= self.ratio).astype(x.dtype)
         mask *= x.dtype.type(1.0 / keep)
         self._mask = mask
         return x * mask

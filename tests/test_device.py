@@ -170,3 +170,23 @@ def test_backend_is_numpy_again_after_the_fake_device():
     with fakedevice.install():
         assert backend.get_backend() == "fakedevice"
     assert backend.xp() is np
+
+
+def test_ptb_steps_copy_nothing_to_the_device_but_dropout_masks_of_a_byte_an_entry(ptb_slice, tmp_path):
+    with fakedevice.install() as xp:
+        tr = train.build("ptb", {**TINY_LM, "data": str(ptb_slice), "dropout": 0.3, "layers": 2},
+                         out=str(tmp_path / "r"), quiet=True)
+        task = tr.task
+        task.step(0)                       # the corpus crosses once, here
+        copies = []
+        real = xp.asarray
+
+        def counting(a, dtype=None, order=None):
+            if not isinstance(a, xp.ndarray):
+                copies.append(np.asarray(a).dtype)
+            return real(a, dtype, order)
+        xp.asarray = counting
+        for i in range(1, 4):
+            task.step(i)
+        # three dropout masks a step (after the embedding, between the layers, before the output)
+        assert copies and all(d == np.bool_ for d in copies) and len(copies) == 3 * 3

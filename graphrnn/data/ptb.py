@@ -189,22 +189,23 @@ def decode(words, ids):
 
 # ---------------------------------------------------------------------------- batching
 
-def stream_offsets(length, batch):
+def stream_offsets(length, batch, xp=np):
     """Start of each of ``batch`` parallel streams in a sequence of ``length``
     inputs: evenly spaced, as the book's trainer places them."""
     if batch < 1 or length < batch:
         raise DataError(f"cannot cut {length} tokens into {batch} streams")
-    return np.arange(batch) * (length // batch)
+    return xp.arange(batch) * (length // batch)
 
 
-def train_batch(corpus, batch, steps, iteration):
+def train_batch(corpus, batch, steps, iteration, xp=np):
     """(xs, ts), each (batch, steps): window ``iteration`` of the training streams.
 
     Inputs are corpus[:-1] and targets corpus[1:]; stream i reads from
     offset_i + iteration·steps on, wrapping at the end like the book's trainer.
+    ``xp`` is ``corpus``'s array module: a corpus kept on the GPU is cut there.
     """
     n = len(corpus) - 1
-    pos = stream_offsets(n, batch)[:, None] + iteration * steps + np.arange(steps)
+    pos = stream_offsets(n, batch, xp)[:, None] + iteration * steps + xp.arange(steps)
     pos %= n
     return corpus[pos], corpus[pos + 1]
 
@@ -218,16 +219,16 @@ def iterations_per_epoch(corpus, batch, steps):
     return k
 
 
-def eval_batches(corpus, batch, steps):
+def eval_batches(corpus, batch, steps, xp=np):
     """The evaluation windows of the book's ``eval_perplexity``: ``batch`` streams
     ``(len−1)//batch`` apart, (len−1)//(batch·steps) windows, the last partial
-    window left out. Yields (xs, ts)."""
+    window left out. Yields (xs, ts), cut with ``corpus``'s array module ``xp``."""
     size = len(corpus)
     jump = (size - 1) // batch
     k = (size - 1) // (batch * steps)
     if k < 1:
         raise DataError(f"a corpus of {size} tokens is too short to evaluate in {batch} x {steps} windows")
-    base = np.arange(batch)[:, None] * jump + np.arange(steps)
+    base = xp.arange(batch)[:, None] * jump + xp.arange(steps)
     for i in range(k):
         pos = (base + i * steps) % size
         yield corpus[pos], corpus[(pos + 1) % size]

@@ -138,6 +138,7 @@ class PTB(Task):
         super().__init__(config)
         cfg = config
         self.corpus = None
+        self._on_device = {}
         if vocab is None:
             try:
                 self.corpus = ptbdata.load(cfg["data"], progress=True)
@@ -182,10 +183,18 @@ class PTB(Task):
         return self.model.cells[0]
 
     # ------------------------------------------------------------- training
+    def _ids(self, split):
+        """A split's word ids where the model runs: moved to the GPU once, not per batch."""
+        xp = backend.xp()
+        cached = self._on_device.get(split)
+        if cached is None or cached[0] is not xp:
+            cached = self._on_device[split] = (xp, backend.asarray(getattr(self.corpus, split)))
+        return cached
+
     def batch(self, i):
         k = i % self.epoch_length if self.config["epoch_restart"] else i
-        xs, ts = ptbdata.train_batch(self.corpus.train, self.config["batch"], self.config["steps"], k)
-        return backend.asarray(xs), backend.asarray(ts)
+        xp, ids = self._ids("train")
+        return ptbdata.train_batch(ids, self.config["batch"], self.config["steps"], k, xp)
 
     def step(self, i):
         m = self.model
@@ -216,11 +225,8 @@ class PTB(Task):
         return None if self._running is None else f"ppl {self._running:.1f} lr {self.opt.lr:g}"
 
     def evaluate(self, split):
-        data = getattr(self.corpus, split)
-        xp = backend.xp()
-        batches = ((xp.asarray(x), xp.asarray(t))
-                   for x, t in ptbdata.eval_batches(data, self.config["eval_batch"], self.config["steps"]))
-        return self.model.perplexity(batches)
+        xp, ids = self._ids(split)
+        return self.model.perplexity(ptbdata.eval_batches(ids, self.config["eval_batch"], self.config["steps"], xp))
 
     def end_epoch(self, epoch):
         """Validation after epoch ``epoch`` (1-based): keep the best, maybe divide the rate."""
