@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from . import files, schema
+from . import files, plots, schema
 from .errors import DataError
 
 # Figures where more is better; every other headline figure (losses, errors,
@@ -66,8 +66,15 @@ class Judge:
         return 1.0 if key in HIGHER_IS_BETTER else -1.0
 
     def rank(self, row):
-        """Sort key: best first; ties on ``select`` broken by the other figures."""
+        """Sort key for a cell's rates: best first on ``select``, ties broken by the other figures."""
         keys = (self.select,) + tuple(k for k in self.shown if k != self.select)
+        return tuple(-self.better(k) * row["mean"][k] for k in keys)
+
+    def standing(self, row):
+        """Sort key for the cells, each at its best rate: best first on ``judge``
+        (test perplexity: the rate was chosen on validation, the cells are
+        compared on what was held out from both), ties broken by ``select``."""
+        keys = (self.judge,) + tuple(k for k in self.shown if k != self.judge)
         return tuple(-self.better(k) * row["mean"][k] for k in keys)
 
 
@@ -206,8 +213,8 @@ def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=(
     names = {k: k.replace("_", " ") for k in judge.shown}
     title = "PTB" if judge.task == "ptb" else judge.task
     if judge.task == "ptb":
-        how = ("The best rate of a cell is chosen on validation perplexity; test perplexity is "
-               "reported, never used to choose.")
+        how = ("The best rate of a cell is chosen on validation perplexity; the cells, each at its "
+               "best rate, are then compared on test perplexity, which chose nothing.")
     else:
         how = (f"The best rate of a cell is chosen on {names[judge.select]} ({'higher' if judge.higher else 'lower'} "
                "is better), the task's headline figure; this task has no held-out split, so the choice and "
@@ -230,7 +237,7 @@ def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=(
             cells.append("" if math.isnan(r["clip_fraction"]) else f"{100 * r['clip_fraction']:.0f}%")
         lines.append("| " + " | ".join(cells) + " |")
     if best:
-        order = sorted(best.values(), key=judge.rank)
+        order = sorted(best.values(), key=judge.standing)
         win = order[0]
         short = {k: SHORT.get(k, names[k]) for k in judge.shown}
         sel = [] if judge.select == judge.judge else [judge.select]
@@ -243,7 +250,7 @@ def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=(
             vals = [_pm(r["values"][k]) for k in sel + [judge.judge]]
             gap = r["mean"][judge.judge] - win["mean"][judge.judge]
             lines.append(f"| {r['cell']} | {r['lr']:g} | " + " | ".join(vals) +
-                         f" | {_signed(gap)} | {_unsigned(_spread(r, judge.judge))} |")
+                         f" | {_signed(gap, r['mean'][judge.judge])} | {_unsigned(_spread(r, judge.judge), r['mean'][judge.judge])} |")
         lines += ["", verdict(order, judge), ""]
     lines += _faults(root, runs, diverged)
     folders = [u for u in unfinished if os.path.isdir(u)]
@@ -255,12 +262,16 @@ def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=(
     return "\n".join(lines)
 
 
-def _signed(x):
-    return f"{x:+.1f}" if abs(x) >= 1 or x == 0 else f"{x:+.3g}"
+def _signed(x, scale=0.0):
+    return ("+" if x >= 0 else "-") + _unsigned(abs(x), scale)
 
 
-def _unsigned(x):
-    return f"{x:.1f}" if abs(x) >= 1 or x == 0 else f"{x:.3g}"
+def _unsigned(x, scale=0.0):
+    """A difference of figures of size ``scale``: perplexities (scale >= 10) to a
+    tenth, or a hundredth below one; small figures (accuracies, losses) to 3 digits."""
+    if abs(x) >= 1 or x == 0:
+        return f"{x:.1f}"
+    return f"{x:.2f}" if scale >= 10 else f"{x:.3g}"
 
 
 def _faults(root, runs, diverged):
@@ -304,13 +315,17 @@ def verdict(order, judge):
         return (tie + f"; on {x.replace('_', ' ')}, the next figure, {win['cell']} is better: "
                 f"{_num(win['mean'][x])} against {_num(second['mean'][x])}.")
     figure = "test perplexity" if judge.task == "ptb" else name
-    head = (f"**{win['cell']}** wins at its own best rate (lr {win['lr']:g}): {figure} "
-            f"{_num(win['mean'][k])} against {second['cell']}'s {_num(second['mean'][k])} (lr {second['lr']:g}), "
-            f"a margin of {_unsigned(gap)}")
+    scale = abs(win["mean"][k])
+    figures = (f"{figure} {_num(win['mean'][k])} against {second['cell']}'s {_num(second['mean'][k])} "
+               f"(lr {second['lr']:g})")
     if n < 2:
-        return head + "; with one seed per cell there is no spread over seeds to weigh it against."
-    clear = "larger" if gap > spread else "not larger"
-    return head + f", {clear} than the spread over seeds ({_unsigned(spread)}, {seeds})."
+        return (f"**{win['cell']}** is ahead at its own best rate (lr {win['lr']:g}): {figures}, a margin of "
+                f"{_unsigned(gap, scale)}; with one seed per cell there is no spread over seeds to weigh it against.")
+    if gap > spread:
+        return (f"**{win['cell']}** wins at its own best rate (lr {win['lr']:g}): {figures}, a margin of "
+                f"{_unsigned(gap, scale)}, larger than the spread over seeds ({_unsigned(spread, scale)}, {seeds}).")
+    return (f"No clear winner: **{win['cell']}** at its best rate (lr {win['lr']:g}) is ahead by "
+            f"{_unsigned(gap, scale)} ({figures}), within the spread over seeds ({_unsigned(spread, scale)}, {seeds}).")
 
 
 # ----------------------------------------------------------------------------- plots
@@ -318,7 +333,7 @@ def verdict(order, judge):
 def _axes_style(ax, title, xlabel):
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.set_yscale("log")
+    plots.log_y(ax)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()

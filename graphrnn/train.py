@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from . import backend, checkpoint, files, schema
+from . import backend, checkpoint, files, plots, schema
 from .errors import CheckpointError, TaskError, TrainingError, UsageError
 
 
@@ -354,7 +354,7 @@ class Trainer:
             smooth = np.convolve(y, np.ones(w) / w, mode="valid")
             ax.plot(x[w - 1:], smooth, lw=1.5, label=f"mean of {w}")
         if len(y) and y.min() > 0 and y.max() / y.min() > 100:
-            ax.set_yscale("log")
+            plots.log_y(ax)
         ax.set_xlabel("iteration")
         ax.set_ylabel("loss")
         ax.set_title(f"{self.task.name} ({self.config['cell']}, lr {self.config['lr']})")

@@ -360,3 +360,16 @@ def test_report_picks_each_cells_best_rate_on_validation_and_weighs_the_margin_b
     assert os.path.getsize(tmp_path / "perplexity.png") > 1000
     assert cli.main(["report", str(tmp_path / "unfinished")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_report_compares_cells_on_test_after_choosing_rates_on_validation_and_calls_a_close_race_open(tmp_path):
+    # gru is better on validation, lstm on test, by less than the seeds' spread (the ch6 sweep's case)
+    for seed, (vg, tg, vl, tl) in enumerate([(137.7, 134.7, 139.4, 134.3), (139.4, 135.4, 140.2, 135.7)]):
+        fake_run(tmp_path, "gru", 10.0, seed, [200.0, vg], tg)
+        fake_run(tmp_path, "lstm", 20.0, seed, [200.0, vl], tl)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    table = md.split("## Each cell at its own best learning rate")[1]
+    assert table.index("| lstm |") < table.index("| gru |")          # ordered on test perplexity
+    assert "No clear winner: **lstm** at its best rate (lr 20) is ahead by 0.05" in md
+    assert "within the spread over seeds (1.4, 2 seeds each)" in md

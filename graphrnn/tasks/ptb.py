@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from .. import backend, files, optim, schema
+from .. import backend, files, optim, plots, schema
 from ..data import DataError
 from ..data import ptb as ptbdata
 from ..models import RNNLM
@@ -329,7 +329,7 @@ class PTB(Task):
         if self.history:
             ax.plot([h["epoch"] for h in self.history], [h["valid_perplexity"] for h in self.history],
                     "o-", label="validation")
-        ax.set_yscale("log")
+        plots.log_y(ax)
         ax.set_xlabel("epoch")
         ax.set_ylabel("perplexity")
         cfg = self.config
