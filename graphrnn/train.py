@@ -62,6 +62,7 @@ class Trainer:
         self.losses = []         # the loss of every iteration done
         self.elapsed = 0.0       # seconds spent in the loop, over all segments of the run
         self.eval_elapsed = 0.0  # the part of it spent in end-of-epoch evaluations
+        self._segment_start = None  # perf_counter at the start of the loop now running
         self.saved_step = None   # iteration of the newest checkpoint on disk
         self.resumes = []        # one record per resume that changed a setting: {"step", "changed"}
         self.changed = {}        # what this segment changed on resume: name -> [old, new]
@@ -83,8 +84,16 @@ class Trainer:
                 "rng": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
                 "cell_name": None if cell is None else cell.name,
                 "resumes": self.resumes, "engine": self.engine,
-                "elapsed_s": self.elapsed, "eval_elapsed_s": self.eval_elapsed, "graphrnn": _version()}
+                "elapsed_s": self._elapsed_now(), "eval_elapsed_s": self.eval_elapsed,
+                "graphrnn": _version()}
         return arrays, meta
+
+    def _elapsed_now(self):
+        """Loop time so far, the running segment included: a checkpoint saved
+        mid-loop must carry it, or a resumed run forgets the time before it."""
+        if self._segment_start is None:
+            return self.elapsed
+        return self.elapsed + time.perf_counter() - self._segment_start
 
     def save(self):
         arrays, meta = self.state()
@@ -268,7 +277,7 @@ class Trainer:
         epoch_length = getattr(task, "epoch_length", None) or 0
         progress_text = getattr(task, "progress", None)
         pending = 0
-        t0 = time.perf_counter()
+        self._segment_start = time.perf_counter()
         try:
             i = self.step
             while i < total and not self._stop:
@@ -300,7 +309,7 @@ class Trainer:
                         if text:
                             bar.set_postfix_str(text, refresh=False)
         finally:
-            self.elapsed += time.perf_counter() - t0
+            self.elapsed, self._segment_start = self._elapsed_now(), None
 
     def _end_epoch(self, i, epoch_length, log):
         """The task's evaluation after the epoch that iteration i-1 ended, logged

@@ -135,6 +135,28 @@ def test_builtin_cells_native_loops_equal_numpy_loops_for_every_gradient_request
 
 
 @needs_numba
+@pytest.mark.parametrize("form", numba_loops.FORMS)
+def test_a_conditional_rule_summed_with_other_gradients_keeps_them(form):
+    """relu's rule is ``dy if y > 0 else 0``; joined into the sum of a value's
+    gradients it once took the whole sum under its condition (found by the
+    random cells: dstate0 was 0 wherever the state was negative)."""
+    c = gr.CellBuilder("relu-and-more")
+    x, s = c.input("x", 3), c.state("s", 4)
+    W, U = c.param("W", (3, 4)), c.param("U", (4, 4))
+    c.update(s=gr.sigmoid(gr.relu(s) @ U + (s + s) @ U + x @ W))
+    cell = c.build()
+    params, xs, s0 = _random_inputs(cell, np.random.default_rng(3), n=2, t=2)
+    assert (s0["s"] < 0).any()
+    a = gr.unroll(cell, params, xs, s0, engine="numpy")
+    assert check_engines(cell, params, xs, s0, runs=(a, _native(cell, params, xs, s0, form))).ok
+
+
+def test_scalar_expressions_compose_inside_sums():
+    relu_rule = scalar.python_expr("dy if y > 0 else 0", {"dy": "2.0", "y": "-1.0"}, {}, const=repr)
+    assert eval(f"3.0 + {relu_rule}") == 3.0
+
+
+@needs_numba
 @settings(max_examples=scaled_examples(25), deadline=None)
 @given(data=st.data(), cell=random_cells())
 def test_random_cells_native_loops_equal_numpy_loops(data, cell):

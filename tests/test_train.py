@@ -67,6 +67,24 @@ def test_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_ends(tmp_path, 
     assert os.path.getsize(tmp_path / "part" / "loss.png") > 1000
 
 
+def test_a_checkpoint_saved_mid_run_carries_the_time_spent_so_far(tmp_path):
+    """A run killed after a periodic checkpoint resumes with the loop time up to
+    it (it once kept only earlier segments' time: 0 s, and a wrong s/epoch)."""
+    import time
+    tr = trainer("binary-addition", tmp_path, checkpoint_every=25)
+    step, seen = tr.task.step, {}
+
+    def slow(i):
+        time.sleep(0.005)
+        if i == 60:
+            seen["elapsed"] = checkpoint.read_manifest(str(tmp_path))["elapsed_s"]
+        return step(i)
+    tr.task.step = slow
+    assert tr.run() == 0
+    assert seen["elapsed"] >= 50 * 0.005          # the checkpoint at 50 counts 50 sleeps
+    assert json.load(open(tmp_path / "metrics.json"))["train_s"] >= 160 * 0.005
+
+
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     tr = trainer("primes", tmp_path / "r", checkpoint_every=10)
     step = tr.task.step

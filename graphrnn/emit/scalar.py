@@ -54,6 +54,8 @@ class _Bind(ast.NodeTransformer):
 
 
 def python_expr(text, env, functions, const=const_name) -> str:
-    """``text`` with names bound by ``env`` as Python (numba) source."""
+    """``text`` with names bound by ``env`` as Python (numba) source, in
+    parentheses: emitters join these into sums, and ``a + x if c else 0``
+    would put the whole sum under relu's condition."""
     tree = _Bind(env, functions, const).visit(ast.parse(text, mode="eval"))
-    return ast.unparse(tree)
+    return f"({ast.unparse(tree)})"
