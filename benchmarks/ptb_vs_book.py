@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from graphrnn.bench import numpy_blas
+
 
 def book_trainer(book_dir, data_dir, workdir):
     ch06 = os.path.join(os.path.abspath(book_dir), "ch06")
@@ -88,9 +90,10 @@ def main(argv=None):
     ratio = med["book"] / med["graphrnn"]
     result = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "iterations": k,
               "rounds": args.rounds, "cell": args.cell, "s_per_iteration": med, "samples": times,
-              "s_per_epoch": {n: v * 1327 for n, v in med.items()}, "speedup_of_graphrnn": ratio}
+              "s_per_epoch": {n: v * 1327 for n, v in med.items()}, "speedup_of_graphrnn": ratio,
+              "numpy_blas": numpy_blas()}
     md = (f"PTB chapter 6 training, {k} iterations x {args.rounds} interleaved rounds, "
-          f"{result['date_utc']} UTC, {os.cpu_count()} CPUs.\n\n"
+          f"{result['date_utc']} UTC, {os.cpu_count()} CPUs, {result['numpy_blas'] or 'BLAS unknown'}.\n\n"
           "| implementation | s / iteration | s / epoch (1327 iterations) |\n|---|---:|---:|\n"
           + "".join(f"| {n} | {med[n]:.4f} | {med[n] * 1327:.1f} |\n" for n in ("book", "graphrnn"))
           + f"\ngraphrnn ({args.cell}) is {ratio:.2f}x as fast as the book's code (goal: at least 2x).\n")

@@ -48,7 +48,8 @@ def cells_section():
         pair = [(_median(rows, s, cell, "hoisted"), _median(rows, s, cell, "graphrnn")) for s in ("small", "medium")]
         if all(a and b for a, b in pair):
             hoisted.append(f"{cell} {pair[0][0] / pair[0][1]:.2f}x and {pair[1][0] / pair[1][1]:.2f}x")
-    text = [f"Run of {m['date_utc']} UTC, {m['cpus']} CPUs, numpy {m['numpy']}, torch {m.get('torch')}; "
+    text = [f"Run of {m['date_utc']} UTC, {m['cpus']} CPUs, numpy {m['numpy']} "
+            f"({m.get('numpy_blas') or 'BLAS not recorded'}), torch {m.get('torch')}; "
             "ratios move by about 0.1 between runs."]
     if hoisted:
         text.append("Time of numpy hoisted by hand / graphrnn's at the small and medium sizes: "
@@ -63,7 +64,8 @@ def lm_section():
         s = b["s_per_epoch"]
         out.append(f"- chapter 6 (LSTM, H = 100), training with the book's own code beside graphrnn "
                    f"(`benchmarks/ptb_vs_book.py`, {b['date_utc']} UTC): {s['book']:.0f} s per epoch "
-                   f"against {s['graphrnn']:.0f} s, **{b['speedup_of_graphrnn']:.2f}x** (goal 2x).")
+                   f"against {s['graphrnn']:.0f} s, **{b['speedup_of_graphrnn']:.2f}x** (goal 2x; "
+                   f"{b.get('numpy_blas') or 'BLAS not recorded'}).")
     if os.path.exists(os.path.join(RESULTS, "lm.json")):
         lm = _load("lm.json")
         rows = lm["rows"]
@@ -71,13 +73,14 @@ def lm_section():
             g, t, bk = (_median(rows, "better", cell, i) for i in ("graphrnn", "torch", "book"))
             if g is None:
                 continue
-            part = f"{cell} {g * 1e3:.0f} ms"
+            part = f"graphrnn {cell} {g * 1e3:.0f} ms"
             if t:
-                part += f", torch {t * 1e3:.0f} ms (**{t / g:.2f}x**)"
+                part += f", torch {t * 1e3:.0f} ms (graphrnn **{t / g:.2f}x** as fast)"
             if bk:
                 part += f", the book's BetterRnnlm {bk * 1e3:.0f} ms ({bk / g:.2f}x)"
             out.append(f"- one training step at the `better` size (H = 650, 2 layers, tied, V = 10,000), "
-                       f"`graphrnn bench --lm`, {lm['meta']['date_utc']} UTC: {part}.")
+                       f"`graphrnn bench --lm`, {lm['meta']['date_utc']} UTC, "
+                       f"{lm['meta'].get('numpy_blas') or 'BLAS not recorded'}: {part}.")
         goals = lm.get("goals", [])
         if goals:
             out.append("- goals: " + "; ".join(f"{g['goal']}: {g['ratio']:.2f}x ({'met' if g['met'] else 'NOT met'})"

@@ -23,6 +23,7 @@ refreshes the committed ``benchmarks/results``.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import json
 import math
@@ -132,6 +133,20 @@ def gemm_flops(kind, size, need_xs=True):
 
 
 # ============================================================================ measurement
+
+def numpy_blas():
+    """numpy's BLAS and the kernels it runs ("openblas 0.3.31 SkylakeX"): the
+    kernel choice moves GEMM-bound ratios by 1.5x (an OPENBLAS_CORETYPE pin
+    to Haswell on an AVX-512 machine), so every table says which it had."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            return " ".join(str(lib[k]) for k in ("internal_api", "version", "architecture") if lib.get(k))
+    return None
+
 
 def numpy_threads():
     """OpenBLAS's thread count, read from the loaded library (no extra dependency)."""
@@ -259,6 +274,33 @@ def _fix_malloc_threshold():
         return False
 
 
+def _trim():
+    """Hand malloc's free memory back to the kernel (glibc), so RSS shows what is in use."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def measure_held(make):
+    """What a contender holds between calls (parameters, gradients, buffers):
+    the resident set's growth from building it through its first call, with
+    freed memory handed back before and after, so that pages an earlier
+    contender freed cannot hide this one's (they once showed 0 MiB)."""
+    gc.collect()
+    _trim()
+    before = _proc_status_kib("VmRSS")
+    fn = make()
+    fn()
+    gc.collect()
+    _trim()
+    after = _proc_status_kib("VmRSS")
+    del fn
+    gc.collect()
+    _trim()
+    return None if before is None or after is None else max(0, after - before) / 1024
+
+
 def measure_memory(fn, numpy_traced):
     """Peak memory of one call: tracemalloc (numpy reports its buffers to it)
     and the growth of the resident set's high-water mark above the resident
@@ -303,7 +345,8 @@ def run_benchmarks(sizes=None, cells=CELL_NAMES, rounds=None, impls=IMPLS, dtype
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "python": sys.version.split()[0], "numpy": np.__version__,
         "graphrnn": getattr(gr, "__version__", "?"), "machine": platform.machine(),
-        "cpus": os.cpu_count(), "numpy_blas_threads": threads, "dtype": np.dtype(dtype).name,
+        "cpus": os.cpu_count(), "numpy_blas_threads": threads, "numpy_blas": numpy_blas(),
+        "dtype": np.dtype(dtype).name,
         "torch": None, "torch_threads": None, **{k: os.environ.get(k) for k in QUIET_POOLS},
     }
     if have_torch:
@@ -373,7 +416,8 @@ def markdown_table(result):
     meta = result["meta"]
     lines = [
         f"forward+backward of one batch (with dxs), {meta['dtype']}, "
-        f"{meta['numpy_blas_threads']} BLAS threads (numpy), torch threads {meta['torch_threads']}; "
+        f"{meta['numpy_blas_threads']} BLAS threads (numpy, {meta.get('numpy_blas') or 'BLAS unknown'}), "
+        f"torch threads {meta['torch_threads']}; "
         f"median of interleaved rounds. SGEMM peak (numpy, 1024^3): {meta['sgemm_gflops_numpy']:.1f} GFLOP/s"
         + (f"; torch SGEMM {meta['sgemm_gflops_torch']:.1f} GFLOP/s" if meta.get("sgemm_gflops_torch") else "")
         + f". {meta['date_utc']} UTC, numpy {meta['numpy']}, torch {meta['torch']}.",
@@ -633,39 +677,37 @@ def run_lm_benchmarks(sizes, cells, rounds, book=None, use_torch=True, log=print
         torch.set_num_threads(threads)
     meta = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "python": sys.version.split()[0],
             "numpy": np.__version__, "cpus": os.cpu_count(), "numpy_blas_threads": threads,
+            "numpy_blas": numpy_blas(),
             "torch": __import__("torch").__version__ if have_torch else None, "book": book,
             "sgemm_gflops_numpy": sgemm_peak()}
-    rows, cases = [], {}
+    rows, cases, builders = [], {}, {}
     for sname in sizes:
         V, D, H, layers, N, T, dropout, tie = LM_SIZES[sname]
         rng = np.random.default_rng(0)
         xs, ts = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
         for cell in cells:
-            makers = {"graphrnn": lambda: lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts)}
+            P = functools.partial
+            makers = {"graphrnn": P(lm_graphrnn_step, V, D, H, layers, cell, dropout, tie, xs, ts)}
             if have_torch:
-                makers["torch"] = lambda: lm.torch_step(V, D, H, layers, cell, dropout, tie, xs, ts)
+                makers["torch"] = P(lm.torch_step, V, D, H, layers, cell, dropout, tie, xs, ts)
             if book and cell == "lstm":
-                makers["book"] = lambda: lm.book_step(book, V, D, H, sname == "better", dropout, xs, ts)
-            fns, held = {}, {}
-            for impl, make in makers.items():
-                # what the model holds between steps: parameters, gradients, buffers
-                gc.collect()
-                before = _proc_status_kib("VmRSS")
-                fns[impl] = make()
-                fns[impl]()
-                after = _proc_status_kib("VmRSS")
-                held[impl] = None if before is None or after is None else max(0, after - before) / 1024
+                makers["book"] = P(lm.book_step, book, V, D, H, sname == "better", dropout, xs, ts)
+            builders[(sname, cell)] = makers
+            fns = {impl: make() for impl, make in makers.items()}
             cases[(sname, cell)] = fns
             t0 = time.perf_counter()
             timing = time_interleaved(fns, rounds, target_s=0.0, warmup=1)
             for impl, tm in timing.items():
                 rows.append({"size": sname, "cell": cell, "impl": impl, "V": V, "D": D, "H": H,
-                             "layers": layers, "N": N, "T": T, "dropout": dropout, "tied": tie,
-                             "held_mib": held[impl], **tm})
+                             "layers": layers, "N": N, "T": T, "dropout": dropout, "tied": tie, **tm})
             log(f"  {sname:6s} {cell:4s} " + "  ".join(f"{k} {v['median_s'] * 1e3:8.1f} ms"
                                                        for k, v in timing.items())
                 + f"   ({time.perf_counter() - t0:.1f} s)")
     _memory_and_speedups(rows, cases, meta, memory)
+    if memory:
+        cases.clear()
+        for row in rows:
+            row["held_mib"] = measure_held(builders[(row["size"], row["cell"])][row["impl"]])
     return {"meta": meta, "rounds": rounds, "rows": rows}
 
 
@@ -673,7 +715,8 @@ def lm_markdown(result):
     m = result["meta"]
     lines = [f"One training step of the PTB language model (forward, backward, global-norm clip, SGD), "
              f"float32, median of {result['rounds']} interleaved rounds; {m['date_utc']} UTC, "
-             f"{m['cpus']} CPUs, numpy {m['numpy']}, torch {m['torch']}.",
+             f"{m['cpus']} CPUs, numpy {m['numpy']} ({m.get('numpy_blas') or 'BLAS unknown'}), "
+             f"torch {m['torch']}.",
              "Speed-up = the other's time / graphrnn's. Memory: what the model holds between steps "
              "(growth of the resident set from building it through its first step: parameters, "
              "gradients, buffers), the growth of the resident set's peak during one more step, and "

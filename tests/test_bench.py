@@ -108,6 +108,21 @@ def test_lm_benchmark_runner_times_graphrnn_and_writes_its_table(monkeypatch):
     assert "| tiny | gru | graphrnn |" in md
 
 
+def test_held_memory_is_seen_even_after_another_contender_freed_as_much():
+    def make():
+        held = [np.ones(2 ** 19) for _ in range(16)]   # 16 x 4 MiB, every page touched
+        return lambda: float(held[-1][-1])
+    big = np.ones(2 ** 21)
+    del big                      # a freed 16 MiB buffer: glibc now keeps 4 MiB blocks on its heap
+    scratch = [np.ones(2 ** 19) for _ in range(20)]
+    keep = np.ones(1000)         # allocated above them, so the heap cannot shrink by itself
+    del scratch                  # an earlier contender's memory: free, yet still resident
+    held = bench.measure_held(make)
+    if held is None:
+        pytest.skip("no /proc/self/status here")
+    assert held >= 60 and keep[0] == 1
+
+
 def test_torch_lm_contender_computes_the_same_loss_as_graphrnn():
     # (LSTM only: torch's GRU applies r after W_hn h, graphrnn's gru is the book's form)
     cell = "lstm"
