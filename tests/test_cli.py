@@ -75,8 +75,11 @@ def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
             "sys.exit(cli.main(sys.argv[1:]))\n")
     for argv in (["train", "binary-addition", "--iterations", "5", "--out", str(tmp_path / "r")],
                  ["gradcheck", "gru"], ["--help"]):
+        # A shell's background job inherits SIGINT ignored, and Python then leaves
+        # it ignored; a terminal's Ctrl-C reaches a foreground command, so test that.
         p = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert p.stdout.readline() == "ready\n"
         p.send_signal(signal.SIGINT)
         out, err = p.communicate()
