@@ -60,7 +60,7 @@ def _to_numpy(tree):
 class JaxBinaryAddition:
     """Sigmoid RNN, 16 units, over 8 bits least significant first; one sum per step, SGD 0.1."""
 
-    def __init__(self, seed=0, lr=0.1, hidden=16, bits=8):
+    def __init__(self, seed=0, lr=0.1, hidden=16, bits=8, unroll=1):
         self.seed, self.lr, self.hidden, self.bits = seed, lr, hidden, bits
         self.half = 2 ** (bits - 1)
         self.table = jnp.asarray(data.bit_table(bits))
@@ -74,7 +74,7 @@ class JaxBinaryAddition:
             def step(h, xw_t):
                 h = jax.nn.sigmoid(xw_t + h @ p["Wh"])
                 return h, h
-            _, hs = lax.scan(step, jnp.zeros(hidden, xs.dtype), xw)
+            _, hs = lax.scan(step, jnp.zeros(hidden, xs.dtype), xw, unroll=unroll)
             out = jax.nn.sigmoid(hs @ p["W1"])[:, 0]
             return 0.5 * jnp.sum((out - ys) ** 2)
 
@@ -122,7 +122,7 @@ class JaxPrimes:
     recurrent matrix, and the input product is taken for all steps before the scan.
     """
 
-    def __init__(self, seed=0, lr=0.01, hidden=100):
+    def __init__(self, seed=0, lr=0.01, hidden=100, unroll=1):
         self.seed, self.lr, self.hidden = seed, lr, hidden
         xs, ys = data.primes_sequence()
         self.xs, self.ys = jnp.asarray(xs), jnp.asarray(ys)
@@ -143,7 +143,7 @@ class JaxPrimes:
                 h = s * o
                 return (h, s), h[0]
             zero = jnp.zeros(H, xs.dtype)
-            _, out = lax.scan(step, (zero, zero), xw)
+            _, out = lax.scan(step, (zero, zero), xw, unroll=unroll)
             return jnp.sum((out - ys) ** 2)
 
         @jax.jit
@@ -196,7 +196,7 @@ class JaxDinosaurs:
     """Character RNN, 50 tanh units, softmax over 27 symbols, SGD 0.01 with every
     gradient clipped to [-5, 5]; the hidden state carried from name to name."""
 
-    def __init__(self, seed=0, lr=0.01, hidden=50, clip=5.0):
+    def __init__(self, seed=0, lr=0.01, hidden=50, clip=5.0, unroll=1):
         self.seed, self.lr, self.hidden, self.clip = seed, lr, hidden, clip
         self.V = V = len(data.DINO_CHARS)
         self.names = data.load_dinos()
@@ -216,7 +216,7 @@ class JaxDinosaurs:
             def step(a, xw_t):
                 a = jnp.tanh(xw_t + p["Waa"] @ a)
                 return a, a
-            a_last, As = lax.scan(step, a0, xw)
+            a_last, As = lax.scan(step, a0, xw, unroll=unroll)
             z = As @ p["Wya"].T + p["by"]                   # (T, V)
             logp = jax.nn.log_softmax(z, axis=-1)
             return -jnp.sum(jnp.take_along_axis(logp, Y[:, None], axis=1)), a_last
@@ -281,49 +281,57 @@ def main(argv=None):
     rows = []
     for name in args.tasks.split(","):
         n = FULL[name] // (10 if args.quick else 1)
-        contender = JAX[name]()
-        compile_s = contender.warm(n)
-        # Same computation: after a short run the JAX parameters must agree
-        # with the hand-written numpy ones to rounding.
         k = min(n, AGREE)
-        _, pj, lj = contender.run(k)
+        # Two JAX versions: the plain scan and the scan fully unrolled (a
+        # common tuning for short sequences: more to compile, less loop overhead).
+        jaxes = {"jax": JAX[name](), "jax_unrolled": JAX[name](unroll=True)}
+        compile_s, diff, loss_diff = {}, {}, {}
         _, ph, lh = hand_run(name, k)
-        diff = max_rel_diff(pj, ph)
-        loss_diff = max(abs(a - b) / max(abs(b), 1e-300) for a, b in zip(lj, lh))
-        if diff > 1e-10:
-            print(f"warning: {name}: after {k} iterations JAX and numpy are {diff:.1e} apart",
-                  file=sys.stderr)
-        best = {"graphrnn": float("inf"), "hand": float("inf"), "jax": float("inf")}
-        runners = [("graphrnn", graphrnn_run), ("hand", hand_run),
-                   ("jax", lambda _name, iters: contender.run(iters))]
+        for who, c in jaxes.items():
+            compile_s[who] = c.warm(n)
+            # Same computation: after a short run the JAX parameters must agree
+            # with the hand-written numpy ones to rounding.
+            _, pj, lj = c.run(k)
+            diff[who] = max_rel_diff(pj, ph)
+            loss_diff[who] = max(abs(a - b) / max(abs(b), 1e-300) for a, b in zip(lj, lh))
+            if diff[who] > 1e-10:
+                print(f"warning: {name}: after {k} iterations {who} and numpy are {diff[who]:.1e} apart",
+                      file=sys.stderr)
+        graphrnn_run(name, 10)  # warm-up: the native engine compiles its kernels on first use
+        runners = [("graphrnn", graphrnn_run), ("hand", hand_run)]
+        runners += [(who, lambda _name, iters, c=c: c.run(iters)) for who, c in jaxes.items()]
+        best = {who: float("inf") for who, _ in runners}
         last = {}
         for r in range(args.repeats):
-            for who, fn in runners[r % 3:] + runners[:r % 3]:  # rotate the order per repeat
+            m = r % len(runners)
+            for who, fn in runners[m:] + runners[:m]:  # rotate the order per repeat
                 t, _, losses = fn(name, n)
                 best[who] = min(best[who], t)
                 last[who] = losses
         tail = max(1, n // 10)
         us = {who: 1e6 * t / n for who, t in best.items()}
-        row = {"task": name, "iterations": n,
-               "graphrnn_us_per_iteration": round(us["graphrnn"], 1),
-               "handwritten_us_per_iteration": round(us["hand"], 1),
-               "jax_us_per_iteration": round(us["jax"], 1),
-               "jax_compile_s": round(compile_s, 3),
-               "jax_over_graphrnn": round(best["jax"] / best["graphrnn"], 3),
-               "handwritten_over_graphrnn": round(best["hand"] / best["graphrnn"], 3),
-               "agreement_iterations": k, "max_relative_param_difference_jax_vs_numpy": diff,
-               "max_relative_loss_difference_jax_vs_numpy": loss_diff,
-               **{f"final_loss_{who}": float(np.mean(v[-tail:])) for who, v in last.items()}}
+        row = {"task": name, "iterations": n, "agreement_iterations": k}
+        for who in best:
+            row[f"{who}_us_per_iteration"] = round(us[who], 1)
+        for who in jaxes:
+            row[f"{who}_compile_s"] = round(compile_s[who], 3)
+            row[f"{who}_over_graphrnn"] = round(best[who] / best["graphrnn"], 3)
+            row[f"{who}_max_relative_param_difference_vs_numpy"] = diff[who]
+            row[f"{who}_max_relative_loss_difference_vs_numpy"] = loss_diff[who]
+        row["hand_over_graphrnn"] = round(best["hand"] / best["graphrnn"], 3)
+        for who, v in last.items():
+            row[f"final_loss_{who}"] = float(np.mean(v[-tail:]))
         rows.append(row)
         print(f"{name:16s} {n:6d} it  µs/it graphrnn {us['graphrnn']:7.1f}  hand {us['hand']:7.1f}  "
-              f"jax {us['jax']:7.1f} (compile {compile_s:.2f} s)  jax/graphrnn "
-              f"{row['jax_over_graphrnn']:.2f}  (jax vs numpy params {diff:.1e}, losses "
-              f"{loss_diff:.1e} after {k} it; final loss g/h/j {row['final_loss_graphrnn']:.4g} / "
-              f"{row['final_loss_hand']:.4g} / {row['final_loss_jax']:.4g})", flush=True)
+              f"jax {us['jax']:7.1f} (compile {compile_s['jax']:.2f} s)  unrolled "
+              f"{us['jax_unrolled']:7.1f} (compile {compile_s['jax_unrolled']:.2f} s)  jax/graphrnn "
+              f"{row['jax_over_graphrnn']:.2f} / {row['jax_unrolled_over_graphrnn']:.2f}  "
+              f"(vs numpy after {k} it: params {diff['jax']:.1e} / {diff['jax_unrolled']:.1e}, losses "
+              f"{loss_diff['jax']:.1e} / {loss_diff['jax_unrolled']:.1e}; final loss g/h/j/ju "
+              + " / ".join(f"{row['final_loss_' + w]:.4g}" for w in best) + ")", flush=True)
     meta = {"graphrnn": graphrnn.__version__, "numpy": np.__version__, "jax": jax.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "engine": engine, "quick": args.quick, "repeats": args.repeats,
+            "cpus": os.cpu_count(), "engine": engine, "quick": args.quick, "repeats": args.repeats,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if args.out is None:
         return 0
@@ -334,25 +342,31 @@ def main(argv=None):
     lines = ["# graphrnn tasks vs the same tasks in JAX", "",
              f"{meta['machine']}, {meta['cpus']} CPUs (shared), numpy {meta['numpy']}, "
              f"jax {meta['jax']} (CPU, float64), Python {meta['python']}, graphrnn {meta['graphrnn']}, "
-             f"GRAPHRNN_ENGINE={meta['engine']}, {'--quick (a tenth of the iterations), ' if args.quick else ''}"
-             f"fastest of {args.repeats}, {meta['date']}. "
-             "Written by `benchmarks/tasks_vs_jax.py`.", "",
-             "Training iterations only, one process, the three rotated. JAX: `jit` of the whole "
+             f"GRAPHRNN_ENGINE={meta['engine']}, "
+             f"{'--quick (a tenth of the iterations), ' if args.quick else 'full iteration counts, '}"
+             f"fastest of {args.repeats}, {meta['date']}. Written by `benchmarks/tasks_vs_jax.py`.", "",
+             "Training iterations only, one process, the contenders rotated. JAX: `jit` of the whole "
              "update step (`value_and_grad` of a `lax.scan` loss, SGD, clipping for dinosaurs), "
-             "float64, data drawn on the host as the hand-written numpy version draws it; its "
-             "compile time (first calls: one per name length for dinosaurs) is not in µs/it. "
-             "'jax/graphrnn' above 1: graphrnn faster. 'JAX vs numpy' is the max relative "
-             "difference of the JAX and hand-written numpy parameters after a short run "
-             "(same weights, same data).", "",
-             "| task | iterations | µs/it graphrnn | µs/it hand numpy | µs/it JAX | JAX compile (s) | "
-             "jax/graphrnn | hand/graphrnn | JAX vs numpy params | final loss graphrnn / hand / JAX |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "float64, data drawn on the host as the hand-written numpy version draws it; "
+             "'unrolled' is the same with `lax.scan(..., unroll=True)`. Compile time (the first "
+             "calls: one per name length for dinosaurs) is not in µs/it. 'X/graphrnn' is X's time "
+             "over graphrnn's: above 1, graphrnn faster. 'JAX vs numpy' is the max relative "
+             "difference of the JAX (scan / unrolled) and hand-written numpy parameters after a "
+             "short run from the same weights on the same data.", "",
+             "| task | iterations | µs/it graphrnn | µs/it hand numpy | µs/it JAX | µs/it JAX unrolled | "
+             "JAX compile (s) | jax/graphrnn | unrolled/graphrnn | hand/graphrnn | JAX vs numpy params | "
+             "final loss graphrnn / hand / JAX |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['iterations']} | {r['graphrnn_us_per_iteration']:.0f} | "
-            f"{r['handwritten_us_per_iteration']:.0f} | {r['jax_us_per_iteration']:.0f} | "
-            f"{r['jax_compile_s']:.2f} | {r['jax_over_graphrnn']:.2f} | {r['handwritten_over_graphrnn']:.2f} | "
-            f"{r['max_relative_param_difference_jax_vs_numpy']:.1e} ({r['agreement_iterations']} it) | "
+            f"{r['hand_us_per_iteration']:.0f} | {r['jax_us_per_iteration']:.0f} | "
+            f"{r['jax_unrolled_us_per_iteration']:.0f} | "
+            f"{r['jax_compile_s']:.2f} / {r['jax_unrolled_compile_s']:.2f} | "
+            f"{r['jax_over_graphrnn']:.2f} | {r['jax_unrolled_over_graphrnn']:.2f} | "
+            f"{r['hand_over_graphrnn']:.2f} | "
+            f"{r['jax_max_relative_param_difference_vs_numpy']:.1e} / "
+            f"{r['jax_unrolled_max_relative_param_difference_vs_numpy']:.1e} ({r['agreement_iterations']} it) | "
             f"{r['final_loss_graphrnn']:.4g} / {r['final_loss_hand']:.4g} / {r['final_loss_jax']:.4g} |")
     with open(os.path.join(args.out, "tasks_jax.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
