@@ -14,7 +14,8 @@ after a short run before it times anything.
 
 Only training iterations are timed, in the same process, rotating graphrnn
 (``graphrnn_run``: its engine from ``$GRAPHRNN_ENGINE``), the hand-written
-numpy version and JAX ``--repeats`` times and keeping the fastest of each.
+numpy version and JAX (twice: the plain scan and ``lax.scan(..., unroll=True)``)
+``--repeats`` times and keeping the fastest of each.
 JAX's compile time (the first calls, one per sequence length for dinosaurs,
 whose names have 19 lengths: jit specialises on shapes) is reported apart and
 not counted in its iterations. JAX runs asynchronously: its losses stay on
