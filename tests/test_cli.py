@@ -75,11 +75,18 @@ def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
             "sys.exit(cli.main(sys.argv[1:]))\n")
     for argv in (["train", "binary-addition", "--iterations", "5", "--out", str(tmp_path / "r")],
                  ["gradcheck", "gru"], ["--help"]):
-        # A shell's background job inherits SIGINT ignored, and Python then leaves
-        # it ignored; a terminal's Ctrl-C reaches a foreground command, so test that.
-        p = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        # A shell's background job inherits SIGINT ignored, and a child would too;
+        # a terminal's Ctrl-C reaches a foreground command, so start the child as
+        # one (a caught signal is reset to its default at exec, an ignored one is not).
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        if ignored:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            p = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        finally:
+            if ignored:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         assert p.stdout.readline() == "ready\n"
         p.send_signal(signal.SIGINT)
         out, err = p.communicate()
