@@ -395,6 +395,15 @@ def _draw(rng, shape, dtype):
     return rng.uniform(-1, 1, shape).astype(dtype)
 
 
+def random_inputs(cell, rng, batch=2, steps=3, dtype=np.float64):
+    """(params, xs, state0) for ``cell``, uniform in [-1, 1], drawn from ``rng``
+    in that order: xs (batch, steps, input size), each state (batch, size)."""
+    params = {k: _draw(rng, s, dtype) for k, s in cell.param_shapes().items()}
+    xs = _draw(rng, (batch, steps, cell.input_size), dtype)
+    state0 = {k: _draw(rng, (batch, s), dtype) for k, s in cell.state_sizes().items()}
+    return params, xs, state0
+
+
 def _mode_of(mode, size, full_limit):
     if mode != "auto":
         return mode

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import graphrnn as gr
 from graphrnn.emit import cuda_kernels
-from graphrnn.testing import check_engines, random_cells, scaled_examples, unroll_args
+from graphrnn.testing import check_engines, random_cells, random_inputs, scaled_examples, unroll_args
 from graphrnn.unroll import Run, _prepare
 
 CELLS = ("rnn", "gru", "lstm", "lstm_nico", "mgu")
@@ -119,10 +119,7 @@ def build_dir(tmp_path_factory):
 @pytest.mark.parametrize("name", CELLS)
 def test_generated_kernels_and_drivers_compute_what_the_numpy_loops_compute(name, build_dir):
     cell = gr.cells.get(name)(3, 4)
-    rng = np.random.default_rng(11)
-    params = {k: rng.uniform(-1, 1, s) for k, s in cell.param_shapes().items()}
-    xs = rng.uniform(-1, 1, (3, 5, 3))
-    s0 = {k: rng.uniform(-1, 1, (3, s)) for k, s in cell.state_sizes().items()}
+    params, xs, s0 = random_inputs(cell, np.random.default_rng(11), batch=3, steps=5)
     for dhs, dstate in ((None, None), (None, False), (False, None)):
         a = gr.unroll(cell, params, xs, s0, engine="numpy")
         b = _cuda_run(cell, params, xs, s0, build_dir)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import graphrnn as gr
 from graphrnn import backend, train
-from graphrnn.testing import random_cells, scaled_examples
+from graphrnn.testing import random_cells, random_inputs, scaled_examples
 
 import fakedevice
 
@@ -60,9 +60,7 @@ def _run_both(cell, params, xs, state0, dhs, dstate, engine):
 def test_every_cell_runs_on_the_device_as_on_the_host(name, engine):
     cell = gr.cells.get(name)(3, 4)
     rng = np.random.default_rng(4)
-    params = {k: rng.uniform(-1, 1, s) for k, s in cell.param_shapes().items()}
-    xs = rng.uniform(-1, 1, (2, 5, 3))
-    s0 = {k: rng.uniform(-1, 1, (2, s)) for k, s in cell.state_sizes().items()}
+    params, xs, s0 = random_inputs(cell, rng, batch=2, steps=5)
     dstate = {k: rng.uniform(-1, 1, (2, s)) for k, s in cell.state_sizes().items()}
     _run_both(cell, params, xs, s0, rng.uniform(-1, 1, (2, 5, cell.output_size)), dstate, engine)
 
@@ -71,8 +69,7 @@ def test_every_cell_runs_on_the_device_as_on_the_host(name, engine):
 @given(cell=random_cells(), seed=st.integers(0, 2 ** 16))
 def test_random_cells_run_on_the_device_as_on_the_host(cell, seed):
     rng = np.random.default_rng(seed)
-    params = {k: rng.uniform(-1, 1, s) for k, s in cell.param_shapes().items()}
-    xs = rng.uniform(-1, 1, (2, 3, cell.input_size))
+    params, xs, _ = random_inputs(cell, rng, batch=2, steps=3)
     _run_both(cell, params, xs, None, rng.uniform(-1, 1, (2, 3, cell.output_size)), None, "numpy")
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import graphrnn as gr
 from graphrnn.emit import numba_loops, numba_runtime, scalar
 from graphrnn.primitives import PRIMITIVES, Tanh
-from graphrnn.testing import check_engines, random_cells, scaled_examples, unroll_args
+from graphrnn.testing import check_engines, random_cells, random_inputs, scaled_examples, unroll_args
 
 needs_numba = pytest.mark.skipif(not numba_runtime.numba_available(), reason="numba is not installed")
 CELLS = ("rnn", "gru", "lstm", "lstm_nico", "mgu")
@@ -106,19 +106,12 @@ def _native(cell, params, xs, state0, form):
     return Run(plan, xp, params, xs, s0, n, t, dtype, numba_runtime._native(kernels, form, True))
 
 
-def _random_inputs(cell, rng, n=2, t=5, dtype=np.float64):
-    params = {k: rng.uniform(-1, 1, s).astype(dtype) for k, s in cell.param_shapes().items()}
-    xs = rng.uniform(-1, 1, (n, t, cell.input_size)).astype(dtype)
-    s0 = {k: rng.uniform(-1, 1, (n, s)).astype(dtype) for k, s in cell.state_sizes().items()}
-    return params, xs, s0
-
-
 @needs_numba
 @pytest.mark.parametrize("form", numba_loops.FORMS)
 @pytest.mark.parametrize("name", CELLS)
 def test_builtin_cells_native_loops_equal_numpy_loops_for_every_gradient_request(name, form):
     cell = gr.cells.get(name)(3, 4)
-    params, xs, s0 = _random_inputs(cell, np.random.default_rng(7))
+    params, xs, s0 = random_inputs(cell, np.random.default_rng(7), batch=2, steps=5)
     numpy_run = gr.unroll(cell, params, xs, s0, engine="numpy")
     native_run = _native(cell, params, xs, s0, form)
     assert native_run.engine == "native"
@@ -145,7 +138,7 @@ def test_a_conditional_rule_summed_with_other_gradients_keeps_them(form):
     W, U = c.param("W", (3, 4)), c.param("U", (4, 4))
     c.update(s=gr.sigmoid(gr.relu(s) @ U + (s + s) @ U + x @ W))
     cell = c.build()
-    params, xs, s0 = _random_inputs(cell, np.random.default_rng(3), n=2, t=2)
+    params, xs, s0 = random_inputs(cell, np.random.default_rng(3), batch=2, steps=2)
     assert (s0["s"] < 0).any()
     a = gr.unroll(cell, params, xs, s0, engine="numpy")
     assert check_engines(cell, params, xs, s0, runs=(a, _native(cell, params, xs, s0, form))).ok
@@ -256,7 +249,7 @@ def test_auto_runs_numpy_while_a_hot_plan_builds_in_another_process_then_switche
     monkeypatch.setattr(numba_runtime, "HISTORY_AFTER_S", 0.0)
     monkeypatch.setattr(numba_runtime, "CHECK_EVERY_S", 0.0)
     cell = gr.cells.mgu(2, 5)  # a plan of its own: no kernels loaded in this process yet
-    params, xs, _ = _random_inputs(cell, np.random.default_rng(2), n=1, t=6)
+    params, xs, _ = random_inputs(cell, np.random.default_rng(2), batch=1, steps=6)
     dhs = np.ones((1, 6, 5))
     engines = []
     for _ in range(3):
