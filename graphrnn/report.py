@@ -93,6 +93,9 @@ def run_schema(task):
             **{f"{k}?": schema.NULLABLE_NUMBER for k in headline}}
 
 
+DIVERGED_SCHEMA = {"cell": schema.TEXT, "lr": schema.NUMBER, "seed": schema.INT, "iteration": schema.INT}
+
+
 def load_runs(root):
     """(finished, diverged, unfinished): finished runs as dicts of their
     metrics plus ``folder``, ``curve`` and ``attempts``; diverged runs as the
@@ -104,12 +107,20 @@ def load_runs(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))   # not Ray's own .tune folder
         attempts = read_jsonl(os.path.join(dirpath, ATTEMPTS))
         if DIVERGED in names and "metrics.json" not in names:
+            path = os.path.join(dirpath, DIVERGED)
             try:
-                with open(os.path.join(dirpath, DIVERGED), encoding="utf-8") as f:
+                with open(path, encoding="utf-8") as f:
                     d = json.load(f)
-                diverged.append({**_run_config(d), **d, "folder": dirpath, "attempts": attempts})
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
-                open_.append(dirpath)
+                if not isinstance(d, dict):
+                    raise DataError(f"{path}: field the top level: expected an object")
+                d = {**d, **_run_config(d)}
+                schema.validate(d, DIVERGED_SCHEMA, path, DataError)
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                open_.append(f"{path}: not readable JSON ({exc})")
+            except DataError as exc:
+                open_.append(str(exc))
+            else:
+                diverged.append({**d, "folder": dirpath, "attempts": attempts})
             continue
         if "metrics.json" not in names:
             if "checkpoint.json" in names:

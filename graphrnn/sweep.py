@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 
-from . import checkpoint
+from . import checkpoint, files
 from .errors import SweepError, UsageError  # noqa: F401  (SweepError: imported from here too)
 
 INSTALL = ("graphrnn sweep runs on Ray, which is not installed: pip install 'graphrnn[sweep]' "
@@ -197,9 +197,9 @@ def _attempt(spec, folder, threads, report):
         if not any(r["step"] == at for r in before):
             raise  # retried once, from the last checkpoint: a fault would not come back
         # A resumed run is bit-exact: the same NaN at the same iteration is the settings' doing.
-        with open(os.path.join(folder, DIVERGED), "w", encoding="utf-8") as f:
-            json.dump({"task": trainer.task.name, "iteration": at, "checkpoint_step": trainer.saved_step,
-                       "message": str(exc), "config": trainer.config}, f, indent=1)
+        files.atomic_write(os.path.join(folder, DIVERGED), json.dumps(
+            {"task": trainer.task.name, "iteration": at, "checkpoint_step": trainer.saved_step,
+             "message": str(exc), "config": trainer.config}, indent=1))
         rec = {**rec, "event": "diverged"}
         report(rec)
         return rec
@@ -609,20 +609,21 @@ def _check_same_sweep(out, identity):
     try:
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        old = None
-    if old is not None and old.get("identity") != identity:
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SweepError(f"{path}: not readable as a sweep's settings ({exc}); use another --out, "
+                         "or delete the file to continue the runs in this folder") from None
+    if not isinstance(old, dict):
+        raise SweepError(f"{path}: not a sweep's settings file (expected a JSON object); use another "
+                         "--out, or delete the file to continue the runs in this folder")
+    if old.get("identity") != identity:
         raise SweepError(f"{out} holds a sweep with other settings ({json.dumps(old.get('identity'))}, "
                          f"now {json.dumps(identity)}); use another --out, or the same settings to continue it")
 
 
 def _write_sweep_json(out, identity, extra):
-    path = os.path.join(out, SWEEP)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"identity": identity, **extra}, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.atomic_write(os.path.join(out, SWEEP), json.dumps({"identity": identity, **extra}, indent=1) + "\n")
 
 
 def sweep_main(args, stream=None):
@@ -666,7 +667,10 @@ def _sweep(stream, args):
         raise SweepError(f"cannot use {out} as the sweep's folder: it is a file")
     identity = {"task": args.task, **{k: v for k, v in base.items() if k != "data"}}
     _check_same_sweep(out, identity)
-    os.makedirs(out, exist_ok=True)
+    files.make_folder(out, "sweep's folder")
+    if not os.path.exists(os.path.join(out, SWEEP)):
+        # before any run starts, so that a sweep killed part-way still guards its folder
+        _write_sweep_json(out, identity, {"runs": [n for n, _ in points]})
     try:
         os.unlink(os.path.join(out, STOP))   # a stop request of an earlier, interrupted start
     except FileNotFoundError:

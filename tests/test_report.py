@@ -37,3 +37,19 @@ def test_a_run_with_damaged_metrics_is_named_and_left_out(tmp_path, capsys, chan
     assert f"Not counted: {bad / 'metrics.json'}: {field}" in md
     assert "| lstm **best** | 20 | 0 | 150.0 | 140.0 |" in md
     assert "Only lstm was run." in md
+
+
+@pytest.mark.parametrize("record, field", [
+    ({"task": "ptb"}, "field cell"),
+    ({"task": "ptb", "config": {"cell": "gru", "lr": 20.0, "seed": 1}}, "field iteration"),
+    ([1, 2], "field the top level"),
+])
+def test_a_damaged_diverged_record_is_named_and_left_out(tmp_path, capsys, record, field):
+    run_folder(tmp_path, "good")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "diverged.json").write_text(json.dumps(record))
+    assert cli.main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert f"Not counted: {bad / 'diverged.json'}: {field}" in md
+    assert "| lstm **best** | 20 | 0 | 150.0 | 140.0 |" in md

@@ -116,6 +116,32 @@ def test_a_folder_holding_another_sweep_or_a_file_is_refused(tmp_path, capsys):
     assert "it is a file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content", [b"[1]", b"\xff\xfe not text", b"{torn"])
+def test_a_damaged_sweep_settings_file_is_one_line(tmp_path, capsys, content):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "sweep.json").write_bytes(content)
+    assert cli.main(["sweep", *ADDITION, "--sequential", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "sweep.json" in err and "delete the file" in err
+
+
+def test_the_sweep_settings_are_on_disk_before_any_run_starts(tmp_path, monkeypatch, capsys):
+    """A sweep killed during its first run must still refuse other settings in its folder."""
+    from graphrnn import sweep
+    out = tmp_path / "s"
+
+    def killed(*a, **k):
+        assert json.loads((out / "sweep.json").read_text())["identity"]["iterations"] == 20
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sweep, "run_sequential", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.sweep_main(cli.build_parser().parse_args(
+            ["sweep", *ADDITION, "--set", "iterations=20", "--sequential", "--out", str(out)]))
+    assert cli.main(["sweep", *ADDITION, "--set", "iterations=30", "--sequential", "--out", str(out)]) == 2
+    assert "holds a sweep with other settings" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- Ray
 
 def test_every_grid_point_is_a_run_folder_trained_in_a_ray_worker_with_one_blas_thread(
