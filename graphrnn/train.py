@@ -139,7 +139,6 @@ class Trainer:
         self.elapsed = float(manifest.get("elapsed_s", 0.0))
         self.eval_elapsed = float(manifest.get("eval_elapsed_s", 0.0))
         self.resumes = list(manifest.get("resumes", []))
-        self.engine = manifest.get("engine", "numpy")
         self.saved_step = self.step
 
     def _restore_rng(self, rng, keys):
@@ -391,8 +390,7 @@ def run_engine(engine=None):
     its rounding fixed, so a resumed run ends bit for bit where an
     uninterrupted one ends (``auto`` may switch engines part-way)."""
     from . import emit
-    name = engine or os.environ.get("GRAPHRNN_ENGINE", "").strip().lower() or "numpy"
-    return emit.engine_setting(name)
+    return emit.engine_setting(engine, default="numpy")
 
 
 def _fmt(v):
@@ -493,12 +491,13 @@ def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=
     config = cls.resolve_config({k: v for k, v in config.items() if k != "task"})
     checkpoint.validate(manifest["task_state"], cls.state_schema, where, "task_state")
     task = cls.for_sampling(config, manifest["task_state"]) if sampling else cls(config)
+    # the run's own engine unless one is named now ($GRAPHRNN_ENGINE does not move a run)
+    recorded = manifest.get("engine", "numpy")
     trainer = Trainer(task, folder, checkpoint_every=checkpoint_every, quiet=quiet,
-                      stream=stream, progress=progress)
+                      stream=stream, progress=progress, engine=engine or recorded)
     trainer.restore(manifest, arrays)
-    if engine is not None and run_engine(engine) != trainer.engine:
-        changed["engine"] = [trainer.engine, run_engine(engine)]
-        trainer.engine = run_engine(engine)
+    if trainer.engine != recorded:
+        changed["engine"] = [recorded, trainer.engine]
     _check_cell(task, manifest, config["cell"], where)
     if not sampling and trainer.step > config["iterations"]:
         raise CheckpointError(f"{folder} is already at iteration {trainer.step}, past the "

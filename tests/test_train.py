@@ -443,8 +443,8 @@ def test_a_run_holds_one_engine_recorded_in_its_checkpoint_and_kept_on_resume(tm
     seen = []
     real = emit.engine_setting
 
-    def spy(engine=None):
-        seen.append(real(engine))
+    def spy(engine=None, default="auto"):
+        seen.append(real(engine, default))
         return seen[-1]
     monkeypatch.setattr(emit, "engine_setting", spy)
     monkeypatch.setenv("GRAPHRNN_ENGINE", "auto")
@@ -458,5 +458,7 @@ def test_a_run_holds_one_engine_recorded_in_its_checkpoint_and_kept_on_resume(tm
     moved = train.resume(str(tmp_path / "r"), {"iterations": 5}, quiet=True, engine="auto")
     assert moved.engine == "auto" and moved.resumes[-1]["changed"]["engine"] == ["numpy", "auto"]
     assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "s"), quiet=True).engine == "auto"
+    monkeypatch.setenv("GRAPHRNN_ENGINE", "bogus")  # the recorded engine decides, not the environment
+    assert train.resume(str(tmp_path / "r"), {"iterations": 5}, quiet=True).engine == "numpy"
     monkeypatch.delenv("GRAPHRNN_ENGINE")
     assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "t"), quiet=True).engine == "numpy"

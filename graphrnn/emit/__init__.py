@@ -45,11 +45,11 @@ class NumpyLoops:
         return numpy_loops.loop(self.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
 
 
-def engine_setting(engine=None) -> str:
-    """The engine asked for: the argument, else ``$GRAPHRNN_ENGINE``, else auto."""
+def engine_setting(engine=None, default="auto") -> str:
+    """The engine asked for: the argument, else ``$GRAPHRNN_ENGINE``, else ``default``."""
     if engine is None and _pinned:
         return _pinned[-1]
-    name = engine if engine is not None else (os.environ.get("GRAPHRNN_ENGINE", "").strip().lower() or "auto")
+    name = engine if engine is not None else (os.environ.get("GRAPHRNN_ENGINE", "").strip().lower() or default)
     if name not in ENGINES:
         from ..primitives import GraphError
         raise GraphError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
