@@ -94,6 +94,20 @@ def test_a_primitive_without_a_native_form_runs_on_numpy_and_says_so_once():
     np.testing.assert_allclose(g.params["Wh"], naive.params["Wh"], rtol=1e-12)
 
 
+def test_on_cupy_a_primitive_without_a_native_form_also_falls_back_to_the_numpy_loops(monkeypatch):
+    """The CUDA emitter reads the same native forms; no GPU needed to see the
+    seam: an array module named cupy, and the emitter's own refusal."""
+    import types
+    from graphrnn import emit
+    from graphrnn.emit import cuda_kernels
+    cell = _cell_with(DoubledTanh)
+    plan = gr.compile_cell(cell)
+    monkeypatch.setattr(cuda_kernels, "CudaLoops", lambda plan, dtype: numba_loops.ModuleText(plan, dtype))
+    with pytest.warns(RuntimeWarning, match="runs on the numpy loops.*no native form"):
+        loops = emit.loops_for(plan, "native", types.ModuleType("cupy"), np.dtype(np.float64), 2, 4)
+    assert loops.name == "numpy"
+
+
 # --------------------------------------------------------------------------- native == numpy
 
 def _native(cell, params, xs, state0, form):

@@ -60,14 +60,20 @@ def loops_for(plan, engine, xp, dtype, n, t):
     """The loops a run of ``plan`` at these sizes uses (see ``gr.unroll``),
     chosen once per plan, engine and size: a training loop pays one look-up."""
     name = engine_setting(engine)
-    key = ("loops", name, xp, dtype, n, t)  # a backend switch must not find native loops
+    # T is not in the key: the choice depends on the batch only, and a task
+    # that unrolls sequences of many lengths (dinosaurs) must not rebuild loops
+    key = ("loops", name, xp, dtype, n)  # a backend switch must not find native loops
     loops = plan.compiled.get(key)
     if loops is None:
         if name == "native" and getattr(xp, "__name__", "") == "cupy":
             # the fused regions as CUDA kernels; asked for by name only until
             # they have run on a GPU (see cuda_kernels)
-            from .cuda_kernels import CudaLoops
-            loops = CudaLoops(plan, dtype)
+            from . import cuda_kernels, numba_loops, numba_runtime
+            try:
+                loops = cuda_kernels.CudaLoops(plan, dtype)
+            except numba_loops.NotNative as exc:  # as on the CPU: the numpy loops, said once
+                numba_runtime._warn_once(("not-native", id(plan)),
+                                         f"graphrnn: cell {plan.cell.name!r} runs on the numpy loops: {exc}")
         elif name != "numpy":
             from . import numba_runtime
             loops = numba_runtime.loops(plan, name, xp, dtype, n, t)

@@ -318,7 +318,6 @@ class NativeLoops:
         self.kernels, self.form, self.compile_missing = kernels, form, compile_missing
         self._forward = getattr(kernels.module, f"forward_{form}")
         self._backward = {}
-        self.numpy = None
 
     def forward(self, run, E):
         self._forward(run.t, run.n, E, run.hv, run.sv)
@@ -452,7 +451,7 @@ def _advance(kernels, form):
     drivers = sorted(kernels.wanted - kernels.ready - kernels.failed)
     if not drivers:
         return
-    if spent < min(HISTORY_AFTER_S, LOAD_AGAIN_AFTER_S if _loaded_any else HISTORY_AFTER_S):
+    if spent < (LOAD_AGAIN_AFTER_S if _loaded_any else HISTORY_AFTER_S):
         return  # a plan this young never pays for a look at the disk
     kernels.next_check = spent + CHECK_EVERY_S
     if not _generates(kernels):
