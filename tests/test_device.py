@@ -43,6 +43,9 @@ def _run_both(cell, params, xs, state0, dhs, dstate, engine):
                         None if state0 is None else _on_device(xp, state0), engine=engine)
         gd = dev.backward(_on_device(xp, dhs), None if dstate is None else _on_device(xp, dstate))
         assert type(dev.hs) is xp.ndarray and type(gd.params[next(iter(gd.params))]) is xp.ndarray
+        # numba's loops are host-only and the CUDA ones need CuPy itself: any engine
+        # asked for on another device falls back to the numpy loops over its xp
+        assert dev.engine == "numpy"
         got = (dev.hs.get(), {k: v.get() for k, v in dev.state.items()},
                {k: v.get() for k, v in gd.params.items()}, gd.xs.get(),
                {k: v.get() for k, v in gd.state0.items()})
