@@ -39,7 +39,8 @@ import threading
 import time
 
 from . import checkpoint, files
-from .errors import SweepError, UsageError  # noqa: F401  (SweepError: imported from here too)
+from .errors import (CheckpointError, DataError, GraphError, OptimError, SweepError,  # noqa: F401
+                     TaskError, UsageError)  # (SweepError: imported from here too)
 
 INSTALL = ("graphrnn sweep runs on Ray, which is not installed: pip install 'graphrnn[sweep]' "
            "(or add --sequential to run the grid one run after another without it)")
@@ -171,10 +172,17 @@ def _attempt(spec, folder, threads, report):
         return {"event": state, "attempt": attempt}
     overrides = {k: v for k, v in spec["overrides"].items() if k != "data"}
     kw = dict(quiet=True, checkpoint_every=spec.get("checkpoint_every", 0), stream=_Null())
-    if state == "partial":
-        trainer = train.resume(folder, overrides, **kw)
-    else:
-        trainer = train.build(spec["task"], spec["overrides"], out=folder, **kw)
+    try:
+        if state == "partial":
+            trainer = train.resume(folder, overrides, **kw)
+        else:
+            trainer = train.build(spec["task"], spec["overrides"], out=folder, **kw)
+    except (GraphError, CheckpointError, DataError, TaskError, OptimError, UsageError) as exc:
+        # the run's settings, data or checkpoint: a retry would meet the same
+        rec = {"event": "failed", "attempt": attempt, "message": str(exc)}
+        _append_jsonl(log, {**rec, "time": t0})
+        report(rec)
+        return rec
     start = trainer.step
     total = trainer.config["iterations"]
     epoch_length = getattr(trainer.task, "epoch_length", None) or 0
@@ -343,6 +351,8 @@ class Progress:
                            f"resumed from iteration {rec['checkpoint_step']}; not retried again")
         elif ev == "stopped":
             self.say(name, f"stopped   checkpoint at iteration {rec['checkpoint_step']}")
+        elif ev == "failed":
+            self.say(name, f"failed    {rec['message']}; not retried (its settings, data or checkpoint)")
 
     def retry(self, name, why, k, limit):
         self.retries[name] = k
@@ -737,6 +747,12 @@ def _sweep(stream, args):
     return _finish(out, points, rc, wall, pending, stream, args)
 
 
+def _last_failure(folder):
+    """The message of a run whose last attempt failed on its settings, data or checkpoint."""
+    recs = [r for r in read_jsonl(os.path.join(folder, ATTEMPTS)) if r.get("event") in ("start", "failed")]
+    return recs[-1].get("message") if recs and recs[-1]["event"] == "failed" else None
+
+
 def _finish(out, points, rc, wall, pending, stream, args):
     states = {n: state_of(os.path.join(out, n)) for n, _ in points}
     ended = [n for n, s in states.items() if s in ("finished", "diverged")]
@@ -753,8 +769,13 @@ def _finish(out, points, rc, wall, pending, stream, args):
     if rc:
         print(f"graphrnn sweep: interrupted; run the same command again to continue", file=sys.stderr)
         return rc
+    failed = {n: _last_failure(os.path.join(out, n)) for n in left}
+    for n, message in failed.items():
+        if message:
+            print(f"graphrnn sweep: {n} cannot run: {message}", file=sys.stderr)
+    if any(not m for m in failed.values()):
+        print(f"graphrnn sweep: {sum(not m for m in failed.values())} run(s) did not finish; run the same "
+              "command again to resume them from their checkpoints", file=sys.stderr)
     if left:
-        print(f"graphrnn sweep: {len(left)} run(s) did not finish; run the same command again to resume "
-              "them from their checkpoints", file=sys.stderr)
         return 1
     return 0

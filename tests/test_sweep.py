@@ -142,6 +142,21 @@ def test_the_sweep_settings_are_on_disk_before_any_run_starts(tmp_path, monkeypa
     assert "holds a sweep with other settings" in capsys.readouterr().err
 
 
+def test_a_run_whose_checkpoint_is_damaged_is_not_retried_and_says_why(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["sweep", *ADDITION, "--set", "iterations=20", "--sequential", "--retries", "3", "--out", str(out)]
+    assert cli.main(args) == 0
+    (name,) = [d.name for d in out.iterdir() if d.is_dir()]
+    (out / name / "metrics.json").unlink()                     # unfinished again,
+    (out / name / "checkpoint.json").write_text("{damaged")   # with a checkpoint that cannot load
+    capsys.readouterr()
+    assert cli.main(args) == 1
+    captured = capsys.readouterr()
+    assert "retrying" not in captured.out and f"{name}  failed" in captured.out
+    assert f"{name} cannot run:" in captured.err and "checkpoint.json" in captured.err
+    assert "run the same command again" not in captured.err
+
+
 # ----------------------------------------------------------------------------- Ray
 
 def test_every_grid_point_is_a_run_folder_trained_in_a_ray_worker_with_one_blas_thread(

@@ -29,7 +29,7 @@ from ..data import DataError
 from ..data import ptb as ptbdata
 from ..models import RNNLM
 from ..primitives import GraphError
-from .base import Task, TaskError, check_run_settings, number, whole_number
+from .base import Task, TaskError, check_run_settings, number
 
 # The book's settings. ``lr`` may depend on the cell: the GRU write-up trained
 # BetterRnnlm's GRU at 10 because at 20 its early perplexity swung widely.
