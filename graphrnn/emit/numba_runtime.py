@@ -49,7 +49,7 @@ import warnings
 
 import numpy as np
 
-from . import numba_loops, numpy_loops
+from . import numba_loops, numpy_loops, scalar
 
 BUILD_AT_EXIT_S = 0.5   # seconds a plan ran on the numpy loops for its kernels to be built at exit
 BUILD_AFTER_S = 10.0    # ... before auto builds them while the run goes on
@@ -118,7 +118,7 @@ def step_costs(plan):
         op = plan.info[n][0]
         if op.native_form() == "elementwise":
             ops += 1
-            if "(" in op.native_forward:  # calls exp or tanh
+            if scalar.calls(op.native_forward):  # exp, tanh: the costly part of a pass
                 trans += plan.width[n]
     return macs, trans, ops
 

@@ -22,6 +22,11 @@ def names_read(text) -> set:
     return {n.id for n in ast.walk(_parse(text)) if isinstance(n, ast.Name)}
 
 
+def calls(text) -> set:
+    """The functions an expression calls (``{"exp"}``)."""
+    return {n.func.id for n in ast.walk(_parse(text)) if isinstance(n, ast.Call)}
+
+
 def numbers(text) -> set:
     return {n.value for n in ast.walk(_parse(text)) if isinstance(n, ast.Constant)}
 
