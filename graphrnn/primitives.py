@@ -92,6 +92,11 @@ def unbroadcast(xp, g, shape):
     return g
 
 
+def _each_reads_the_other(needs):
+    """A product's saves: the gradient of each input reads the other input."""
+    return {i for i, need in ((1, needs[0]), (0, needs[1])) if need}
+
+
 class Primitive:
     name = ""
     arity = 1
@@ -217,8 +222,7 @@ class MatMul(Primitive):
         return tuple(a[:-1]) + (w[1],)
 
     def saved_for(self, needs):
-        # da reads w, dw reads a
-        return {i for i, need in ((1, needs[0]), (0, needs[1])) if need}
+        return _each_reads_the_other(needs)   # da reads w, dw reads a
 
     def forward(self, xp, a, w, out=None):
         return xp.matmul(a, w, out=out)
@@ -384,8 +388,7 @@ class Mul(Binary):
     native_backward = ("dy * b", "dy * a")
 
     def saved_for(self, needs):
-        # da reads b, db reads a
-        return {i for i, need in ((1, needs[0]), (0, needs[1])) if need}
+        return _each_reads_the_other(needs)   # da reads b, db reads a
 
     def forward(self, xp, a, b, out=None):
         return xp.multiply(a, b, out=out)
