@@ -100,15 +100,15 @@ def classic_section():
     if "lstm-toy" in c:
         rows.insert(4, f"| lstm-toy (lstm_nico, 100 its) | loss ≈ 2.6e-06 at the last iteration | "
                        f"{c['lstm-toy']['final_loss']:.3g} |")
-    book = {"lstm": ("202.8", "134.2"), "gru": ("219.0", "148.9")}
     for cell, runs in sorted(c.get("ptb_ch6", {}).items()):
         name, lr = cell.split("@")
-        if name not in book or lr != "20":
+        if (name, 0) not in BOOK_CH6 or lr != "20":
             continue
+        book_valid, book_test = BOOK_CH6[(name, 0)]
         v1 = ", ".join(f"{r['valid_epoch1']:.1f}" for r in runs)
         t = ", ".join(f"{r['test']:.1f}" for r in runs)
         rows.append(f"| PTB ch6 {name} (4 epochs, lr 20; seeds {', '.join(str(r['seed']) for r in runs)}) | "
-                    f"epoch-1 valid {book[name][0]}, test {book[name][1]} | epoch-1 valid {v1}; test {t} |")
+                    f"epoch-1 valid {book_valid[0]:.1f}, test {book_test:.1f} | epoch-1 valid {v1}; test {t} |")
     return "\n".join(rows) + f"\n\nFrom `benchmarks/classic.py` ({c['date_utc']} UTC).\n"
 
 
