@@ -60,20 +60,21 @@ FIGURES = ("valid_perplexity", "train_perplexity", "error", "smoothed_loss", "lo
 # ----------------------------------------------------------------------------- the grid
 
 def parse_list(text, kind, flag):
-    """``"5,10,20"`` -> [5.0, 10.0, 20.0]; duplicates dropped, order kept."""
+    """``"5,10,20"`` -> [5.0, 10.0, 20.0], order kept; an empty item
+    (``0.1,,0.5``) or a value given twice is refused: either is a typo, and
+    silently running a smaller grid than the one typed hides it."""
     out = []
     for item in str(text).split(","):
         item = item.strip()
         if not item:
-            continue
+            raise SweepError(f"{flag} {text}: an empty item (two commas, or one at an end)")
         try:
             v = kind(item)
         except ValueError:
             raise SweepError(f"{flag} expects a comma-separated list of {kind.__name__}s, got {item!r}") from None
-        if v not in out:
-            out.append(v)
-    if not out:
-        raise SweepError(f"{flag} is empty")
+        if v in out:
+            raise SweepError(f"{flag} {text}: {item} is given twice")
+        out.append(v)
     return out
 
 
@@ -592,22 +593,40 @@ def _resolve_data(task_name, base):
 
 
 def _user_cell_paths(cells):
-    """Folders that hold the modules of user cells (``module:function``), for
-    workers whose working directory is not ours."""
-    import importlib.util
-    paths = [os.getcwd()]
+    """Check every cell of the grid before any run starts, and return the
+    folders that hold the modules of user cells (``module:function``), for
+    workers whose working directory is not ours.
+
+    A user's module is looked for as ``graphrnn train`` looks for it (the
+    current folder first) and imported here, so a typo in its name or its
+    function is one line now, not one failure per run on Ray."""
+    import importlib
+
+    from . import cells as builtin
+    here = os.getcwd()
+    paths = [here]
     for cell in cells:
         if ":" not in cell:
+            try:
+                builtin.get(cell)
+            except GraphError as exc:
+                raise SweepError(f"--cell: {exc}") from None
             continue
-        module = cell.partition(":")[0]
+        module, _, function = cell.partition(":")
+        if not module or not function:
+            raise SweepError(f"--cell {cell!r}: expected MODULE:FUNCTION, e.g. mycells:peephole")
+        if here not in sys.path:
+            sys.path.insert(0, here)
         try:
-            found = importlib.util.find_spec(module.split(".")[0])
-        except (ImportError, ValueError):
-            found = None
-        if found is None or not found.origin:
-            raise SweepError(f"cannot import module {module!r} for cell {cell!r}")
-        top = os.path.dirname(found.origin)
-        if found.submodule_search_locations:   # a package: its parent holds it
+            found = importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001  (the user's module: any error it raises is theirs)
+            raise SweepError(f"cannot import module {module!r} for cell {cell!r}: "
+                             f"{type(exc).__name__}: {exc}") from None
+        if not callable(getattr(found, function, None)):
+            raise SweepError(f"module {module!r} has no function {function!r} (cell {cell!r})")
+        top = os.path.dirname(os.path.abspath(found.__file__ or here))
+        depth = module.count(".") + (os.path.basename(found.__file__ or "") == "__init__.py")
+        for _ in range(depth):   # a package's module, or a package: the folder above the top package
             top = os.path.dirname(top)
         if top not in paths:
             paths.append(top)
@@ -664,8 +683,8 @@ def _sweep(stream, args):
     cells = parse_list(args.cell if args.cell is not None else defaults["cell"], str, "--cell")
     lrs = parse_list(args.lr if args.lr is not None else defaults["lr"], float, "--lr")
     seeds = parse_list(args.seed, int, "--seed")
-    points = make_grid(args.task, cells, lrs, seeds, base)
     paths = _user_cell_paths(cells)
+    points = make_grid(args.task, cells, lrs, seeds, base)
     _resolve_data(args.task, base)
     for _, ov in points:
         if "data" in base:

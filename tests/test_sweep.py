@@ -97,6 +97,11 @@ def test_sequential_sweep_needs_no_ray_and_gives_each_run_the_threads_asked_for(
     (["--set", "seed=1"], "--set seed=... is the grid's: use --seed"),
     (["--preset", "ch6"], "task 'binary-addition' has no setting 'preset'"),
     (["--cell", "nosuchmodule:cell"], "cannot import module 'nosuchmodule'"),
+    (["--cell", "rnn,nosuchcell"], "unknown cell 'nosuchcell'"),
+    (["--lr", "0.1,,0.5"], "--lr 0.1,,0.5: an empty item"),
+    (["--lr", "0.1,"], "an empty item"),
+    (["--seed", "0,1,0"], "--seed 0,1,0: 0 is given twice"),
+    (["--cell", "gru,gru"], "gru is given twice"),
     (["--retries", "-1"], "--retries must be >= 0"),
 ])
 def test_bad_grids_are_one_line_before_anything_runs(argv, message, tmp_path, capsys):
@@ -104,6 +109,52 @@ def test_bad_grids_are_one_line_before_anything_runs(argv, message, tmp_path, ca
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cell", "rnn,nosuchcell"], "unknown cell 'nosuchcell'"),
+    (["--lr", "0.1,,0.5"], "an empty item"),
+])
+def test_a_bad_grid_is_refused_before_ray_starts(argv, message, tmp_path, capsys, monkeypatch):
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for a grid that cannot run")
+    monkeypatch.setattr(sweep, "start_ray", no_ray)
+    assert cli.main(["sweep", *ADDITION, "--out", str(tmp_path / "s"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+INDRNN = """
+import graphrnn as gr
+
+def indrnn(input_size, hidden_size):
+    c = gr.CellBuilder("indrnn")
+    x = c.input("x", input_size)
+    h = c.state("h", hidden_size)
+    W = c.param("W", (input_size, hidden_size))
+    u = c.param("u", (hidden_size,))
+    c.update(h=gr.tanh(x @ W + h * u))
+    return c.build()
+"""
+
+
+def test_a_sweep_imports_user_cells_from_the_current_folder_as_train_does(tmp_path):
+    """The installed command (a script, whose own folder is on sys.path, not the
+    current one) run from the folder holding mycells.py; nothing adds it to
+    sys.path but graphrnn itself."""
+    launcher = tmp_path / "bin" / "graphrnn_command.py"
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom graphrnn.cli import main\nsys.exit(main())\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mycells.py").write_text(INDRNN)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    r = subprocess.run([sys.executable, str(launcher), "sweep", *ADDITION, "--cell", "mycells:indrnn,rnn",
+                        "--lr", "0.5", "--set", "iterations=20", "--sequential", "--out", "s"],
+                       capture_output=True, text=True, env=env, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert metrics(work / "s" / "mycells.indrnn-lr0.5-s0")["config"]["cell"] == "mycells:indrnn"
 
 
 def test_a_folder_holding_another_sweep_or_a_file_is_refused(tmp_path, capsys):
