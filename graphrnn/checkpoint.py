@@ -8,13 +8,21 @@ generator's state and the optimizer's settings.
 
 Files in a run folder::
 
-    checkpoint.json              the manifest (written last: the commit point)
+    checkpoint.json              the newest manifest (written last: the commit point)
     checkpoint-00001000.npz      the arrays it names
+    checkpoint-00000500.json     the manifest of an older checkpoint kept (``keep``)
+    checkpoint-00000500.npz      and its arrays
 
-A new checkpoint writes its ``.npz`` under a temporary name, renames it into
-place, then does the same for the manifest; only then is the previous ``.npz``
-removed. A crash at any moment leaves a manifest that names a complete file;
-the temporary files a killed save leaves are removed by the next save or load.
+A new checkpoint writes its ``.npz`` under a temporary name and renames it
+into place; keeps the manifest it replaces as ``checkpoint-NNNNNNNN.json``;
+then writes the new manifest the same way; only then are the checkpoints
+beyond the newest ``keep`` removed. A crash at any moment leaves a manifest
+that names a complete file; the temporary files a killed save leaves are
+removed by the next save or load.
+
+Loading tries the newest checkpoint first and falls back to the older ones
+kept, newest first (``load_newest`` says which it skipped and why), so one
+damaged file costs a few iterations, not the run.
 
 A checkpoint is read as untrusted input: the manifest is checked against a
 schema (``MANIFEST_SCHEMA``) and the arrays against the manifest, so a
@@ -31,19 +39,25 @@ import zlib
 
 import numpy as np
 
-from . import backend, files, schema
+from . import backend, files, runfolder, schema
 from .errors import CheckpointError
 
-MANIFEST = "checkpoint.json"
+MANIFEST = runfolder.MANIFEST
 FORMAT = "graphrnn-checkpoint"
 VERSION = 1
+KEEP = 3   # checkpoints kept by default: the newest and two to fall back to
 _ARRAYS_FILE = re.compile(r"^checkpoint-\d{8,}\.npz$")
+_KEPT = re.compile(r"^checkpoint-(?P<step>\d{8,})\.(?P<ext>npz|json)$")
 
 
 def _ours(name):
     """The files a run folder's checkpoints (and the trainer's logs beside them) consist of."""
-    return name == MANIFEST or _ARRAYS_FILE.match(name) is not None or name in (
-        "metrics.json", "metrics.jsonl", "loss.png", "perplexity.png")
+    return name == MANIFEST or _KEPT.match(name) is not None or name in (
+        runfolder.METRICS, runfolder.METRICS_LOG, *runfolder.PLOTS)
+
+
+def kept_manifest(step):
+    return f"checkpoint-{step:08d}.json"
 
 
 # ------------------------------------------------------------------------- schema
@@ -68,9 +82,13 @@ def validate(value, spec, path, where=""):
 
 # --------------------------------------------------------------------------- save
 
-def save(folder, step, arrays, meta):
+def save(folder, step, arrays, meta, keep=KEEP):
     """Write ``arrays`` (dict name -> array) and ``meta`` (JSON-able dict) as the
-    checkpoint of ``folder`` at iteration ``step``; returns the manifest."""
+    checkpoint of ``folder`` at iteration ``step``, keeping the newest ``keep``
+    checkpoints (older ones, and any later than ``step``, which a resumed run
+    has redone, are removed); returns the manifest."""
+    if int(keep) < 1:
+        raise CheckpointError(f"keep must be at least 1 checkpoint, got {keep}")
     files.make_folder(folder, "run folder")
     files.clean_temporaries(folder, _ours)
     host = {}
@@ -82,25 +100,54 @@ def save(folder, step, arrays, meta):
         host[name] = a
         listing[name] = {"shape": list(a.shape), "dtype": a.dtype.str}
     npz_name = f"checkpoint-{step:08d}.npz"
-    files.atomic_write(os.path.join(folder, npz_name), lambda f: np.savez(f, **host))
     manifest = {"format": FORMAT, "version": VERSION, "step": int(step), "arrays_file": npz_name,
                 "arrays": listing, **meta}
-    text = json.dumps(manifest, indent=1, allow_nan=False).encode()
+    try:  # before any file is written: a value JSON cannot hold must not leave an orphan .npz
+        text = json.dumps(manifest, indent=1, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint at iteration {step}: the manifest cannot be written as "
+                              f"JSON ({exc})") from None
+    files.atomic_write(os.path.join(folder, npz_name), lambda f: np.savez(f, **host))
+    _keep_previous(folder, step)
     files.atomic_write(os.path.join(folder, MANIFEST), text)
-    for old in os.listdir(folder):
-        if _ARRAYS_FILE.match(old) and old != npz_name:
+    _prune(folder, step, int(keep))
+    return manifest
+
+
+def _keep_previous(folder, step):
+    """The manifest about to be replaced, kept under its step's name when it is
+    an earlier checkpoint (a damaged or later one is not worth keeping)."""
+    try:
+        with open(os.path.join(folder, MANIFEST), "rb") as f:
+            text = f.read()
+        old = json.loads(text)
+        old_step = old["step"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    if isinstance(old_step, int) and 0 <= old_step < step \
+            and os.path.exists(os.path.join(folder, f"checkpoint-{old_step:08d}.npz")):
+        files.atomic_write(os.path.join(folder, kept_manifest(old_step)), text)
+
+
+def _prune(folder, step, keep):
+    older = sorted({int(m["step"]) for m in map(_KEPT.match, os.listdir(folder))
+                    if m and m["ext"] == "json" and int(m["step"]) < step}, reverse=True)
+    wanted = {step, *older[:keep - 1]}
+    for name in os.listdir(folder):
+        m = _KEPT.match(name)
+        if m and int(m["step"]) not in wanted:
             try:
-                os.unlink(os.path.join(folder, old))
+                os.unlink(os.path.join(folder, name))
             except OSError:
                 pass
-    return manifest
 
 
 # --------------------------------------------------------------------------- load
 
-def read_manifest(folder):
-    """The manifest of the checkpoint in ``folder``, checked against ``MANIFEST_SCHEMA``."""
-    path = os.path.join(folder, MANIFEST)
+def read_manifest(folder, name=MANIFEST):
+    """The manifest of the checkpoint in ``folder`` (the newest, or the kept
+    one ``name``), checked against ``MANIFEST_SCHEMA``."""
+    path = os.path.join(folder, name)
     if not os.path.isdir(folder):
         raise CheckpointError(f"no run folder {folder!r}")
     try:
@@ -125,10 +172,11 @@ def read_manifest(folder):
 _DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
 
 
-def load(folder):
-    """(manifest, arrays) of the checkpoint in ``folder``; the arrays are checked
-    against the manifest's listing (names, shapes, dtypes)."""
-    manifest = read_manifest(folder)
+def load(folder, name=MANIFEST):
+    """(manifest, arrays) of the checkpoint in ``folder`` (the newest, or the
+    kept one ``name``); the arrays are checked against the manifest's listing
+    (names, shapes, dtypes)."""
+    manifest = read_manifest(folder, name)
     files.clean_temporaries(folder, _ours)
     path = os.path.join(folder, manifest["arrays_file"])
     try:
@@ -142,6 +190,35 @@ def load(folder):
     expected = {k: (tuple(v["shape"]), np.dtype(v["dtype"])) for k, v in manifest["arrays"].items()}
     check_arrays(expected, arrays, f"{path} against its manifest")
     return manifest, arrays
+
+
+def load_newest(folder, check=None):
+    """(manifest, arrays, skipped) of the newest readable checkpoint in
+    ``folder``: the newest first, then the older ones kept, newest first.
+    ``check(manifest, path)`` may refuse one more (raising ``CheckpointError``);
+    ``skipped`` is the line of each one refused. When none can be read, the
+    newest's error is raised."""
+    older = sorted((n for n in _listing(folder) if (m := _KEPT.match(n)) and m["ext"] == "json"), reverse=True)
+    skipped = []
+    for name in (MANIFEST, *older):
+        try:
+            manifest, arrays = load(folder, name)
+            if check is not None:
+                check(manifest, os.path.join(folder, name))
+        except CheckpointError as exc:
+            if not older:
+                raise
+            skipped.append(exc)
+            continue
+        return manifest, arrays, [str(e) for e in skipped]
+    raise skipped[0]
+
+
+def _listing(folder):
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def check_arrays(expected, arrays, what):

@@ -19,14 +19,12 @@ a sweep (``attempts.jsonl``) are listed with where each resumed.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import numpy as np
 
-from . import files, plots, schema
-from .errors import DataError
+from . import files, plots, runfolder, schema
 
 # Figures where more is better; every other headline figure (losses, errors,
 # perplexities) is better lower.
@@ -34,14 +32,6 @@ HIGHER_IS_BETTER = {"accuracy", "accuracy_unseen"}
 # What the curves plot for each task: the key of its metrics.jsonl records.
 # Short column names in the best-rate table.
 SHORT = {"valid_perplexity": "valid", "test_perplexity": "test"}
-# What the report reads from a finished PTB run's metrics.json (see graphrnn/schema.py);
-# the other tasks' runs need cell, lr, seed and their headline figures.
-RUN_SCHEMA = {
-    "cell": schema.TEXT, "lr": schema.NUMBER, "seed": schema.INT, "epochs": schema.COUNT,
-    "valid_perplexity": schema.NUMBER, "test_perplexity": schema.NUMBER,
-    "valid_history?": [schema.NUMBER], "seconds_per_epoch?": schema.NULLABLE_NUMBER,
-    "clip_fraction?": schema.NULLABLE_NUMBER,
-}
 CURVE = {"ptb": "train_perplexity", "binary-addition": "error", "primes": "loss",
          "dinosaurs": "smoothed_loss"}
 
@@ -80,6 +70,16 @@ class Judge:
 
 # ----------------------------------------------------------------------------- reading
 
+# What the report reads from a finished PTB run's metrics.json (see graphrnn/schema.py);
+# the other tasks' runs need cell, lr, seed and their headline figures.
+RUN_SCHEMA = {
+    "cell": schema.TEXT, "lr": schema.NUMBER, "seed": schema.INT, "epochs": schema.COUNT,
+    "valid_perplexity": schema.NUMBER, "test_perplexity": schema.NUMBER,
+    "valid_history?": [schema.NUMBER], "seconds_per_epoch?": schema.NULLABLE_NUMBER,
+    "clip_fraction?": schema.NULLABLE_NUMBER,
+}
+
+
 def run_schema(task):
     if task == "ptb":
         return RUN_SCHEMA
@@ -93,74 +93,10 @@ def run_schema(task):
             **{f"{k}?": schema.NULLABLE_NUMBER for k in headline}}
 
 
-DIVERGED_SCHEMA = {"cell": schema.TEXT, "lr": schema.NUMBER, "seed": schema.INT, "iteration": schema.INT}
-
-
 def load_runs(root):
-    """(finished, diverged, unfinished): finished runs as dicts of their
-    metrics plus ``folder``, ``curve`` and ``attempts``; diverged runs as the
-    records of their ``diverged.json``; unfinished ones as their folders, or
-    for a metrics.json that cannot be used, the line saying why (file and field)."""
-    from .sweep import ATTEMPTS, DIVERGED, read_jsonl
-    done, diverged, open_ = [], [], []
-    for dirpath, dirs, names in sorted(os.walk(root)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))   # not Ray's own .tune folder
-        attempts = read_jsonl(os.path.join(dirpath, ATTEMPTS))
-        if DIVERGED in names and "metrics.json" not in names:
-            path = os.path.join(dirpath, DIVERGED)
-            try:
-                with open(path, encoding="utf-8") as f:
-                    d = json.load(f)
-                if not isinstance(d, dict):
-                    raise DataError(f"{path}: field the top level: expected an object")
-                d = {**d, **_run_config(d)}
-                schema.validate(d, DIVERGED_SCHEMA, path, DataError)
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                open_.append(f"{path}: not readable JSON ({exc})")
-            except DataError as exc:
-                open_.append(str(exc))
-            else:
-                diverged.append({**d, "folder": dirpath, "attempts": attempts})
-            continue
-        if "metrics.json" not in names:
-            if "checkpoint.json" in names:
-                open_.append(dirpath)
-            continue
-        path = os.path.join(dirpath, "metrics.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                m = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            open_.append(f"{path}: not readable JSON ({exc})")
-            continue
-        if not isinstance(m, dict):
-            open_.append(f"{path}: field the top level: expected an object")
-            continue
-        m.update({k: v for k, v in _run_config(m).items() if v is not None})
-        if m.get("task", "ptb") == "ptb" and m.get("valid_perplexity") is None:
-            continue   # stopped before its first epoch ended: nothing to compare
-        try:
-            schema.validate(m, run_schema(m.get("task", "ptb")), path, DataError)
-        except DataError as exc:
-            open_.append(str(exc))
-            continue
-        m.setdefault("task", "ptb")
-        m["folder"] = dirpath
-        m["curve"] = _curve(os.path.join(dirpath, "metrics.jsonl"), CURVE.get(m["task"], "loss"))
-        m["attempts"] = attempts
-        done.append(m)
-    return done, diverged, open_
-
-
-def _run_config(m):
-    cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
-    return {k: m.get(k, cfg.get(k)) for k in ("task", "cell", "lr", "seed")}
-
-
-def _curve(path, key):
-    from .sweep import read_jsonl
-    return [(r["iteration"], r[key]) for r in read_jsonl(path)
-            if isinstance(r.get("iteration"), int) and isinstance(r.get(key), (int, float))]
+    """(finished, diverged, unfinished) runs under ``root`` (``runfolder.load_runs``),
+    each finished run with the curve its task's report plots."""
+    return runfolder.load_runs(root, run_schema, lambda task: CURVE.get(task, "loss"))
 
 
 # ----------------------------------------------------------------------------- summary
@@ -298,7 +234,8 @@ def _faults(root, runs, diverged):
         out += ["Runs started again after a failure or an interruption (times, and the checkpoint each "
                 "resumed from): " + "; ".join(retried) + ".", ""]
     if diverged:
-        out += ["Diverged (the loss became NaN at the same iteration twice, the second time resumed from the "
+        out += ["Diverged (the loss or a figure became NaN or inf at the same iteration twice, "
+                "the second time resumed from the "
                 "last checkpoint): " + "; ".join(f"{os.path.relpath(d['folder'], root)} at iteration "
                                                   f"{d['iteration']}" for d in diverged) + ".", ""]
     return out

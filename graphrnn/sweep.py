@@ -38,17 +38,18 @@ import sys
 import threading
 import time
 
-from . import checkpoint, files
+from . import files, runfolder
 from .errors import (CheckpointError, DataError, GraphError, OptimError, SweepError,  # noqa: F401
                      TaskError, UsageError)  # (SweepError: imported from here too)
 
 INSTALL = ("graphrnn sweep runs on Ray, which is not installed: pip install 'graphrnn[sweep]' "
            "(or add --sequential to run the grid one run after another without it)")
 
-ATTEMPTS = "attempts.jsonl"   # one line when an attempt starts, one when it ends (a killed one never does)
-DIVERGED = "diverged.json"
-SWEEP = "sweep.json"          # the sweep's settings, so a restart into the same --out cannot mix two sweeps
-STOP = ".stop"                # created by the driver on Ctrl-C; each run checkpoints and returns
+# The run folder's files (graphrnn/runfolder.py): attempts.jsonl gets one line when an
+# attempt starts and one when it ends (a killed one never does); sweep.json holds the
+# sweep's settings, so a restart into the same --out cannot mix two sweeps.
+ATTEMPTS, DIVERGED, SWEEP, STOP = runfolder.ATTEMPTS, runfolder.DIVERGED, runfolder.SWEEP, runfolder.STOP
+state_of, read_jsonl, _append_jsonl = runfolder.state_of, runfolder.read_jsonl, runfolder.append_jsonl
 # Settings a sweep passes on its own; recorded per run, so not part of the sweep's identity.
 GRID = ("cell", "lr", "seed")
 # What the progress line shows for a task without epochs, first one present in its log record.
@@ -96,42 +97,6 @@ def make_grid(task_name, cells, lrs, seeds, base):
                 cls.resolve_config(overrides)   # a TaskError here names the bad setting before any run
                 points.append((run_name(cell, lr, seed), overrides))
     return points
-
-
-def state_of(folder):
-    """'finished', 'diverged', 'partial' (a checkpoint to resume from) or 'new'."""
-    if os.path.exists(os.path.join(folder, "metrics.json")):
-        return "finished"
-    if os.path.exists(os.path.join(folder, DIVERGED)):
-        return "diverged"
-    if os.path.exists(os.path.join(folder, checkpoint.MANIFEST)):
-        return "partial"
-    return "new"
-
-
-def read_jsonl(path):
-    """The records (JSON objects) of a JSON-lines file; a torn last line, or
-    any line that is not an object, left out."""
-    out = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(rec, dict):
-                    out.append(rec)
-    except (OSError, UnicodeDecodeError):
-        pass
-    return out
-
-
-def _append_jsonl(path, rec):
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- one run
@@ -348,7 +313,8 @@ class Progress:
             self.say(name, f"finished  {heads}  ({rec['train_s']:.0f} s training"
                            f"{'' if spe is None else f', {spe:.1f} s/epoch'})")
         elif ev == "diverged":
-            self.say(name, f"diverged  the loss became NaN at iteration {rec['step']} twice, the second time "
+            self.say(name, f"diverged  the loss or a figure became NaN or inf at iteration {rec['step']} twice, "
+                           f"the second time "
                            f"resumed from iteration {rec['checkpoint_step']}; not retried again")
         elif ev == "stopped":
             self.say(name, f"stopped   checkpoint at iteration {rec['checkpoint_step']}")

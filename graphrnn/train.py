@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from . import backend, checkpoint, files, plots, schema
+from . import backend, checkpoint, files, plots, runfolder, schema
 from .errors import CheckpointError, TaskError, TrainingError, UsageError
 
 
@@ -46,8 +46,11 @@ class Trainer:
     """Runs ``task`` for ``config['iterations']`` iterations, writing into ``out``."""
 
     def __init__(self, task, out, *, checkpoint_every=0, quiet=False, stream=None, progress=None,
-                 engine=None):
+                 engine=None, keep=checkpoint.KEEP):
         self.task = task
+        self.keep = int(keep)
+        if self.keep < 1:
+            raise UsageError(f"--keep must be at least 1 checkpoint, got {keep}")
         self.engine = run_engine(engine)
         self.config = task.config
         self.out = out
@@ -97,13 +100,13 @@ class Trainer:
 
     def save(self):
         arrays, meta = self.state()
-        checkpoint.save(self.out, self.step, arrays, meta)
+        checkpoint.save(self.out, self.step, arrays, meta, keep=self.keep)
         self.saved_step = self.step
 
-    def restore(self, manifest, arrays):
+    def restore(self, manifest, arrays, where=None):
         """Load a checkpoint into the task, refusing one that does not fit the model."""
         task = self.task
-        where = os.path.join(self.out, checkpoint.MANIFEST)
+        where = where or os.path.join(self.out, checkpoint.MANIFEST)
         checkpoint.validate(manifest, TRAINER_SCHEMA, where)
         groups = {}
         for name, a in arrays.items():
@@ -155,7 +158,7 @@ class Trainer:
             print(line, file=self.stream, flush=True)
 
     def _metrics_path(self):
-        return os.path.join(self.out, "metrics.jsonl")
+        return os.path.join(self.out, runfolder.METRICS_LOG)
 
     def _trim_log(self):
         """Keep only the log lines of iterations a resumed run will not redo.
@@ -177,7 +180,7 @@ class Trainer:
                     continue
                 if isinstance(rec, dict) and isinstance(rec.get("iteration"), int) \
                         and rec["iteration"] < self.step:
-                    keep.append(json.dumps(rec) + "\n")
+                    keep.append(runfolder.record_line(rec))
         files.atomic_write(path, "".join(keep))
         if torn:
             print(f"graphrnn train: dropped {torn} torn line{'s' if torn > 1 else ''} from {path} "
@@ -288,11 +291,7 @@ class Trainer:
                         f"--lr and --resume from it, or start again")
                 losses.append(loss)
                 if i % log_every == 0:
-                    rec, lines = task.log(i, loss)
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    for line in lines:
-                        self._say(line)
+                    self._write_record(log, *task.log(i, loss), at=f"iteration {i}")
                 i += 1
                 self.step = i
                 if epoch_length and i % epoch_length == 0:
@@ -316,11 +315,23 @@ class Trainer:
         t = time.perf_counter()
         rec, lines = self.task.end_epoch(i // epoch_length)
         self.eval_elapsed += time.perf_counter() - t
-        log.write(json.dumps({"iteration": i - 1, **rec}) + "\n")
+        self._write_record(log, {"iteration": i - 1, **rec}, lines, at=f"the end of epoch {i // epoch_length}")
+        self.save()
+
+    def _write_record(self, log, rec, lines, at):
+        """One record into metrics.jsonl (strict JSON), its lines shown; a
+        figure that is not finite (a perplexity that overflowed) ends the run
+        as a NaN loss does, before anything more is saved."""
+        log.write(runfolder.record_line(rec))
         log.flush()
         for line in lines:
             self._say(line)
-        self.save()
+        bad = runfolder.non_finite(rec)
+        if bad:
+            raise TrainingError(
+                f"{bad[0].replace('_', ' ')} became {rec[bad[0]]} at {at}; training stopped. The last good "
+                f"checkpoint (iteration {self.saved_step}) is kept in {self.out}; try a smaller "
+                f"--lr and --resume from it, or start again")
 
     def finish(self):
         """metrics.json, the loss plot and the summary line."""
@@ -337,7 +348,8 @@ class Trainer:
                   "config": self.config, "graphrnn": _version()}
         if self.resumes:
             result["resumes"] = self.resumes
-        files.atomic_write(os.path.join(self.out, "metrics.json"), json.dumps(result, indent=1) + "\n")
+        files.atomic_write(os.path.join(self.out, runfolder.METRICS),
+                           runfolder.strict_json(result, indent=1) + "\n")
         plot = self.plot()
         heads = ", ".join(f"{k} {_fmt(metrics.get(k))}" for k in task.headline)
         print(f"{task.name}: {n} iterations in {self.elapsed:.1f} s; {heads}", file=self.stream)
@@ -407,7 +419,7 @@ def _version():
 # ------------------------------------------------------------------------ building
 
 def build(task_name, overrides, *, out=None, checkpoint_every=0, quiet=False, stream=None,
-          progress=None, engine=None):
+          progress=None, engine=None, keep=checkpoint.KEEP):
     """A fresh Trainer for ``task_name`` with ``overrides`` on its defaults."""
     tasks = _tasks()
     cls = tasks.get(task_name)
@@ -419,7 +431,7 @@ def build(task_name, overrides, *, out=None, checkpoint_every=0, quiet=False, st
         raise CheckpointError(f"{out} already holds a run; continue it with --resume {out} "
                               "or pick another --out")
     return Trainer(cls(config), out, checkpoint_every=checkpoint_every, quiet=quiet,
-                   stream=stream, progress=progress, engine=engine)
+                   stream=stream, progress=progress, engine=engine, keep=keep)
 
 
 def is_user_cell(spec):
@@ -451,51 +463,26 @@ def _cell_to_load(recorded, asked, trust, where):
 
 
 def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=False,
-           stream=None, progress=None, sampling=False, trust=False, engine=None):
-    """A Trainer that continues the run in ``folder`` from its checkpoint
-    (with ``sampling``, only the model, built without the training data).
+           stream=None, progress=None, sampling=False, trust=False, engine=None, keep=None):
+    """A Trainer that continues the run in ``folder`` from its newest readable
+    checkpoint (with ``sampling``, only the model, built without the training data).
 
     ``overrides`` may change what the task lists in ``resumable`` (more
     iterations, a new learning rate, ...), and name a user cell again
     (``cell``); ``trust`` loads a user cell that only the checkpoint names."""
-    tasks = _tasks()
-    manifest, arrays = checkpoint.load(folder)
-    where = os.path.join(folder, checkpoint.MANIFEST)
-    checkpoint.validate(manifest, TRAINER_SCHEMA, where)
+    manifest, arrays, where, cls = _newest_checkpoint(folder, task_name)
     config = dict(manifest["config"])
-    name = config["task"]
-    try:
-        cls = tasks.get(name)
-    except TaskError as exc:
-        raise CheckpointError(f"{where}: field config.task: {exc}") from None
-    if task_name is not None and task_name != name:
-        raise CheckpointError(f"{folder} is a {name!r} run, not {task_name!r}")
-    try:  # the checkpoint's own settings, before any of the user's
-        cls.resolve_config({k: v for k, v in config.items() if k != "task"})
-    except TaskError as exc:
-        raise CheckpointError(f"{where}: field config: {exc}") from None
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    recorded_cell = config["cell"]
-    config["cell"] = _cell_to_load(recorded_cell, overrides.pop("cell", None), trust, folder)
-    changed = {}
-    for k, v in overrides.items():
-        if v == config.get(k):
-            continue
-        if k not in cls.resumable:
-            allowed = ", ".join("--" + r.replace("_", "-") for r in cls.resumable)
-            raise CheckpointError(f"--{k.replace('_', '-')} {v} differs from the run's {config.get(k)}; "
-                                  f"a resumed run keeps what defines its model and data (it may "
-                                  f"change {allowed})")
-        changed[k] = [config.get(k), v]
-        config[k] = v
+    config["cell"] = _cell_to_load(config["cell"], overrides.pop("cell", None), trust, folder)
+    changed = _resumed_settings(cls, config, overrides)
     config = cls.resolve_config({k: v for k, v in config.items() if k != "task"})
-    checkpoint.validate(manifest["task_state"], cls.state_schema, where, "task_state")
     task = cls.for_sampling(config, manifest["task_state"]) if sampling else cls(config)
     # the run's own engine unless one is named now ($GRAPHRNN_ENGINE does not move a run)
     recorded = manifest.get("engine", "numpy")
     trainer = Trainer(task, folder, checkpoint_every=checkpoint_every, quiet=quiet,
-                      stream=stream, progress=progress, engine=engine or recorded)
-    trainer.restore(manifest, arrays)
+                      stream=stream, progress=progress, engine=engine or recorded,
+                      keep=checkpoint.KEEP if keep is None else keep)
+    trainer.restore(manifest, arrays, where)
     if trainer.engine != recorded:
         changed["engine"] = [recorded, trainer.engine]
     _check_cell(task, manifest, config["cell"], where)
@@ -509,6 +496,66 @@ def resume(folder, overrides=None, *, task_name=None, checkpoint_every=0, quiet=
         trainer.changed = changed
         trainer.resumes.append({"step": trainer.step, "changed": changed})
     return trainer
+
+
+def _newest_checkpoint(folder, task_name):
+    """(manifest, arrays, its path, the task class) of the newest checkpoint in
+    ``folder`` whose manifest holds a run graphrnn can rebuild; each newer one
+    skipped as damaged is named on stderr."""
+    tasks = _tasks()
+    found = {}
+
+    def check(manifest, where):
+        checkpoint.validate(manifest, TRAINER_SCHEMA, where)
+        config = manifest["config"]
+        try:
+            cls = tasks.get(config["task"])
+        except TaskError as exc:
+            raise CheckpointError(f"{where}: field config.task: {exc}") from None
+        try:  # the checkpoint's own settings, before any of the user's
+            cls.resolve_config({k: v for k, v in config.items() if k != "task"})
+        except TaskError as exc:
+            raise CheckpointError(f"{where}: field config: {exc}") from None
+        checkpoint.validate(manifest["task_state"], cls.state_schema, where, "task_state")
+        found.update(cls=cls, where=where)
+
+    manifest, arrays, skipped = checkpoint.load_newest(folder, check)
+    for line in skipped:
+        print(f"graphrnn: skipped a damaged checkpoint: {line}", file=sys.stderr)
+    if skipped:
+        print(f"graphrnn: using the checkpoint at iteration {manifest['step']} "
+              f"({os.path.basename(found['where'])})", file=sys.stderr)
+    name = manifest["config"]["task"]
+    if task_name is not None and task_name != name:
+        raise CheckpointError(f"{folder} is a {name!r} run, not {task_name!r}")
+    return manifest, arrays, found["where"], found["cls"]
+
+
+# The task settings that have a flag of their own on `graphrnn train`; the others are --set KEY=VALUE.
+FLAGS = ("iterations", "seed", "cell", "hidden", "lr", "optimizer", "log_every", "data", "preset", "epochs")
+
+
+def flag(key):
+    """How a user sets ``key`` on the command line: ``--lr`` or ``--set clip=...``."""
+    return f"--{key.replace('_', '-')}" if key in FLAGS else f"--set {key}=..."
+
+
+def _resumed_settings(cls, config, overrides):
+    """Apply ``overrides`` to a saved run's ``config``; returns what changed
+    (name -> [old, new]), refusing a change to what defines the model or data."""
+    changed = {}
+    for k, v in overrides.items():
+        if v == config.get(k):
+            continue
+        if k not in cls.resumable:
+            allowed = ", ".join(flag(r) for r in cls.resumable)
+            given = f"--{k.replace('_', '-')} {v}" if k in FLAGS else f"--set {k}={v}"
+            raise CheckpointError(f"{given} differs from the run's {config.get(k)}; "
+                                  f"a resumed run keeps what defines its model and data (it may "
+                                  f"change {allowed})")
+        changed[k] = [config.get(k), v]
+        config[k] = v
+    return changed
 
 
 def _check_cell(task, manifest, spec, where):
@@ -585,6 +632,9 @@ def add_train_arguments(p):
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="also checkpoint every K iterations (always: at the start, the end and on Ctrl-C; "
                         "ptb: after every epoch)")
+    p.add_argument("--keep", type=int, default=None, metavar="K",
+                   help=f"checkpoints kept (default {checkpoint.KEEP}): a resume falls back to an older one "
+                        "when the newest is damaged")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
 
 
@@ -604,8 +654,7 @@ def _parse_set(items):
 
 
 def _overrides(args):
-    keys = ("iterations", "seed", "cell", "hidden", "lr", "optimizer", "log_every", "data", "preset", "epochs")
-    out = {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
+    out = {k: getattr(args, k, None) for k in FLAGS if getattr(args, k, None) is not None}
     out.update(_parse_set(getattr(args, "set", None) or []))
     return out
 
@@ -613,6 +662,9 @@ def _overrides(args):
 def train_main(args):
     if args.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    keep = checkpoint.KEEP if getattr(args, "keep", None) is None else args.keep
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1 checkpoint, got {keep}")
     overrides = _overrides(args)
     if args.backend:
         backend.set_backend(args.backend)
@@ -621,7 +673,7 @@ def train_main(args):
             raise UsageError("--resume continues in its own folder; leave out --out")
         trainer = resume(args.resume, overrides, task_name=args.task,
                          checkpoint_every=args.checkpoint_every, quiet=args.quiet,
-                         trust=getattr(args, "trust_checkpoint", False), engine=args.engine)
+                         trust=getattr(args, "trust_checkpoint", False), engine=args.engine, keep=keep)
     else:
         if not args.task:
             raise UsageError("name a task (or --resume DIR)")
@@ -630,12 +682,14 @@ def train_main(args):
         if "data" in overrides and args.task not in ("dinosaurs", "ptb"):
             raise UsageError("--data applies to the dinosaurs and ptb tasks only")
         trainer = build(args.task, overrides, out=args.out,
-                        checkpoint_every=args.checkpoint_every, quiet=args.quiet, engine=args.engine)
+                        checkpoint_every=args.checkpoint_every, quiet=args.quiet, engine=args.engine,
+                        keep=keep)
     return trainer.run()
 
 
 def add_sample_arguments(p):
-    p.add_argument("task", metavar="TASK", help="the task of the run (dinosaurs, ptb)")
+    from . import tasks
+    p.add_argument("task", metavar="TASK", help=f"the task of the run ({', '.join(tasks.samplable())})")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run folder from graphrnn train")
     p.add_argument("-n", type=int, default=None,
                    help="how many: dinosaur names (default 7) or ptb words (default 100)")
@@ -657,7 +711,10 @@ def sample_main(args):
     extra = {k: getattr(args, k) for k in ("temperature", "start") if getattr(args, k, None) is not None}
     if extra and args.task != "ptb":
         raise UsageError(f"--{next(iter(extra))} applies to the ptb task only")
-    _tasks().get(args.task)
+    if args.task not in _tasks().samplable():
+        _tasks().get(args.task)   # an unknown task is named as such
+        raise UsageError(f"task {args.task!r} has nothing to sample; these tasks can be sampled: "
+                         f"{', '.join(_tasks().samplable())}")
     task = load_task(args.checkpoint, args.task, cell=getattr(args, "cell", None),
                      trust=getattr(args, "trust_checkpoint", False))
     for text in task.sample(n, args.seed, **extra):

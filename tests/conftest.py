@@ -23,15 +23,29 @@ import pathlib
 
 import pytest
 
-# The data folder CI and the tests use: ../shared/data beside the repository.
+# The data folder CI uses: ../shared/data beside the repository.
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def find_ptb(shared=None):
+    """The Penn Treebank's folder where a user has it, as graphrnn looks for it
+    ($GRAPHRNN_DATA, then the per-user cache; never downloading), else the
+    shared folder beside the repository; None when it is nowhere."""
+    from graphrnn.data import ptb
+    from graphrnn.errors import DataError
+    try:
+        return pathlib.Path(ptb.find(download=False))
+    except (DataError, ImportError):
+        pass
+    d = pathlib.Path(shared or SHARED_DATA) / "ptb"
+    return d if (d / "ptb.train.txt").is_file() else None
 
 
 @pytest.fixture(scope="session")
 def ptb_dir():
-    d = SHARED_DATA / "ptb"
-    if not (d / "ptb.train.txt").is_file():
-        pytest.skip(f"the Penn Treebank is not at {d}")
+    d = find_ptb()
+    if d is None:
+        pytest.skip(f"the Penn Treebank is not in $GRAPHRNN_DATA, the per-user cache or {SHARED_DATA / 'ptb'}")
     return d
 
 

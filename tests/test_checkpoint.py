@@ -15,10 +15,11 @@ from graphrnn import checkpoint, cli, train
 
 @pytest.fixture(scope="module")
 def dino_run(tmp_path_factory):
-    """A finished small dinosaurs run (its .npz is about 30 kB)."""
+    """A finished small dinosaurs run (its .npz is about 30 kB), keeping one
+    checkpoint: its damage has nothing to fall back to."""
     out = tmp_path_factory.mktemp("ckpt") / "run"
     tr = train.build("dinosaurs", {"iterations": 4, "log_every": 2, "hidden": 40, "samples": 1},
-                     out=str(out), quiet=True)
+                     out=str(out), quiet=True, keep=1)
     assert tr.run() == 0
     return out
 
@@ -157,7 +158,7 @@ def test_temporaries_of_a_killed_save_are_removed_by_the_next_save_and_load(tmp_
     checkpoint.load(str(folder))
     assert sorted(n for n in os.listdir(folder)) == ["checkpoint-00000001.npz", "checkpoint.json", "notes.tmp"]
     assert subprocess.run([sys.executable, "-c", code, str(target)]).returncode == 9
-    checkpoint.save(str(folder), 3, {"a": np.arange(4.0)}, {"config": {}})
+    checkpoint.save(str(folder), 3, {"a": np.arange(4.0)}, {"config": {}}, keep=1)
     assert sorted(os.listdir(folder)) == ["checkpoint-00000003.npz", "checkpoint.json", "notes.tmp"]
 
 
@@ -182,7 +183,7 @@ def test_a_running_writers_temporary_file_is_left_alone(tmp_path):
 def ptb_run(ptb_slice, tmp_path_factory):
     out = tmp_path_factory.mktemp("ptb-ckpt") / "run"
     tr = train.build("ptb", {"data": str(ptb_slice), "epochs": 1, "hidden": 8, "wordvec": 8},
-                     out=str(out), quiet=True)
+                     out=str(out), quiet=True, keep=1)
     assert tr.run() == 0
     return out
 
@@ -204,3 +205,48 @@ def test_a_damaged_ptb_task_state_is_named_when_sampling_and_resuming(ptb_run, p
                  ["train", "--resume", str(run), "--epochs", "2", "--data", str(ptb_slice), "--quiet"]):
         line = one_line_error(argv, capsys)
         assert str(path) in line and f"field {field}" in line, line
+
+
+# ----------------------------------------------------------------------------- keeping K
+
+def test_the_last_k_checkpoints_are_kept_and_a_later_one_redone_is_dropped(tmp_path):
+    folder = str(tmp_path / "r")
+    for step in range(1, 6):
+        checkpoint.save(folder, step, {"a": np.full(2, float(step))}, {"config": {}}, keep=3)
+    names = sorted(n for n in os.listdir(folder) if n.startswith("checkpoint"))
+    assert names == ["checkpoint-00000003.json", "checkpoint-00000003.npz", "checkpoint-00000004.json",
+                     "checkpoint-00000004.npz", "checkpoint-00000005.npz", "checkpoint.json"]
+    assert checkpoint.load(folder, "checkpoint-00000003.json")[1]["a"][0] == 3.0
+    # a run resumed from iteration 3 that saves at 4 again: 5 is from a future it redid
+    checkpoint.save(folder, 4, {"a": np.full(2, 40.0)}, {"config": {}}, keep=3)
+    names = sorted(n for n in os.listdir(folder) if n.startswith("checkpoint"))
+    assert "checkpoint-00000005.npz" not in names and checkpoint.read_manifest(folder)["step"] == 4
+
+
+def test_a_value_json_cannot_hold_leaves_no_orphan_arrays(tmp_path):
+    folder = tmp_path / "r"
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be written as JSON"):
+        checkpoint.save(str(folder), 7, {"a": np.arange(3.0)}, {"config": {}, "best": float("inf")})
+    assert not [n for n in os.listdir(folder) if n.endswith(".npz")]
+
+
+@pytest.mark.parametrize("damage", ["arrays", "manifest"])
+def test_resume_falls_back_to_the_newest_readable_checkpoint_and_names_the_one_skipped(
+        tmp_path, capsys, damage):
+    """Saved at 0, 3, 6 (and 8 at the end: 3, 6 and 8 kept); the newest damaged,
+    the run resumes from 6 and still ends bit for bit where an undamaged one ends."""
+    settings = {"iterations": 8, "log_every": 1, "hidden": 6, "samples": 1}
+    whole = train.build("dinosaurs", settings, out=str(tmp_path / "whole"), quiet=True)
+    assert whole.run() == 0
+    out = tmp_path / "run"
+    assert train.build("dinosaurs", {**settings, "iterations": 7}, out=str(out), quiet=True,
+                       checkpoint_every=3).run() == 0
+    kept = sorted(n for n in os.listdir(out) if n.startswith("checkpoint-") and n.endswith(".json"))
+    assert kept == ["checkpoint-00000003.json", "checkpoint-00000006.json"]
+    newest = out / ("checkpoint-00000007.npz" if damage == "arrays" else checkpoint.MANIFEST)
+    newest.write_bytes(newest.read_bytes()[:100])
+    assert cli.main(["train", "--resume", str(out), "--iterations", "8", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped a damaged checkpoint" in err and str(newest) in err
+    assert "iteration 6" in err and "Traceback" not in err
+    assert json.loads((out / "metrics.json").read_text())["final_loss"] == whole.losses[-1]

@@ -373,3 +373,16 @@ def test_report_compares_cells_on_test_after_choosing_rates_on_validation_and_ca
     assert table.index("| lstm |") < table.index("| gru |")          # ordered on test perplexity
     assert "No clear winner: **lstm** at its best rate (lr 20) is ahead by 0.05" in md
     assert "within the spread over seeds (1.4, 2 seeds each)" in md
+
+
+def test_the_tests_find_the_corpus_through_graphrnn_data_too(tmp_path, monkeypatch):
+    from conftest import find_ptb
+    mine = tmp_path / "corpora" / "ptb"
+    mine.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (mine / f"ptb.{split}.txt").write_text(" a b <unk>\n")
+    monkeypatch.setenv("GRAPHRNN_DATA", str(tmp_path / "corpora"))
+    assert find_ptb(shared=tmp_path / "nowhere") == mine
+    monkeypatch.setenv("GRAPHRNN_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr("graphrnn.data.ptb.cache_dir", lambda: str(tmp_path / "no-cache"))
+    assert find_ptb(shared=tmp_path / "nowhere") is None

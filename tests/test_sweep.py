@@ -344,11 +344,11 @@ def test_a_nan_is_retried_once_from_the_checkpoint_then_the_run_is_recorded_as_d
     assert len(starts(bad)) == 2 and len(nans) == 2           # retried once, not again
     assert [a["step"] for a in nans] == [d["iteration"]] * 2
     assert starts(bad)[1]["start_step"] == nans[0]["checkpoint_step"]
-    assert "diverged  the loss became NaN" in text
+    assert "diverged  the loss or a figure became NaN or inf" in text
     md = (out / "report.md").read_text()
     assert "| sweep_expcell:expcell | 0.05 | — (diverged: 0) |" in md
     assert "**lstm_nico**" in md or "Only lstm_nico was run." in md
-    assert "Diverged (the loss became NaN" in md
+    assert "Diverged (the loss or a figure became NaN or inf" in md
 
 
 def test_ptb_sweep_checkpoints_every_epoch_and_reports_perplexity(ray_address, ptb_slice, tmp_path, capsys):

@@ -127,7 +127,7 @@ def test_checkpoint_for_another_model_is_refused_naming_the_difference(tmp_path)
 
 def test_arrays_that_differ_from_the_manifest_are_refused(tmp_path):
     out = tmp_path / "r"
-    assert trainer("dinosaurs", out).run() == 0
+    assert trainer("dinosaurs", out, keep=1).run() == 0
     manifest = checkpoint.read_manifest(str(out))
     npz = out / manifest["arrays_file"]
     with np.load(npz, allow_pickle=False) as z:
@@ -143,8 +143,8 @@ def test_arrays_that_differ_from_the_manifest_are_refused(tmp_path):
 
 
 def test_checkpoint_files_are_complete_and_never_pickled(tmp_path):
-    checkpoint.save(str(tmp_path), 1, {"a": np.arange(3.0)}, {"config": {}})
-    checkpoint.save(str(tmp_path), 2, {"a": np.arange(4.0)}, {"config": {}})
+    checkpoint.save(str(tmp_path), 1, {"a": np.arange(3.0)}, {"config": {}}, keep=1)
+    checkpoint.save(str(tmp_path), 2, {"a": np.arange(4.0)}, {"config": {}}, keep=1)
     files = sorted(os.listdir(tmp_path))
     assert files == ["checkpoint-00000002.npz", "checkpoint.json"]  # no temporaries, old one gone
     manifest, arrays = checkpoint.load(str(tmp_path))
@@ -462,3 +462,58 @@ def test_a_run_holds_one_engine_recorded_in_its_checkpoint_and_kept_on_resume(tm
     assert train.resume(str(tmp_path / "r"), {"iterations": 5}, quiet=True).engine == "numpy"
     monkeypatch.delenv("GRAPHRNN_ENGINE")
     assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "t"), quiet=True).engine == "numpy"
+
+
+# ----------------------------------------------------------------------------- non-finite figures
+
+def _strict_records(path):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def test_an_infinite_figure_is_valid_json_and_ends_the_run_as_a_nan_loss_does(tmp_path, capsys, monkeypatch):
+    from graphrnn.tasks import Primes
+    log = Primes.log
+
+    def overflowing(self, i, loss):
+        rec, lines = log(self, i, loss)
+        return ({**rec, "perplexity": float("inf")} if i >= 4 else rec), lines
+    monkeypatch.setattr(Primes, "log", overflowing)
+    out = tmp_path / "r"
+    rc = cli.main(["train", "primes", "--hidden", "4", "--iterations", "10", "--log-every", "2",
+                   "--checkpoint-every", "2", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "perplexity became inf at iteration 4" in err and "iteration 4" in err
+    recs = _strict_records(out / "metrics.jsonl")
+    assert recs[-1]["perplexity"] is None and recs[-1]["non_finite"] == {"perplexity": "inf"}
+    named = {checkpoint.read_manifest(str(out), n)["arrays_file"]
+             for n in os.listdir(out) if n.startswith("checkpoint") and n.endswith(".json")}
+    assert named == {n for n in os.listdir(out) if n.endswith(".npz")}   # no orphan arrays
+    assert not (out / "metrics.json").exists()
+
+
+def test_ptb_whose_perplexity_overflows_ends_in_one_line_with_strict_json(ptb_slice, tmp_path, capsys):
+    out = tmp_path / "r"
+    rc = cli.main(["train", "ptb", "--data", str(ptb_slice), "--epochs", "2", "--lr", "1e6",
+                   "--set", "hidden=8", "--set", "wordvec=8", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "became" in err and "last good checkpoint" in err
+    _strict_records(out / "metrics.jsonl")
+    named = {checkpoint.read_manifest(str(out), n)["arrays_file"]
+             for n in os.listdir(out) if n.startswith("checkpoint") and n.endswith(".json")}
+    assert named == {n for n in os.listdir(out) if n.endswith(".npz")}
+
+
+def test_hints_name_flags_that_exist(tmp_path, capsys):
+    out = str(tmp_path / "d")
+    assert cli.main(["train", "dinosaurs", "--hidden", "6", "--iterations", "2", "--out", out, "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", out, "--hidden", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--set clip=..." in err and "--clip" not in err and "--lr" in err
+    assert cli.main(["sample", "binary-addition", "--checkpoint", out]) == 2
+    err = capsys.readouterr().err
+    assert "these tasks can be sampled: dinosaurs, ptb" in err

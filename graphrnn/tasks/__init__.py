@@ -23,4 +23,9 @@ def get(name):
         raise TaskError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
 
 
-__all__ = ["TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "LstmToy", "PTB"]
+def samplable():
+    """The tasks whose trained model can generate (``graphrnn sample``)."""
+    return [name for name, cls in TASKS.items() if cls.sample is not Task.sample]
+
+
+__all__ = ["samplable", "TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "LstmToy", "PTB"]

@@ -125,7 +125,9 @@ class Task:
         pass
 
     def sample(self, n, seed):
-        raise TaskError(f"task {self.name!r} has nothing to sample; only dinosaurs does")
+        from . import samplable
+        raise TaskError(f"task {self.name!r} has nothing to sample; these tasks can be sampled: "
+                        f"{', '.join(samplable())}")
 
 
 def whole_number(config, key, low, says):
