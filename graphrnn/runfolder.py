@@ -26,7 +26,7 @@ import json
 import math
 import os
 
-from . import schema
+from . import files, schema
 from .errors import DataError
 
 MANIFEST = "checkpoint.json"
@@ -107,6 +107,29 @@ def read_jsonl(path):
     except (OSError, UnicodeDecodeError):
         pass
     return out
+
+
+def trim_log(path, step):
+    """Keep in the log ``path`` only the records of iterations before ``step``
+    (those a resumed run will not redo). A crash can leave the last line torn
+    (half written): a line that is not a whole JSON record is dropped, and
+    their number returned."""
+    if not os.path.exists(path):
+        return 0
+    keep, torn = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for ln in f:
+            if not ln.strip():
+                continue
+            try:
+                rec = json.loads(ln)
+            except json.JSONDecodeError:
+                torn += 1
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("iteration"), int) and rec["iteration"] < step:
+                keep.append(record_line(rec))
+    files.atomic_write(path, "".join(keep))
+    return torn
 
 
 def append_jsonl(path, rec):

@@ -163,20 +163,7 @@ def _attempt(spec, folder, threads, report):
     try:
         rc = trainer.run()
     except TrainingError as exc:
-        at = trainer.step
-        before = [r for r in read_jsonl(log) if r.get("event") == "nan"]
-        rec = {"event": "nan", "step": at, "checkpoint_step": trainer.saved_step,
-               "message": str(exc), **end}
-        _append_jsonl(log, {**rec, "wall_s": round(time.time() - t0, 3)})
-        if not any(r["step"] == at for r in before):
-            raise  # retried once, from the last checkpoint: a fault would not come back
-        # A resumed run is bit-exact: the same NaN at the same iteration is the settings' doing.
-        files.atomic_write(os.path.join(folder, DIVERGED), json.dumps(
-            {"task": trainer.task.name, "iteration": at, "checkpoint_step": trainer.saved_step,
-             "message": str(exc), "config": trainer.config}, indent=1))
-        rec = {**rec, "event": "diverged"}
-        report(rec)
-        return rec
+        return _diverged_or_retry(trainer, exc, log, end, t0, report)
     finally:
         watcher.close()
     wall = round(time.time() - t0, 3)
@@ -190,6 +177,25 @@ def _attempt(spec, folder, threads, report):
     rec = {"event": "finished", "step": trainer.step, "train_s": result["train_s"],
            "seconds_per_epoch": result.get("seconds_per_epoch"), "headline": heads, **end}
     _append_jsonl(log, {**rec, "wall_s": wall, "end_time": time.time()})
+    report(rec)
+    return rec
+
+
+def _diverged_or_retry(trainer, exc, log, end, t0, report):
+    """A loss or figure that stopped being finite: raised again (Tune or the
+    sequential driver retries once, from the last checkpoint: a fault would not
+    come back), or, the second time at the same iteration, recorded as diverged
+    (a resumed run is bit-exact, so the same NaN there is the settings' doing)."""
+    at = trainer.step
+    before = [r for r in read_jsonl(log) if r.get("event") == "nan"]
+    rec = {"event": "nan", "step": at, "checkpoint_step": trainer.saved_step, "message": str(exc), **end}
+    _append_jsonl(log, {**rec, "wall_s": round(time.time() - t0, 3)})
+    if not any(r["step"] == at for r in before):
+        raise exc
+    files.atomic_write(os.path.join(trainer.out, DIVERGED), runfolder.strict_json(
+        {"task": trainer.task.name, "iteration": at, "checkpoint_step": trainer.saved_step,
+         "message": str(exc), "config": trainer.config}, indent=1))
+    rec = {**rec, "event": "diverged"}
     report(rec)
     return rec
 
@@ -626,7 +632,45 @@ def sweep_main(args, stream=None):
     return _sweep(sys.stdout if stream is None else stream, args)
 
 
+class _Grid:
+    """What a sweep decided before running anything: its points (name,
+    overrides), their lists, the folder and what identifies the sweep in it."""
+
+    def __init__(self, cls, base, defaults, cells, lrs, seeds, points, paths):
+        self.cls, self.base, self.defaults = cls, base, defaults
+        self.cells, self.lrs, self.seeds, self.points, self.paths = cells, lrs, seeds, points, paths
+        self.names = [n for n, _ in points]
+        self.out = self.identity = None
+
+    def describe(self):
+        return (f"cell {','.join(self.cells)} × lr {','.join(f'{x:g}' for x in self.lrs)} × "
+                f"seed {','.join(map(str, self.seeds))}")
+
+
 def _sweep(stream, args):
+    """The phases of a sweep: check the options and the whole grid (nothing
+    started yet), guard the folder, say what is left to run, run it (here or
+    on Ray), record how, and report."""
+    cls = _check_options(args)
+    grid = _plan_grid(cls, args)
+    _open_sweep_folder(grid, args)
+    per_run, every, backend = _run_resources(cls, grid, args)
+    specs = [{"name": name, "task": args.task, "overrides": ov, "folder": os.path.join(grid.out, name),
+              "threads": per_run, "checkpoint_every": every, "backend": backend, "path": grid.paths}
+             for name, ov in grid.points]
+    progress = Progress(grid.names, stream=stream)
+    pending = _announce(grid, specs, progress, stream, args)
+    t0 = time.time()
+    rc, how = _drive(pending, progress, per_run, grid, stream, args)
+    wall = time.time() - t0
+    _write_sweep_json(grid.out, grid.identity, {
+        "runs": grid.names, "cpus_per_run": per_run, "checkpoint_every": every,
+        "last_start": {**how, "wall_s": round(wall, 1), "runs_started": len(pending)}})
+    return _finish(grid.out, grid.points, rc, wall, pending, stream, args)
+
+
+def _check_options(args):
+    """The task and the options that need no grid; Ray importable unless --sequential."""
     from . import tasks
 
     if not args.sequential:
@@ -644,6 +688,12 @@ def _sweep(stream, args):
         raise SweepError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
     if args.sequential and args.address:
         raise SweepError("--sequential runs here, without Ray: leave out --address")
+    return cls
+
+
+def _plan_grid(cls, args):
+    """Every grid point checked (its cell importable, its settings the task's)
+    and the data every run reads found, before any run or Ray starts."""
     base = _base_settings(args)
     defaults = cls.resolve_config({k: v for k, v in base.items() if k != "data"})
     cells = parse_list(args.cell if args.cell is not None else defaults["cell"], str, "--cell")
@@ -655,22 +705,30 @@ def _sweep(stream, args):
     for _, ov in points:
         if "data" in base:
             ov["data"] = base["data"]
+    return _Grid(cls, base, defaults, cells, lrs, seeds, points, paths)
 
+
+def _open_sweep_folder(grid, args):
+    """The sweep's folder, refused when it holds another sweep; its settings
+    written before any run starts, so a sweep killed part-way still guards it."""
     out = args.out or os.path.join("runs", f"sweep-{args.task}" + (f"-{args.preset}" if args.preset else ""))
     out = os.path.abspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise SweepError(f"cannot use {out} as the sweep's folder: it is a file")
-    identity = {"task": args.task, **{k: v for k, v in base.items() if k != "data"}}
+    identity = {"task": args.task, **{k: v for k, v in grid.base.items() if k != "data"}}
     _check_same_sweep(out, identity)
     files.make_folder(out, "sweep's folder")
     if not os.path.exists(os.path.join(out, SWEEP)):
-        # before any run starts, so that a sweep killed part-way still guards its folder
-        _write_sweep_json(out, identity, {"runs": [n for n, _ in points]})
+        _write_sweep_json(out, identity, {"runs": grid.names})
     try:
         os.unlink(os.path.join(out, STOP))   # a stop request of an earlier, interrupted start
     except FileNotFoundError:
         pass
+    grid.out, grid.identity = out, identity
 
+
+def _run_resources(cls, grid, args):
+    """(CPUs and BLAS threads per run, checkpoint interval, backend) of every run."""
     cpus = local_cpus()
     per_run = args.cpus_per_run if args.cpus_per_run is not None else (cpus if args.sequential else 1)
     if per_run < 1:
@@ -678,37 +736,36 @@ def _sweep(stream, args):
     if not args.address and not args.sequential and per_run > cpus:
         raise SweepError(f"--cpus-per-run {per_run} is more than this machine's {cpus} CPUs")
     every = args.checkpoint_every
-    if every is None:
-        every = 0 if "epochs" in cls.defaults else defaults["log_every"]  # tasks with epochs checkpoint after each
-    backend = args.backend or ("cupy" if args.gpus_per_run > 0 else None)
+    if every is None:   # tasks with epochs checkpoint after each
+        every = 0 if "epochs" in cls.defaults else grid.defaults["log_every"]
+    return per_run, every, args.backend or ("cupy" if args.gpus_per_run > 0 else None)
 
-    specs, todo = [], {"finished": [], "diverged": [], "partial": [], "new": []}
-    for name, ov in points:
-        folder = os.path.join(out, name)
-        todo[state_of(folder)].append(name)
-        specs.append({"name": name, "task": args.task, "overrides": ov, "folder": folder,
-                      "threads": per_run, "checkpoint_every": every, "backend": backend, "path": paths})
-    progress = Progress([n for n, _ in points], stream=stream)
-    grid = f"cell {','.join(cells)} × lr {','.join(f'{x:g}' for x in lrs)} × seed {','.join(map(str, seeds))}"
-    print(f"graphrnn sweep {args.task}: {len(points)} runs ({grid}) in {out}", file=stream)
+
+def _announce(grid, specs, progress, stream, args):
+    """Say what the grid holds and what is left of it; returns the specs to run."""
+    todo = {"finished": [], "diverged": [], "partial": [], "new": []}
+    for spec in specs:
+        todo[state_of(spec["folder"])].append(spec["name"])
+    print(f"graphrnn sweep {args.task}: {len(grid.points)} runs ({grid.describe()}) in {grid.out}", file=stream)
     print(f"  {len(todo['finished']) + len(todo['diverged'])} ended before, {len(todo['partial'])} to resume "
           f"from their checkpoints, {len(todo['new'])} new", file=stream, flush=True)
     for name in todo["finished"] + todo["diverged"]:
-        progress.say(name, f"skipped   {state_of(os.path.join(out, name))} before")
-    pending = [s for s in specs if s["name"] in todo["partial"] + todo["new"]]
+        progress.say(name, f"skipped   {state_of(os.path.join(grid.out, name))} before")
+    left = set(todo["partial"] + todo["new"])
+    return [s for s in specs if s["name"] in left]
 
-    t0 = time.time()
+
+def _drive(pending, progress, per_run, grid, stream, args):
+    """Run what is left, here or on Ray; returns (exit status, how it ran)."""
     if not pending:
-        how = {"driver": "none: nothing left to run", "runs_at_once": 0}
-        rc = 0
-    elif args.sequential:
+        return 0, {"driver": "none: nothing left to run", "runs_at_once": 0}
+    if args.sequential:
         print(f"  one run after another in this process, {per_run} BLAS thread(s) each", file=stream, flush=True)
-        how = {"driver": "sequential", "runs_at_once": 1}
-        rc = run_sequential(pending, progress, args.retries)
-    else:
-        t_ray = time.time()
-        started, desc, res = start_ray(args.address, cpus, args.dashboard)
-        t_ray = time.time() - t_ray
+        return run_sequential(pending, progress, args.retries), {"driver": "sequential", "runs_at_once": 1}
+    t_ray = time.time()
+    started, desc, res = start_ray(args.address, local_cpus(), args.dashboard)
+    t_ray = time.time() - t_ray
+    try:
         at_once = int(res.get("CPU", 0) // per_run)
         if args.gpus_per_run:
             at_once = min(at_once, int(res.get("GPU", 0) // args.gpus_per_run))
@@ -718,18 +775,13 @@ def _sweep(stream, args):
         print(f"  {desc}; {at_once} run(s) at once, {per_run} CPU(s) and BLAS thread(s) each", file=stream,
               flush=True)
         how = {"driver": "ray", "cluster": desc, "runs_at_once": at_once, "ray_start_s": round(t_ray, 2)}
-        try:
-            rc = run_ray(pending, progress, out=out, cpus_per_run=per_run,
-                         gpus_per_run=args.gpus_per_run, retries=args.retries)
-        finally:
-            if started:
-                import ray
-                ray.shutdown()
-    wall = time.time() - t0
-    _write_sweep_json(out, identity, {"runs": [n for n, _ in points], "cpus_per_run": per_run,
-                                      "checkpoint_every": every, "last_start": {**how, "wall_s": round(wall, 1),
-                                      "runs_started": len(pending)}})
-    return _finish(out, points, rc, wall, pending, stream, args)
+        rc = run_ray(pending, progress, out=grid.out, cpus_per_run=per_run,
+                     gpus_per_run=args.gpus_per_run, retries=args.retries)
+        return rc, how
+    finally:
+        if started:
+            import ray
+            ray.shutdown()
 
 
 def _last_failure(folder):

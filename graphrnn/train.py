@@ -160,32 +160,6 @@ class Trainer:
     def _metrics_path(self):
         return os.path.join(self.out, runfolder.METRICS_LOG)
 
-    def _trim_log(self):
-        """Keep only the log lines of iterations a resumed run will not redo.
-
-        A crash can leave the last line torn (half written): a line that is not
-        a whole JSON record is dropped, and the run goes on."""
-        path = self._metrics_path()
-        if not os.path.exists(path):
-            return
-        keep, torn = [], 0
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for ln in f:
-                if not ln.strip():
-                    continue
-                try:
-                    rec = json.loads(ln)
-                except json.JSONDecodeError:
-                    torn += 1
-                    continue
-                if isinstance(rec, dict) and isinstance(rec.get("iteration"), int) \
-                        and rec["iteration"] < self.step:
-                    keep.append(runfolder.record_line(rec))
-        files.atomic_write(path, "".join(keep))
-        if torn:
-            print(f"graphrnn train: dropped {torn} torn line{'s' if torn > 1 else ''} from {path} "
-                  "(left by a crash)", file=sys.stderr)
-
     def stop(self):
         """Ask a running ``run`` to checkpoint and return 130 after the current
         iteration, as a first Ctrl-C does (``graphrnn sweep`` stops its runs so)."""
@@ -227,7 +201,10 @@ class Trainer:
         """The folder, the log trimmed to the checkpoint, and a first checkpoint
         (so there is always a last good one to fall back to)."""
         files.make_folder(self.out, "run folder")
-        self._trim_log()
+        torn = runfolder.trim_log(self._metrics_path(), self.step)
+        if torn:
+            print(f"graphrnn train: dropped {torn} torn line{'s' if torn > 1 else ''} from "
+                  f"{self._metrics_path()} (left by a crash)", file=sys.stderr)
         if self.saved_step is None:
             self.save()
 
@@ -359,27 +336,11 @@ class Trainer:
         return result
 
     def plot(self):
+        """The run's curve: the task's own plot if it draws one, else the loss."""
         if hasattr(self.task, "plot"):
-            return self.task.plot(self.losses, os.path.join(self.out, "perplexity.png"))
-        import matplotlib
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-
-        y = np.asarray(self.losses)
-        x = np.arange(len(y))
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(x, y, lw=0.5, alpha=0.35, label="loss per iteration")
-        w = max(1, len(y) // 100)
-        if w > 1:
-            smooth = np.convolve(y, np.ones(w) / w, mode="valid")
-            ax.plot(x[w - 1:], smooth, lw=1.5, label=f"mean of {w}")
-        if len(y) and y.min() > 0 and y.max() / y.min() > 100:
-            plots.log_y(ax)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("loss")
-        ax.set_title(f"{self.task.name} ({self.config['cell']}, lr {self.config['lr']})")
-        ax.legend()
-        return files.save_figure(fig, os.path.join(self.out, "loss.png"))
+            return self.task.plot(self.losses, os.path.join(self.out, runfolder.PLOTS[1]))
+        return plots.loss_curve(os.path.join(self.out, runfolder.PLOTS[0]), self.losses,
+                                f"{self.task.name} ({self.config['cell']}, lr {self.config['lr']})")
 
 
 # What the trainer itself keeps in a manifest, beyond checkpoint.MANIFEST_SCHEMA.
@@ -583,7 +544,7 @@ def _defaults_table():
     lines = ["defaults per task (any setting: --set KEY=VALUE):"]
     for name, cls in tasks.TASKS.items():
         d = cls.defaults
-        parts = [f"{k.replace('_', '-')} {d[k]}" for k in keys if k in d]
+        parts = [f"{k.replace('_', '-')} {d[k]}" for k in keys if d.get(k) is not None]
         if name == "ptb":
             parts.insert(0, f"preset {d['preset']}")
         lines.append(f"  {name}: " + ", ".join(parts))
@@ -617,7 +578,8 @@ def add_train_arguments(p):
     p.add_argument("--data", default=None, metavar="PATH",
                    help="dinosaurs: a names file, one per line (default: the list shipped with graphrnn); "
                         "ptb: the folder of ptb.{train,valid,test}.txt "
-                        "(default: $GRAPHRNN_DATA, then a per-user cache it is downloaded into)")
+                        "(default: $GRAPHRNN_DATA, then a per-user cache it is downloaded into); "
+                        "text: any UTF-8 text file; sequences: an .npz of xs, ys and optional lengths")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of the task, e.g. --set dropout=0.3 (repeatable)")
     p.add_argument("--backend", default=None, choices=("numpy", "cupy"),
@@ -679,8 +641,9 @@ def train_main(args):
             raise UsageError("name a task (or --resume DIR)")
         if getattr(args, "trust_checkpoint", False):
             raise UsageError("--trust-checkpoint applies to --resume only")
-        if "data" in overrides and args.task not in ("dinosaurs", "ptb"):
-            raise UsageError("--data applies to the dinosaurs and ptb tasks only")
+        takes_data = [name for name, cls in _tasks().TASKS.items() if "data" in cls.defaults]
+        if "data" in overrides and args.task not in takes_data:
+            raise UsageError(f"--data applies to the {', '.join(takes_data)} tasks only")
         trainer = build(args.task, overrides, out=args.out,
                         checkpoint_every=args.checkpoint_every, quiet=args.quiet, engine=args.engine,
                         keep=keep)

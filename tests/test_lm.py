@@ -38,6 +38,26 @@ def test_embedding_backward_is_a_scatter_add_matching_central_differences(rows, 
     check_function(f, params, grads, subject="Embedding")
 
 
+@given(rows=sizes, vocab=sizes, dim=sizes, seed=st.integers(0, 2**16))
+def test_embedding_gradient_of_a_second_batch_is_that_batchs_alone(rows, vocab, dim, seed):
+    """Two steps into one gradient dict, as a training loop uses it: a backward
+    that added to the first batch's gradient instead of replacing it fails."""
+    rng = np.random.default_rng(seed)
+    params = {"embed.W": rng.uniform(-1, 1, (vocab, dim))}
+    emb = Embedding(vocab, dim)
+    grads = {}
+    emb.forward(params, rng.integers(0, vocab, (rows, 2)))
+    emb.backward(rng.uniform(0.5, 1, (rows, 2, dim)), grads)
+    ids = rng.integers(0, vocab, (rows, 2))
+    w = rng.uniform(-1, 1, (rows, 2, dim))
+
+    def f():
+        return float(np.sum(w * emb.forward(params, ids)))
+    f()
+    emb.backward(w, grads)
+    check_function(f, params, grads, subject="Embedding, second batch")
+
+
 @given(rows=sizes, n_in=sizes, n_out=sizes, seed=st.integers(0, 2**16))
 def test_affine_over_all_rows_matches_central_differences(rows, n_in, n_out, seed):
     rng = np.random.default_rng(seed)
@@ -166,6 +186,25 @@ def test_rnnlm_gradient_matches_central_differences(cell, layers, tie, dropout, 
     m.backward()
     grads = {k: v.copy() for k, v in m.grads.items()}
     check_function(f, m.params, grads, subject=f"RNNLM({cell}, layers={layers}, tie={tie})", kind="model")
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_rnnlm_gradient_of_a_second_step_is_that_steps_alone(tie):
+    """Two training steps on one model (its gradient buffers reused): the
+    second batch's gradients match central differences of the second loss."""
+    m, xs, ts, _ = model_case("gru", 1, tie, 0.0)
+    m.backward()                                   # the first step's gradients, left in m.grads
+    rng = np.random.default_rng(9)
+    xs2, ts2 = rng.integers(0, 7, (2, 3)), rng.integers(0, 7, (2, 3))
+    state = m.get_state()
+
+    def f():
+        m.set_state(state)
+        return m.forward(xs2, ts2)
+    f()
+    m.backward()
+    grads = {k: v.copy() for k, v in m.grads.items()}
+    check_function(f, m.params, grads, subject=f"RNNLM second step (tie={tie})", kind="model")
 
 
 def test_tied_embedding_gradient_is_the_sum_of_both_uses():

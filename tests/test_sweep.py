@@ -199,7 +199,8 @@ def test_a_run_whose_checkpoint_is_damaged_is_not_retried_and_says_why(tmp_path,
     assert cli.main(args) == 0
     (name,) = [d.name for d in out.iterdir() if d.is_dir()]
     (out / name / "metrics.json").unlink()                     # unfinished again,
-    (out / name / "checkpoint.json").write_text("{damaged")   # with a checkpoint that cannot load
+    for manifest in (out / name).glob("checkpoint*.json"):      # with checkpoints that cannot load
+        manifest.write_text("{damaged")
     capsys.readouterr()
     assert cli.main(args) == 1
     captured = capsys.readouterr()

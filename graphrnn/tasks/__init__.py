@@ -12,8 +12,9 @@ from .dinosaurs import Dinosaurs
 from .lstm_toy import LstmToy
 from .primes import Primes
 from .ptb import PTB
+from .sequences import Sequences
 
-TASKS = {t.name: t for t in (BinaryAddition, Primes, LstmToy, Dinosaurs, PTB)}
+TASKS = {t.name: t for t in (BinaryAddition, Primes, LstmToy, Dinosaurs, PTB, Sequences)}
 
 
 def get(name):
@@ -28,4 +29,4 @@ def samplable():
     return [name for name, cls in TASKS.items() if cls.sample is not Task.sample]
 
 
-__all__ = ["samplable", "TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "LstmToy", "PTB"]
+__all__ = ["samplable", "TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "LstmToy", "PTB", "Sequences"]
