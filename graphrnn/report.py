@@ -32,7 +32,7 @@ HIGHER_IS_BETTER = {"accuracy", "accuracy_unseen"}
 # What the curves plot for each task: the key of its metrics.jsonl records.
 # Short column names in the best-rate table.
 SHORT = {"valid_perplexity": "valid", "test_perplexity": "test"}
-CURVE = {"ptb": "train_perplexity", "binary-addition": "error", "primes": "loss",
+CURVE = {"ptb": "train_perplexity", "text": "train_perplexity", "sequences": "loss", "binary-addition": "error", "primes": "loss",
          "dinosaurs": "smoothed_loss"}
 
 

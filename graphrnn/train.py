@@ -657,8 +657,8 @@ def add_sample_arguments(p):
     p.add_argument("-n", type=int, default=None,
                    help="how many: dinosaur names (default 7) or ptb words (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default 0)")
-    p.add_argument("--temperature", type=float, default=None, help="ptb: sharpen (<1) or flatten (>1)")
-    p.add_argument("--start", default=None, metavar="WORDS", help="ptb: the words to continue")
+    p.add_argument("--temperature", type=float, default=None, help="ptb, text: sharpen (<1) or flatten (>1)")
+    p.add_argument("--start", default=None, metavar="TEXT", help="ptb, text: the words (or characters) to continue")
     p.add_argument("--cell", default=None, metavar="MODULE:FUNCTION",
                    help="a run trained with your own cell: name it again (checked against the checkpoint)")
     p.add_argument("--trust-checkpoint", action="store_true",
@@ -666,14 +666,14 @@ def add_sample_arguments(p):
 
 
 def sample_main(args):
-    n = args.n if args.n is not None else (100 if args.task == "ptb" else 7)
+    n = args.n if args.n is not None else (100 if args.task in ("ptb", "text") else 7)
     if n < 0:
         raise UsageError(f"-n must be >= 0, got {n}")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     extra = {k: getattr(args, k) for k in ("temperature", "start") if getattr(args, k, None) is not None}
-    if extra and args.task != "ptb":
-        raise UsageError(f"--{next(iter(extra))} applies to the ptb task only")
+    if extra and args.task not in ("ptb", "text"):
+        raise UsageError(f"--{next(iter(extra))} applies to the ptb and text tasks only")
     if args.task not in _tasks().samplable():
         _tasks().get(args.task)   # an unknown task is named as such
         raise UsageError(f"task {args.task!r} has nothing to sample; these tasks can be sampled: "

@@ -13,8 +13,9 @@ from .lstm_toy import LstmToy
 from .primes import Primes
 from .ptb import PTB
 from .sequences import Sequences
+from .text import Text
 
-TASKS = {t.name: t for t in (BinaryAddition, Primes, LstmToy, Dinosaurs, PTB, Sequences)}
+TASKS = {t.name: t for t in (BinaryAddition, Primes, LstmToy, Dinosaurs, PTB, Text, Sequences)}
 
 
 def get(name):
@@ -29,4 +30,4 @@ def samplable():
     return [name for name, cls in TASKS.items() if cls.sample is not Task.sample]
 
 
-__all__ = ["samplable", "TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "LstmToy", "PTB", "Sequences"]
+__all__ = ["samplable", "TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "LstmToy", "PTB", "Text", "Sequences"]

@@ -73,6 +73,37 @@ def _fingerprint(sums):
     return hashlib.sha256("".join(sums[f] for f in ptbdata.FILES.values()).encode()).hexdigest()
 
 
+def check_lm_config(config):
+    """A language model's sizes, rate, clipping, dropout, tying and dtype
+    checked (and made ints, floats and bools); a ``TaskError`` names the setting."""
+    for k in ("wordvec", "hidden", "layers", "batch", "steps", "epochs", "log_every", "eval_batch"):
+        try:
+            v = int(config[k])
+        except (TypeError, ValueError):
+            v = 0
+        if v < 1 or v != config[k]:
+            raise TaskError(f"{k.replace('_', '-')} must be a positive integer, got {config[k]!r}")
+        config[k] = v
+    for k, lo in (("lr", 0.0), ("clip", 0.0), ("lr_decay", 1.0)):
+        v = number(config, k)
+        if not math.isfinite(v) or v < lo or (lo == 0.0 and v == 0.0):
+            raise TaskError(f"{k.replace('_', '-')} must be a finite number "
+                            f"{'> 0' if lo == 0 else '>= 1'}, got {config[k]!r}")
+        config[k] = v
+    config["dropout"] = number(config, "dropout")
+    if not 0.0 <= config["dropout"] < 1.0:
+        raise TaskError(f"dropout must be in [0, 1), got {config['dropout']}")
+    config["tie"] = bool(config["tie"])
+    config["epoch_restart"] = bool(config["epoch_restart"])
+    if config["tie"] and config["wordvec"] != config["hidden"]:
+        raise TaskError(f"tied weights need wordvec == hidden, got {config['wordvec']} and "
+                        f"{config['hidden']}")
+    check_run_settings(config)
+    if not isinstance(config["dtype"], str) or config["dtype"] not in ("float32", "float64"):
+        raise TaskError(f"dtype must be float32 or float64, got {config['dtype']!r}")
+    return config
+
+
 class PTB(Task):
     name = "ptb"
     description = "word-level language model on the Penn Treebank (GRU vs LSTM by perplexity)"
@@ -104,33 +135,8 @@ class PTB(Task):
             raise TaskError(f"task 'ptb' has no setting {unknown[0]!r}; settings: {', '.join(SETTINGS)}")
         preset = overrides.get("preset", cls.defaults["preset"])
         cell = overrides.get("cell", cls.defaults["cell"])
-        config = {"task": cls.name, **cls.defaults, **preset_config(preset, cell), **overrides}
-        for k in ("wordvec", "hidden", "layers", "batch", "steps", "epochs", "log_every", "eval_batch"):
-            try:
-                v = int(config[k])
-            except (TypeError, ValueError):
-                v = 0
-            if v < 1 or v != config[k]:
-                raise TaskError(f"{k.replace('_', '-')} must be a positive integer, got {config[k]!r}")
-            config[k] = v
-        for k, lo in (("lr", 0.0), ("clip", 0.0), ("lr_decay", 1.0)):
-            v = number(config, k)
-            if not math.isfinite(v) or v < lo or (lo == 0.0 and v == 0.0):
-                raise TaskError(f"{k.replace('_', '-')} must be a finite number "
-                                f"{'> 0' if lo == 0 else '>= 1'}, got {config[k]!r}")
-            config[k] = v
-        config["dropout"] = number(config, "dropout")
-        if not 0.0 <= config["dropout"] < 1.0:
-            raise TaskError(f"dropout must be in [0, 1), got {config['dropout']}")
-        config["tie"] = bool(config["tie"])
-        config["epoch_restart"] = bool(config["epoch_restart"])
-        if config["tie"] and config["wordvec"] != config["hidden"]:
-            raise TaskError(f"tied weights need wordvec == hidden, got {config['wordvec']} and "
-                            f"{config['hidden']}")
-        check_run_settings(config)
-        if not isinstance(config["dtype"], str) or config["dtype"] not in ("float32", "float64"):
-            raise TaskError(f"dtype must be float32 or float64, got {config['dtype']!r}")
-        return config
+        return check_lm_config({"task": cls.name, **cls.defaults, **preset_config(preset, cell), **overrides})
+
 
     # ------------------------------------------------------------- building
     def __init__(self, config, *, vocab=None):
@@ -140,16 +146,7 @@ class PTB(Task):
         self.corpus = None
         self._on_device = {}
         if vocab is None:
-            try:
-                self.corpus = ptbdata.load(cfg["data"], progress=True)
-            except DataError as exc:
-                raise TaskError(str(exc)) from None
-            digest = _fingerprint(self.corpus.sha256)
-            if cfg.get("data_sha256") not in (None, digest):
-                raise TaskError(f"the PTB files in {self.corpus.folder} differ from the ones this run "
-                                f"was trained on (SHA256 {digest[:12]}… vs {cfg['data_sha256'][:12]}…); "
-                                "resume with the original files")
-            cfg["data_sha256"] = digest
+            self.corpus = self.load_corpus(cfg)
             self.words = self.corpus.words
             self.epoch_length = ptbdata.iterations_per_epoch(self.corpus.train, cfg["batch"], cfg["steps"])
             cfg["iterations"] = cfg["epochs"] * self.epoch_length
@@ -172,6 +169,21 @@ class PTB(Task):
         self._running = None         # running training perplexity, last logged
         self.clipped = 0             # iterations whose gradient norm was clipped
         self.steps = 0
+
+    def load_corpus(self, cfg):
+        """The corpus (``words``, ``train``, ``valid``, ``test``), refusing files
+        that differ from the ones the run (``data_sha256``) was trained on."""
+        try:
+            corpus = ptbdata.load(cfg["data"], progress=True)
+        except DataError as exc:
+            raise TaskError(str(exc)) from None
+        digest = _fingerprint(corpus.sha256)
+        if cfg.get("data_sha256") not in (None, digest):
+            raise TaskError(f"the PTB files in {corpus.folder} differ from the ones this run "
+                            f"was trained on (SHA256 {digest[:12]}… vs {cfg['data_sha256'][:12]}…); "
+                            "resume with the original files")
+        cfg["data_sha256"] = digest
+        return corpus
 
     @classmethod
     def for_sampling(cls, config, task_state):
@@ -313,6 +325,9 @@ class PTB(Task):
         prefix = "" if start is None else " ".join(start_words) + " "
         return [prefix + text]
 
+    def title(self):
+        return f"PTB {self.config['preset']}"
+
     def plot(self, losses, path):
         """Perplexity curves: training (running, per log interval) and validation per epoch."""
         import matplotlib
@@ -333,7 +348,7 @@ class PTB(Task):
         ax.set_xlabel("epoch")
         ax.set_ylabel("perplexity")
         cfg = self.config
-        ax.set_title(f"PTB {cfg['preset']}: {cfg['cell']}, lr {cfg['lr']:g}, seed {cfg['seed']}")
+        ax.set_title(f"{self.title()}: {cfg['cell']}, lr {cfg['lr']:g}, seed {cfg['seed']}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         return files.save_figure(fig, path)
