@@ -18,6 +18,9 @@ SMALL = {
     "train dinosaurs": ["--iterations", "30", "--set", "hidden=8", "--quiet"],
     "train ptb": ["--epochs", "1", "--set", "hidden=8", "--set", "wordvec=8", "--quiet"],
     "sample ptb": ["-n", "5"],
+    "train text": ["--epochs", "1", "--hidden", "16", "--set", "wordvec=8", "--set", "steps=16", "--quiet"],
+    "sample text": ["-n", "20"],
+    "train sequences": ["--epochs", "2", "--hidden", "8", "--quiet"],
     "gradcheck": ["--sample", "4", "--directions", "1"],
     "bench": ["--quick", "--cells", "rnn", "--sizes", "tiny", "--rounds", "1", "--no-torch",
               "--out", "runs/bench"],
@@ -53,7 +56,19 @@ def _small(argv):
     return argv + extra
 
 
+def _users_files(folder):
+    """What the README's commands take as the user's own: the clone (its
+    README.md, from whose folder the commands run) and an array file."""
+    import numpy as np
+    (folder / "README.md").write_text((ROOT / "README.md").read_text())
+    (folder / "runs").mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(folder / "runs" / "mine.npz", xs=rng.normal(size=(20, 5, 2)), ys=rng.integers(0, 2, 20),
+             lengths=rng.integers(1, 6, 20))
+
+
 def _run_all(tmp_path, monkeypatch, capsys, ptb):
+    _users_files(tmp_path)
     monkeypatch.chdir(tmp_path)
     if ptb:
         monkeypatch.setenv("GRAPHRNN_DATA", str(ptb))
@@ -91,3 +106,13 @@ def test_every_command_left_out_is_tested_elsewhere():
         words = shlex.split(line)
         if words[0] == "make":
             assert " ".join(words[:2]) in ELSEWHERE, line
+
+
+def test_the_readmes_train_your_cell_on_your_data_example_learns(capsys):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Train your cell on your data"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    assert len(code.strip().splitlines()) <= 26
+    exec(compile(code, "README.md (train your cell on your data)", "exec"), {})
+    accuracy = float(capsys.readouterr().out.split()[-1])
+    assert accuracy > 0.85   # chance: about 0.5
