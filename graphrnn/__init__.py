@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _PUBLIC = {
-    "BackendError": "errors", "GraphError": "errors",
+    "AnomalyError": "errors", "BackendError": "errors", "GraphError": "errors",
+    "detect_anomaly": "anomaly",
     "get_backend": "backend", "set_backend": "backend",
     "Cell": "graph", "CellBuilder": "graph", "Value": "graph", "concat": "graph", "exp": "graph",
     "matmul": "graph", "relu": "graph", "sigmoid": "graph", "tanh": "graph",

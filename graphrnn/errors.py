@@ -62,5 +62,10 @@ class GradientCheckError(GraphrnnError, AssertionError):
     raises a subclass that carries the numbers)."""
 
 
+class AnomalyError(GraphrnnError, FloatingPointError):
+    """Anomaly mode (``gr.detect_anomaly``) met a NaN or inf; the message names
+    the first node that made one, its step, its cell and its primitive's rule."""
+
+
 class SweepError(GraphrnnError, ValueError):
     """A sweep cannot start: a bad grid, or settings that differ from those of the sweep in its folder."""

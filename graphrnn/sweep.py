@@ -39,7 +39,7 @@ import threading
 import time
 
 from . import files, runfolder
-from .errors import (CheckpointError, DataError, GraphError, OptimError, SweepError,  # noqa: F401
+from .errors import (AnomalyError, CheckpointError, DataError, GraphError, OptimError, SweepError,  # noqa: F401
                      TaskError, UsageError)  # (SweepError: imported from here too)
 
 INSTALL = ("graphrnn sweep runs on Ray, which is not installed: pip install 'graphrnn[sweep]' "
@@ -121,7 +121,8 @@ def run_point(spec, report):
     os.makedirs(folder, exist_ok=True)
     # Each run gets the threads its CPUs pay for: BLAS pools sized to the whole
     # machine would make concurrent runs fight over the same cores.
-    with threadpool_limits(limits=spec["threads"]):
+    from .anomaly import detect_anomaly
+    with threadpool_limits(limits=spec["threads"]), detect_anomaly(spec.get("detect_anomaly", False)):
         threads = max((p["num_threads"] for p in threadpool_info()), default=1)
         return _attempt(spec, folder, threads, report)
 
@@ -164,6 +165,11 @@ def _attempt(spec, folder, threads, report):
         rc = trainer.run()
     except TrainingError as exc:
         return _diverged_or_retry(trainer, exc, log, end, t0, report)
+    except AnomalyError as exc:   # --detect-anomaly named a node: a retry would name it again
+        rec = {"event": "failed", "attempt": attempt, "message": str(exc)}
+        _append_jsonl(log, {**rec, "time": t0})
+        report(rec)
+        return rec
     finally:
         watcher.close()
     wall = round(time.time() - t0, 3)
@@ -539,6 +545,8 @@ def add_sweep_arguments(p):
                    help="run the grid one run after another in this process, without Ray")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (off by default)")
     p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="each run stops at the first node whose value or gradient is NaN or inf, naming it")
 
 
 def _base_settings(args):
@@ -656,7 +664,8 @@ def _sweep(stream, args):
     _open_sweep_folder(grid, args)
     per_run, every, backend = _run_resources(cls, grid, args)
     specs = [{"name": name, "task": args.task, "overrides": ov, "folder": os.path.join(grid.out, name),
-              "threads": per_run, "checkpoint_every": every, "backend": backend, "path": grid.paths}
+              "threads": per_run, "checkpoint_every": every, "backend": backend, "path": grid.paths,
+              "detect_anomaly": bool(getattr(args, "detect_anomaly", False))}
              for name, ov in grid.points]
     progress = Progress(grid.names, stream=stream)
     pending = _announce(grid, specs, progress, stream, args)

@@ -597,6 +597,9 @@ def add_train_arguments(p):
     p.add_argument("--keep", type=int, default=None, metavar="K",
                    help=f"checkpoints kept (default {checkpoint.KEEP}): a resume falls back to an older one "
                         "when the newest is damaged")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="stop at the first node whose value or gradient is NaN or inf, naming it, its step "
+                        "and its rule (gr.detect_anomaly; costs a finiteness check per call)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
 
 
@@ -647,7 +650,9 @@ def train_main(args):
         trainer = build(args.task, overrides, out=args.out,
                         checkpoint_every=args.checkpoint_every, quiet=args.quiet, engine=args.engine,
                         keep=keep)
-    return trainer.run()
+    from .anomaly import detect_anomaly
+    with detect_anomaly(getattr(args, "detect_anomaly", False)):
+        return trainer.run()
 
 
 def add_sample_arguments(p):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import backend, emit
+from . import anomaly, backend, emit
 from .graph import GraphError
 from .plan import HOISTED, compile_cell
 from .primitives import fmt_shape
@@ -184,7 +184,10 @@ def unroll(cell, params, xs, state0=None, *, fuse=True, engine=None):
     """
     xp, dtype, xs, s0, n, t = _prepare(cell, params, xs, state0)
     plan = compile_cell(cell, fuse)
-    return Run(plan, xp, params, xs, s0, n, t, dtype, emit.loops_for(plan, engine, xp, dtype, n, t))
+    run = Run(plan, xp, params, xs, s0, n, t, dtype, emit.loops_for(plan, engine, xp, dtype, n, t))
+    if anomaly.active():  # gr.detect_anomaly(): check, and name the first non-finite node
+        return anomaly.watch(run, cell, params, xs, state0)
+    return run
 
 
 class Run:
