@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test graphviz bench bench-results gallery
+.PHONY: demo test graphviz bench bench-results gallery docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,3 +43,7 @@ bench-results: $(VENV)/.installed
 
 gallery: $(VENV)/.installed graphviz
 	$(PY) -c "import sys; from graphrnn.render import main; sys.exit(main(['--gallery', 'docs/gallery']))"
+
+# The API reference from the docstrings (pdoc, in the dev extra), into docs/api (not committed).
+docs: $(VENV)/.installed
+	$(PY) docs/make_api.py docs/api
