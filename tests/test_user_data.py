@@ -72,8 +72,13 @@ def test_sequences_regression_per_step_with_a_user_cell(tmp_path, monkeypatch):
 
 
 BAD = {
-    "not-npz": (lambda p: p.write_text("hello"), "not a readable .npz"),
-    "empty-file": (lambda p: p.write_bytes(b""), "not a readable .npz"),
+    "not-npz": (lambda p: p.write_text("hello"), "not an .npz file"),
+    "empty-file": (lambda p: p.write_bytes(b""), "not an .npz file"),
+    "npy": (lambda p: p.write_bytes(open(np.save(str(p) + ".npy", np.zeros(3)) or str(p) + ".npy", "rb").read()),
+            "a .npy file holds one array"),
+    "truncated-zip": (lambda p: (np.savez(p, xs=np.zeros((2, 3, 1)), ys=np.zeros(2)),
+                                 p.write_bytes(p.read_bytes()[:60])), "not a readable .npz"),
+    "complex": (lambda p: np.savez(p, xs=np.zeros((2, 3, 1), complex), ys=np.zeros(2)), "real numbers"),
     "no-ys": (lambda p: np.savez(p, xs=np.zeros((2, 3, 1))), "no 'ys'"),
     "wrong-key": (lambda p: np.savez(p, x=np.zeros((2, 3, 1)), y=np.zeros(2)), "no 'xs' and no 'ys'"),
     "extra-key": (lambda p: np.savez(p, xs=np.zeros((2, 3, 1)), ys=np.zeros(2), w=np.ones(2)), "unexpected"),

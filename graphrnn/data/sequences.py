@@ -58,6 +58,12 @@ def _read(path):
         raise DataError(f"{path}: no such file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if raw.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path}: a .npy file holds one array; save xs and ys together with "
+                        "np.savez(path, xs=xs, ys=ys)")
+    if not raw.startswith(b"PK"):
+        raise DataError(f"{path}: not an .npz file (an .npz is a zip archive; this one does not start as "
+                        "one); save the arrays with np.savez(path, xs=xs, ys=ys)")
     try:
         import io
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
@@ -95,7 +101,8 @@ def load(path):
     xs, ys = arrays["xs"], arrays["ys"]
     for k in arrays:
         if arrays[k].dtype.kind not in "biuf":
-            raise DataError(f"{path}: {k!r} has dtype {arrays[k].dtype}; expected numbers")
+            raise DataError(f"{path}: {k!r} has dtype {arrays[k].dtype}; expected real numbers "
+                            "(bool, int or float)")
     if xs.ndim != 3:
         raise DataError(f"{path}: 'xs' has shape {xs.shape}; expected (N, T, D): sequences, steps, features")
     n, t, d = xs.shape
