@@ -139,7 +139,7 @@ def _run_bench(args):
 
 def _add_train(sub):
     from .train import add_train_arguments
-    p = sub.add_parser("train", help="run one of the classic experiments")
+    p = sub.add_parser("train", help="train a cell: a classic experiment, or your own text or sequences")
     add_train_arguments(p)
 
 
