@@ -35,7 +35,7 @@ class Sequences(Task):
     description = "your cell on your own sequences (an .npz of xs, ys and optional lengths)"
     defaults = {"epochs": 20, "batch": 32, "lr": 0.01, "seed": 0, "cell": "gru", "hidden": 32,
                 "optimizer": "adam", "log_every": 10, "clip": 5.0, "valid_fraction": 0.2,
-                "data": None, "iterations": None}
+                "data": None}
     headline = ("valid_loss",)
     resumable = ("epochs", "lr", "log_every", "clip", "data")
     state_schema = {"order": [schema.COUNT], "history": [{"epoch": schema.COUNT, "valid_loss": schema.NUMBER}]}
@@ -51,7 +51,7 @@ class Sequences(Task):
         for k, v in overrides.items():
             if k not in config and k not in cls.derived:
                 raise TaskError(f"task {cls.name!r} has no setting {k!r}; settings: "
-                                f"{', '.join(k for k in cls.defaults if k != 'iterations')}")
+                                f"{', '.join(cls.defaults)}")
             config[k] = v
         for k in ("epochs", "batch", "hidden", "log_every"):
             config[k] = whole_number(config, k, 1, "a positive integer")
