@@ -48,7 +48,7 @@ def test_sequences_learns_a_masked_variable_length_task_and_resumes_bit_for_bit(
 
 def test_sequences_regression_per_step_with_a_user_cell(tmp_path, monkeypatch):
     """Per-step values: y_t = the running mean of x (a user's cell from the current folder)."""
-    (tmp_path / "mine.py").write_text(
+    (tmp_path / "regressioncells.py").write_text(
         "import graphrnn as gr\n"
         "def leaky(d, h):\n"
         "    c = gr.CellBuilder('leaky')\n"
@@ -64,7 +64,7 @@ def test_sequences_regression_per_step_with_a_user_cell(tmp_path, monkeypatch):
     xs = rng.uniform(-1, 1, (200, 8, 1))
     ys = np.cumsum(xs, axis=1) / np.arange(1, 9)[None, :, None]
     np.savez(tmp_path / "reg.npz", xs=xs, ys=ys)
-    assert cli.main(["train", "sequences", "--data", "reg.npz", "--cell", "mine:leaky", "--epochs", "15",
+    assert cli.main(["train", "sequences", "--data", "reg.npz", "--cell", "regressioncells:leaky", "--epochs", "15",
                      "--hidden", "8", "--lr", "0.02", "--out", "r", "--quiet"]) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["targets"] == "values per step" and m["valid_accuracy"] is None
@@ -140,15 +140,15 @@ def test_text_beats_a_unigram_model_on_a_text_it_never_saw_and_samples(tmp_path,
 
 def test_word_level_text_with_a_user_cell_sweeps_and_reports(tmp_path, monkeypatch, capsys):
     from test_sweep import INDRNN
-    (tmp_path / "mycells.py").write_text(INDRNN)
+    (tmp_path / "wordcells.py").write_text(INDRNN)   # a name no other test imports (sys.modules)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.path", list(__import__("sys").path))
     (tmp_path / "t.txt").write_text("the cat sat on the mat\nthe dog sat on the log\n" * 60)
-    assert cli.main(["sweep", "text", "--data", "t.txt", "--cell", "mycells:indrnn,gru", "--lr", "0.02",
+    assert cli.main(["sweep", "text", "--data", "t.txt", "--cell", "wordcells:indrnn,gru", "--lr", "0.02",
                      "--set", "level=word", "--set", "epochs=2", "--set", "hidden=8", "--set", "wordvec=8",
                      "--set", "steps=8", "--set", "batch=4", "--sequential", "--out", "s"]) == 0
     assert "text comparison" in (tmp_path / "s" / "report.md").read_text()
-    assert "mycells:indrnn" in (tmp_path / "s" / "report.md").read_text()
+    assert "wordcells:indrnn" in (tmp_path / "s" / "report.md").read_text()
     capsys.readouterr()
     assert cli.main(["sample", "text", "--checkpoint", "s/gru-lr0.02-s0", "-n", "5", "--start", "the"]) == 0
     words = capsys.readouterr().out.split()
