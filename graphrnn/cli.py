@@ -186,7 +186,29 @@ def _run_sweep(args):
     return sweep_main(args)
 
 
-COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep"]
+# ---------------------------------------------------------------------- explain
+
+def _add_explain(sub):
+    p = sub.add_parser("explain", help="a cell's forward equations and BPTT derivation, line by line",
+                       description="Print the forward equations of a cell and its backward pass in the "
+                                   "order BPTT runs it, one line per local rule, with the cell's own names.")
+    p.add_argument("cell", help="a built-in cell name or module:function (looked for in the current folder first)")
+    p.add_argument("--format", choices=("text", "markdown"), default="text",
+                   help="plain text (default) or Markdown with LaTeX")
+    p.add_argument("-o", "--output", default=None, help="write to this file instead of printing")
+    p.add_argument("--input-size", type=_positive, default=3, metavar="D", help="default 3")
+    p.add_argument("--hidden-size", type=_positive, default=4, metavar="H", help="default 4")
+
+
+def _run_explain(args):
+    from .explain import explain_main
+    if args.output is not None:
+        from .files import check_output_file
+        check_output_file(args.output)
+    return explain_main(args)
+
+
+COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep", "explain"]
 
 
 def build_parser():
