@@ -208,7 +208,25 @@ def _run_explain(args):
     return explain_main(args)
 
 
-COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep", "explain"]
+def _add_export(sub):
+    p = sub.add_parser("export", help="write a cell as a standalone numpy module (a textbook layer)",
+                       description="Write a Python module that imports only numpy: the cell as a layer "
+                                   "(params, grads, forward, backward) and a Time layer over T steps.")
+    p.add_argument("cell", help="a built-in cell name or module:function (looked for in the current folder first)")
+    p.add_argument("-o", "--output", default=None, help="the .py file to write (default CELL_cell.py)")
+    p.add_argument("--input-size", type=_positive, default=3, metavar="D", help="default 3")
+    p.add_argument("--hidden-size", type=_positive, default=4, metavar="H", help="default 4")
+
+
+def _run_export(args):
+    from .export import export_main
+    if args.output is not None:
+        from .files import check_output_file
+        check_output_file(args.output)
+    return export_main(args)
+
+
+COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep", "explain", "export"]
 
 
 def build_parser():
