@@ -226,7 +226,33 @@ def _run_export(args):
     return export_main(args)
 
 
-COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep", "explain", "export"]
+def _add_gradflow(sub):
+    p = sub.add_parser("gradflow", help="plot how gradients vanish or explode through time (PNG + JSON)",
+                       description="For a loss on the last step, plot ‖∂L/∂s_t‖ for every step t and the "
+                                   "spectral norm of each step's Jacobian ∂s_{t+1}/∂s_t, one line per cell, "
+                                   "on a log axis; the numbers go to a JSON file beside the picture.")
+    p.add_argument("--cell", default=None,
+                   help="cells, comma-separated: built-in names or module:function (default rnn,gru,lstm; "
+                        "with --checkpoint, the run's own cell)")
+    p.add_argument("--steps", type=_positive, default=100, metavar="T", help="sequence length (default 100)")
+    p.add_argument("--checkpoint", default=None, metavar="RUN",
+                   help="a run folder: use its trained parameters instead of the initial ones")
+    p.add_argument("--layer", type=int, default=0, help="with --checkpoint: which recurrent layer (default 0)")
+    p.add_argument("-o", "--output", default=None, help="the picture (default gradflow.png; JSON beside it)")
+    p.add_argument("--seed", type=int, default=0, help="draws the parameters, the input and the loss direction")
+    p.add_argument("--input-size", type=_positive, default=8, metavar="D", help="default 8")
+    p.add_argument("--hidden-size", type=_positive, default=32, metavar="H", help="default 32")
+
+
+def _run_gradflow(args):
+    from .gradflow import gradflow_main
+    if args.output is not None:
+        from .files import check_output_file
+        check_output_file(args.output)
+    return gradflow_main(args)
+
+
+COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep", "explain", "export", "gradflow"]
 
 
 def build_parser():
