@@ -35,6 +35,7 @@ from .primitives import GraphError
 
 FORMATS = ("svg", "png", "pdf", "dot")
 LINE_MAX = 28        # characters per label line (Theano's max_label_size idea)
+EDGE_LINE_MAX = 34   # a gradient edge's label lines, broken between terms
 FOLD_AFTER = 5       # unrolled views with more steps are folded
 FOLD_HEAD = 2        # steps drawn before the ellipsis when folded
 GALLERY_SIZES = (3, 4)   # input, hidden: D=3 and H=4 never collide, so shapes read as D, H, 3H
@@ -69,6 +70,7 @@ STYLE = {
     "rows": dict(shape="parallelogram", style="filled,dashed", fillcolor="#eaf1fb", color="#3d85c6"),
     "shared_ref": dict(shape="box", style="filled,dashed", fillcolor="#fff2e6", color="#b45f06",
                        fontcolor="#783f04"),
+    "loss": dict(shape="box", style="filled,bold", fillcolor="#ead1dc", color="#741b47", fontcolor="#4c1130"),
     "grad_in": dict(shape="note", style="filled", fillcolor="#f4cccc", color="#cc0000",
                     fontcolor="#990000"),
 }
@@ -102,6 +104,7 @@ class _Dims:
         self.H = cell.hidden_size
         self.D = cell.input_size
         self.mode = mode  # True/"symbolic", "concrete", False
+        self.names = {}   # node -> a name the cell did not give (``h'``, ``a_z``): _value_names
 
     def dim(self, d):
         if not isinstance(d, int) or self.mode == "concrete":
@@ -141,7 +144,30 @@ class _Dims:
 
 
 def _cap(line, width=LINE_MAX):
-    return line if len(line) <= width else line[: width - 1] + "…"
+    """A label line of at most ``width`` characters where it can be broken: only
+    at a space outside brackets (between operands and operators), never inside a
+    name or a subscript, so no expression is cut."""
+    if len(line) <= width:
+        return line
+    words, depth, cur = [], 0, ""
+    for ch in line:
+        depth += ch in "([" and 1 or 0
+        depth -= ch in ")]" and 1 or 0
+        if ch == " " and depth == 0:
+            words.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    words.append(cur)
+    out, row = [], ""
+    for w in words:
+        if row and len(row) + 1 + len(w) > width:
+            out.append(row)
+            row = "  " + w
+        else:
+            row = f"{row} {w}" if row else w
+    out.append(row)
+    return "\n".join(out)
 
 
 def _lines(*lines):
@@ -186,6 +212,8 @@ def _display(g, n, dims, depth=0):
     a = g.nodes[n]
     if a.get("vname"):
         return a["vname"]
+    if n in dims.names:
+        return dims.names[n]
     if a["kind"] in ("input", "state", "param"):
         return a["name"]
     if a["kind"] == "const":
@@ -193,23 +221,45 @@ def _display(g, n, dims, depth=0):
     parts = _fused_parts(g, n)
     if parts:
         return "|".join(parts)
-    return _cap(_expression(g, n, dims, depth), NAME_MAX)
+    return _expression(g, n, dims, depth)
+
+
+def _value_names(cell, g):
+    """Names for values the cell left unnamed, as ``graphrnn explain`` names them:
+    a state's next value ``h'``, a named gate's argument ``a_z``; so that a
+    gradient reads ``dL/da_h~``, not the whole expression it flows into."""
+    names = {}
+    for s, u in cell.updates.items():
+        if u in g and g.nodes[u]["kind"] == "op" and not g.nodes[u].get("vname"):
+            names.setdefault(u, f"{s}'")
+    for n in g.nodes:
+        a = g.nodes[n]
+        gate = a.get("vname") or "|".join(_fused_parts(g, n) or ())
+        if a["kind"] == "op" and gate and len(a["args"]) == 1 and a["op"].elementwise:
+            p = a["args"][0]
+            pa = g.nodes[p]
+            if (pa["kind"] == "op" and not pa.get("vname") and p not in names and g.out_degree(p) == 1
+                    and pa["opname"] != "slice"):
+                names[p] = f"a_{gate}"
+    return names
 
 
 def _expression(g, n, dims, depth):
     a = g.nodes[n]
     name, args = a["opname"], a["args"]
-    if depth >= 3:
-        return "…"
     names = [_display(g, p, dims, depth + 1) for p in args]
     precs = [_PREC.get(g.nodes[p].get("opname"), 9) if g.nodes[p]["kind"] == "op"
-             and not g.nodes[p].get("vname") and not _fused_parts(g, p) else 9 for p in args]
+             and not g.nodes[p].get("vname") and p not in dims.names and not _fused_parts(g, p) else 9
+             for p in args]
 
     def wrap(i, mine):
         return f"({names[i]})" if precs[i] < mine else names[i]
     if name in _OP_SYMBOLS:
         mine = _PREC[name]
-        return f"{wrap(0, mine)} {_OP_SYMBOLS[name]} {wrap(1, mine + (name in ('sub', 'matmul')))}"
+        # r * h @ W reads either way: brackets where a product meets a matmul
+        left = mine + (name in ("mul", "matmul") and g.nodes[args[0]].get("opname") not in (name, None)
+                       and precs[0] == mine)
+        return f"{wrap(0, left)} {_OP_SYMBOLS[name]} {wrap(1, mine + (name in ('sub', 'matmul')))}"
     if name == "neg":
         return f"-{wrap(0, 9)}"
     if name == "slice":
@@ -217,7 +267,6 @@ def _expression(g, n, dims, depth):
     return f"{name}({', '.join(names)})"
 
 
-NAME_MAX = 22  # an expression standing for a value is cut here: a label, not a formula
 
 
 def _grad_of(name):
@@ -289,13 +338,56 @@ def _edge_label(g, src, dst, dims):
     return ""
 
 
-def _part(g, src, dst):
-    """Which of dst's rule lines gives src its gradient: ``da``, ``dW``, ``da + db`` (x * x)."""
+def _part(g, src, dst, dims):
+    """What dst's rule gives src, with the operands named by their values:
+    ``dL/dh' * h~`` (not ``da``), ``dL/dz|r Wh[:, :2H]ᵀ``; a sum where src is read
+    twice (x * x). The primitive's rule from ``graphrnn.explain.RULES``; its own
+    rule text (``da``) where that table does not know the primitive."""
+    from .explain import rule_for
+
     a = g.nodes[dst]
-    rule = a["op"].rule
-    lhs = [(rule[i] if len(rule) > 1 else rule[0]).split(" = ")[0]
-           for i, p in enumerate(a["args"]) if p == src]
-    return " + ".join(dict.fromkeys(lhs))
+    op, args = a["op"], a["args"]
+    rule = rule_for(op)
+    uses = [i for i, p in enumerate(args) if p == src]
+    if rule is None:
+        texts = op.rule or (op.name,)
+        lhs = [(texts[i] if len(texts) > 1 else texts[0]).split(" = ")[0] for i in uses]
+        return " + ".join(dict.fromkeys(lhs))
+    printer = _ValuePrinter(g, dims)
+    parts = []
+    for i in uses:
+        tree = rule[1](i, ("g", dst), [("v", p) for p in args], ("v", dst), op)
+        if tree[0] == "piece":
+            tree = tree[3]
+        parts.append(printer.expr(tree)[0])
+    return " + ".join(parts)
+
+
+def _value_printer_base():
+    from .explain import TextPrinter
+    return TextPrinter
+
+
+class _ValuePrinter:
+    """explain's plain-text printer over the diagram's names (``_display``)."""
+
+    def __new__(cls, g, dims):
+        base = _value_printer_base()
+
+        class Printer(base):
+            def __init__(self):
+                self.H = dims.H
+
+            def value(self, n):
+                text = _display(g, n, dims)
+                return text, (9 if " " not in text else 0)
+
+            def grad_name(self, n):
+                return _grad_of(_display(g, n, dims))
+
+            def dim(self, v):
+                return dims.bound(v)
+        return Printer()
 
 
 # ------------------------------------------------------------------ the nx stage
@@ -334,6 +426,7 @@ def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=Tr
         raise GraphError(f"render: shapes must be True, False, 'symbolic' or 'concrete', got {shapes!r}")
     dims = _Dims(cell, shapes)
     g, kind, plan = _source(cell, compiled)
+    dims.names = _value_names(cell, g)
     order = list(nx.lexicographical_topological_sort(g))
     view = _View(cell, g, kind, plan, order, dims, compiled, backward)
     G = view.one_step() if unroll is None else view.unrolled(unroll)
@@ -366,7 +459,7 @@ class _View:
     def forward_edge(self, src_id, dst_id, p, n, label=None, grad=None):
         g = self.g
         self.b.edge(src_id, dst_id, _edge_label(g, p, n, self.dims) if label is None else label,
-                    grad=grad or _display(g, p, self.dims), part=_part(g, p, n))
+                    grad=grad or _display(g, p, self.dims), part=_part(g, p, n, self.dims))
 
     def args_of(self, n):
         """n's operands, each once, without the constants written into its label."""
@@ -447,6 +540,8 @@ class _View:
             if (d["cluster"] or "").startswith("cluster_step_"):
                 rows.setdefault(n.split("_", 1)[1], []).append(n)
         G.graph["same_rank"] = [ns for _, ns in sorted(rows.items()) if len(ns) > 1]
+        if "loss" in G:  # on the outputs' row, not above the steps
+            G.graph["same_rank"].append([n for n in rows.get("y", ())] + ["loss"])
 
     def shared_part(self):
         """Parameters and their views in one box, the hoisted part in another: the
@@ -487,7 +582,10 @@ class _View:
         shown = sorted({0, *steps, *((steps[-1] - 1,) if folded else ())})
         for t in shown:
             # a state opens the column of the step that reads it, when that one is drawn
-            cluster = f"cluster_step_{t + 1}" if t + 1 in steps else None
+            # ... and the last states close the last step's column, so that no edge
+            # leaves the last step sideways (which let dot reorder its gates)
+            cluster = (f"cluster_step_{t + 1}" if t + 1 in steps else
+                       f"cluster_step_{t}" if t == T and t in steps else None)
             for name, snode, _ in self.plan.states:
                 role = "state_in" if t == 0 else "state_out" if t == T else "state"
                 b.node(_sid(name, t), role, _lines(f"{name}{t}", self.dims.shape(g.nodes[snode]["shape"])),
@@ -547,10 +645,15 @@ class _View:
         for name, snode, unode in self.plan.states:
             # up to the top of the next column: that edge must not push the next step down
             b.edge(nid(unode), _sid(name, t), kind="state", grad=f"{name}{t}", constraint=t == T)
-        if not any(u == self.cell.output_node for _, _, u in self.plan.states):
-            oid = f"y_{t}"
-            b.node(oid, "output", _lines(f"y{t}", self.dims.shape(g.nodes[self.cell.output_node]["shape"])), cid)
-            b.edge(nid(self.cell.output_node), oid, kind="state", grad=f"y{t}")
+        # every step's output goes to the loss, not only the last one
+        oid = f"t{t}_y"
+        b.node(oid, "output", _lines(f"y{t}", self.dims.shape(g.nodes[self.cell.output_node]["shape"])), cid,
+               f"the output of step {t}, read by the loss")
+        b.edge(nid(self.cell.output_node), oid, grad=f"y{t}")
+        if "loss" not in b.G:
+            b.node("loss", "loss", "L = Σₜ loss(yₜ)", None, "the loss reads every step's output")
+        # no rank constraint: edges that converge on one node would reorder the columns
+        b.edge(oid, "loss", grad=f"y{t}", constraint=False)
 
 
 def _sid(name, t):
@@ -577,7 +680,8 @@ def _add_backward(G, unroll):
         label = _grad_of(d["grad"])
         if d["part"]:
             label += (" += " if consumers[u] > 1 else " = ") + d["part"]
-        G.add_edge(v, u, label=label, kind="grad", grad="", part="", constraint=d["constraint"])
+        G.add_edge(v, u, label=_cap(label, EDGE_LINE_MAX), kind="grad", grad="", part="",
+                   constraint=d["constraint"])
     if unroll is None:
         _gradients_of_one_step(G)
     else:
@@ -637,7 +741,9 @@ def _gradients_of_the_unrolled(G):
                 if G.edges[n, m]["kind"] == "grad":
                     t = int(n.rsplit("_", 1)[1])
                     G.edges[n, m]["label"] += f"\nfrom the loss\nand step {t + 1}"
-        elif d["role"] == "output" or (d["role"] == "state_out" and n.rsplit("_", 1)[0] == out_state):
+        elif d["role"] == "output" and "loss" not in G:
+            _note(G, n, f"dL/d{first}\nfrom the loss")
+        elif d["role"] == "state_out" and n.rsplit("_", 1)[0] == out_state:
             _note(G, n, f"dL/d{first}\nfrom the loss")
         elif d["cluster"] == "cluster_hoisted" and _read_in_steps(G, n, "rows"):
             first = first.split(" = ")[0]  # the value's name, not its op
@@ -675,8 +781,10 @@ def to_digraph(G) -> graphviz.Digraph:
     """Emit the graphviz source of a diagram built by ``diagram_graph``."""
     backward = G.graph.get("backward", False)
     dg = graphviz.Digraph(name=G.graph["title"].split(":")[0])
+    # ordering=in: a node's operands keep the order of their edges in the source,
+    # so the gates of every step come out in one left-to-right order
     dg.attr(rankdir=G.graph.get("rankdir", "TB"), fontname="Helvetica", fontsize="12", labelloc="t", newrank="true",
-            nodesep="0.25", ranksep="0.35")
+            nodesep="0.25", ranksep="0.35", ordering="in")
     dg.attr(label=_title_html(G.graph["title"], backward, "cluster_hoisted" in G.graph["clusters"]))
     dg.attr("node", fontname="Helvetica", fontsize="11", margin="0.08,0.04")
     dg.attr("edge", fontname="Helvetica", fontsize="9", arrowsize="0.7")
