@@ -93,6 +93,9 @@ def _add_render(sub):
                    help="file to write (.svg, .png, .pdf, .dot; default CELL[-unrolled][-backward].svg)")
     p.add_argument("--unroll", type=_positive, default=None, metavar="T", help="draw T time steps")
     p.add_argument("--backward", action="store_true", help="draw the gradient flow too")
+    p.add_argument("--grad", action="store_true",
+                   help="with --unroll: colour each value by the size of its gradient for a random input "
+                        "(loss on the last step)")
     p.add_argument("--input-size", type=_positive, default=3, metavar="D", help="default 3")
     p.add_argument("--hidden-size", type=_positive, default=4, metavar="H", help="default 4")
 

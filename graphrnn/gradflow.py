@@ -179,3 +179,64 @@ def gradflow_main(args):
         print(f"{r['label']}: ‖∂L/∂s_0‖ / ‖∂L/∂s_T-1‖ = {g[0] / g[-1]:.3g} over {r['steps']} steps")
     print(f"wrote {out} and {stem}.json")
     return 0
+
+
+def node_gradients(cell, params, xs, dhs, fuse=True):
+    """‖∂L/∂v‖ of every value v of the compiled graph at every step, for the loss
+    whose gradient with respect to the outputs is ``dhs`` (N, T, out).
+
+    Returns ``(per_step, total)``: ``per_step[(node, t)]`` for t = 1 … T (the
+    step reading or making the value) and ``total[node]``, the norm of the
+    value's gradient summed over the steps for parameters and what is computed
+    from them only, and over all T·N rows for the rest. A step-by-step
+    interpreter of the plan's graph (as ``gr.unroll_naive`` is of the declared
+    one), so that every intermediate gradient can be seen."""
+    import networkx as nx
+
+    from .plan import STATIC, compile_cell
+
+    plan = compile_cell(cell, fuse)
+    g = plan.graph
+    order = list(nx.lexicographical_topological_sort(g))
+    xs = np.asarray(xs, dtype=np.float64)
+    N, T = xs.shape[:2]
+    state = {s: np.zeros((N, cell.state_sizes()[s])) for s in cell.states}
+    steps = []
+    for t in range(T):
+        v = {}
+        for n in order:
+            a = g.nodes[n]
+            k = a["kind"]
+            v[n] = (xs[:, t] if k == "input" else state[a["name"]] if k == "state" else
+                    np.asarray(params[a["name"]], float) if k == "param" else np.asarray(a["value"]) if k == "const"
+                    else a["op"].forward(np, *[v[p] for p in a["args"]]))
+        steps.append(v)
+        state = {s: v[u] for s, _, u in plan.states}
+    per_step, sq, summed = {}, {}, {}
+    carry = {}
+    for t in range(T - 1, -1, -1):
+        v, grads = steps[t], {}
+
+        def add(n, d):
+            grads[n] = d if n not in grads else grads[n] + d
+        for s, _, u in plan.states:
+            if carry.get(s) is not None:
+                add(u, carry[s])
+        add(plan.output_node, np.asarray(dhs[:, t], float))
+        for n in reversed(order):
+            a = g.nodes[n]
+            if n in grads and a["kind"] == "op":
+                res = a["op"].backward(np, grads[n], [v[p] for p in a["args"]], v[n], (True,) * len(a["args"]))
+                for p, r in zip(a["args"], res):
+                    if g.nodes[p]["kind"] != "const":
+                        add(p, r)
+        for n, d in grads.items():
+            per_step[(n, t + 1)] = float(np.linalg.norm(d))
+            if g.nodes[n]["kind"] == "param" or plan.kind[n] == STATIC:
+                summed[n] = d if n not in summed else summed[n] + d
+            else:
+                sq[n] = sq.get(n, 0.0) + float(np.sum(d * d))
+        carry = {s: grads.get(snode) for s, snode, _ in plan.states}
+    total = {n: float(np.sqrt(x)) for n, x in sq.items()}
+    total.update({n: float(np.linalg.norm(d)) for n, d in summed.items()})
+    return per_step, total

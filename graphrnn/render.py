@@ -22,6 +22,7 @@ in time, with the parameters and the hoisted part apart on the left.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -416,7 +417,7 @@ def _source(cell, compiled):
     return plan.graph, plan.kind, plan
 
 
-def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=True) -> nx.DiGraph:
+def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=True, grad=None) -> nx.DiGraph:
     """The diagram as a networkx DiGraph (nodes: role, label, cluster; edges: kind,
     label, grad, part, constraint; graph: title, clusters, backward, and for the
     unrolled view same_rank, the groups of step nodes that share a row)."""
@@ -438,7 +439,61 @@ def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=Tr
         what += ", backward"
     G.graph["title"] = f"{cell.name}: {what}  ({sizes})"
     G.graph["backward"] = backward
+    if grad:
+        if unroll is None:
+            raise GraphError("render: grad colours the unrolled view; give unroll=T too")
+        _colour_by_gradient(G, cell, plan, unroll, grad, compiled)
     return G
+
+
+GRAD_COLOURS = ("#fff5f0", "#fcbba1", "#fb6a4a", "#cb181d", "#67000d")  # small to large, log scale
+
+
+def _colour_by_gradient(G, cell, plan, T, grad, compiled):
+    """Fill each value's node by log10 ‖∂L/∂v‖ (the same scale for the whole
+    diagram) and add the norm to its label: the vanishing gradient, seen."""
+    import numpy as np
+
+    from .gradflow import node_gradients
+
+    if grad is True:
+        rng = np.random.default_rng(0)
+        params = cell.init_params(seed=0, dtype=np.float64)
+        xs = rng.normal(size=(1, T, cell.input_size))
+        dhs = np.zeros((1, T, cell.output_size))
+        u = rng.normal(size=cell.output_size)
+        dhs[0, -1] = u / np.linalg.norm(u)
+        loss = "L = u · y_T (the last step)"
+    else:
+        params, xs, dhs = grad["params"], grad["xs"], grad["dhs"]
+        loss = grad.get("loss", "the given loss")
+    per_step, total = node_gradients(cell, params, xs, dhs, fuse=bool(compiled))
+    norms = {}
+    for nid, d in G.nodes(data=True):
+        m = re.fullmatch(r"t(\d+)_(?:n|ref)(\d+)", nid)
+        if m:
+            norms[nid] = per_step.get((int(m.group(2)), int(m.group(1))), 0.0)
+        elif re.fullmatch(r"n\d+", nid):
+            norms[nid] = total.get(int(nid[1:]), 0.0)
+        elif re.fullmatch(r"t\d+_y", nid):
+            norms[nid] = float(np.linalg.norm(dhs[:, int(nid[1:-2]) - 1]))
+        elif nid.startswith("s_"):
+            name, t = nid[2:].rsplit("_", 1)
+            t = int(t)
+            snode, unode = cell.states[name], cell.updates[name]
+            norms[nid] = per_step.get((snode, 1), 0.0) if t == 0 else per_step.get((unode, t), 0.0)
+    logs = [np.log10(v) for v in norms.values() if v > 0]
+    lo, hi = (min(logs), max(logs)) if logs else (0.0, 1.0)
+    for nid, v in norms.items():
+        d = G.nodes[nid]
+        if v > 0:
+            k = 0 if hi == lo else (np.log10(v) - lo) / (hi - lo)
+            d["fill"] = GRAD_COLOURS[min(int(k * len(GRAD_COLOURS)), len(GRAD_COLOURS) - 1)]
+            d["light_text"] = k > 0.6
+        else:
+            d["fill"] = "#eeeeee"
+        d["label"] += f"\n‖g‖ {v:.1e}"
+    G.graph["title"] += f"; colour: ‖∂L/∂v‖, {loss}, from 10^{lo:.0f} (light) to 10^{hi:.0f} (dark)"
 
 
 class _View:
@@ -795,6 +850,11 @@ def to_digraph(G) -> graphviz.Digraph:
             attrs["tooltip"] = d["tooltip"]
         if d["role"] == "op" and "\nfused" in d["label"]:
             attrs["penwidth"] = "2"
+        if d.get("fill"):  # coloured by the size of its gradient
+            attrs.update(fillcolor=d["fill"], style=(attrs.get("style") or "filled").replace("dotted", "filled")
+                         if "filled" in (attrs.get("style") or "") else "filled")
+            if d.get("light_text"):
+                attrs["fontcolor"] = "#ffffff"
         target.node(n, d["label"], **attrs)
 
     by_cluster = {}
@@ -843,17 +903,21 @@ def to_digraph(G) -> graphviz.Digraph:
     return dg
 
 
-def render(cell, path=None, *, unroll=None, backward=False, shapes=True, compiled=True):
+def render(cell, path=None, *, unroll=None, backward=False, shapes=True, compiled=True, grad=None):
     """Draw ``cell`` and return the ``graphviz.Digraph``; with ``path``, also write it.
 
     ``unroll=T`` draws T steps (folded to the first steps, an ellipsis and the
     last step when T > 5); ``backward=True`` adds the gradient flow; ``shapes``
     is True (symbolic: (N, 3H)), "concrete" ((N, 12)) or False; ``compiled=False``
-    draws the declared graph instead of what the compiler runs. The format comes
-    from the path's suffix: .svg, .png, .pdf or .dot (which needs no Graphviz).
+    draws the declared graph instead of what the compiler runs. ``grad`` (with
+    ``unroll``) colours every value by the size of its gradient for one input:
+    True (parameters from seed 0, a random input, the loss u · y_T on the last
+    step) or a dict with ``params``, ``xs`` (1, T, D) and ``dhs`` (1, T, out).
+    The format comes from the path's suffix: .svg, .png, .pdf or .dot (which
+    needs no Graphviz).
     """
     dg = to_digraph(diagram_graph(cell, unroll=unroll, backward=backward, shapes=shapes,
-                                  compiled=compiled))
+                                  compiled=compiled, grad=grad))
     if path is not None:
         write(dg, path)
     return dg
@@ -935,8 +999,13 @@ def render_main(args):
 
     cell = from_spec(args.cell, args.input_size, args.hidden_size)
     out = args.output or default_output(cell, args.unroll, args.backward)
+    grad = getattr(args, "grad", False)
+    if grad and not args.unroll:
+        from .errors import UsageError
+
+        raise UsageError("render: --grad colours the unrolled view; add --unroll T")
     try:
-        render(cell, out, unroll=args.unroll, backward=args.backward)
+        render(cell, out, unroll=args.unroll, backward=args.backward, grad=grad or None)
     except GraphvizNotFound as exc:
         from .errors import UsageError
 

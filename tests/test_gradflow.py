@@ -76,3 +76,39 @@ def test_cli_writes_png_and_json_from_init_and_from_a_checkpoint(tmp_path, capsy
     assert cli.main(["gradflow", "--checkpoint", str(run), "--steps", "5", "-o", str(tmp_path / "t.png")]) == 0
     assert "trained" in json.loads((tmp_path / "t.json").read_text())["results"][0]["label"]
     assert cli.main(["gradflow", "--checkpoint", str(tmp_path / "nothing"), "-o", str(tmp_path / "u.png")]) == 2
+
+
+@pytest.mark.parametrize("name", ["rnn", "gru", "lstm"])
+def test_node_gradients_agree_with_the_engine(name):
+    """The per-value norms behind `render --grad`: the states' and the parameters'
+    agree with gr.unroll(...).backward(...) on the same input and loss."""
+    from graphrnn.gradflow import node_gradients
+
+    cell = gr.cells.CELLS[name](3, 4)
+    params = cell.init_params(seed=5)
+    rng = np.random.default_rng(5)
+    xs = rng.normal(size=(1, 5, 3))
+    dhs = rng.normal(size=(1, 5, cell.output_size))
+    per_step, total = node_gradients(cell, params, xs, dhs)
+    g = gr.unroll(cell, params, xs).backward(dhs)
+    for k, node in cell.params.items():
+        assert total[node] == pytest.approx(np.linalg.norm(g.params[k]), rel=1e-10)
+    for s, node in cell.states.items():
+        assert per_step[(node, 1)] == pytest.approx(np.linalg.norm(g.state0[s]), rel=1e-10)
+    assert total[cell.input_node] == pytest.approx(np.linalg.norm(g.xs), rel=1e-10)
+
+
+def test_render_grad_colours_the_unrolled_view_by_gradient_size(capsys):
+    from graphrnn.render import diagram_graph
+
+    cell = gr.cells.rnn(3, 4)
+    G = diagram_graph(cell, unroll=4, grad=True)
+    coloured = {n: d for n, d in G.nodes(data=True) if d.get("fill")}
+    assert {"s_h_0", "s_h_4", "t1_y", "t4_y"} <= set(coloured)
+    assert all("‖g‖" in d["label"] for d in coloured.values())
+    # the loss is on the last step: the earlier outputs get no gradient, the last one all of it
+    assert coloured["t1_y"]["fill"] == "#eeeeee" and coloured["t4_y"]["fill"] != "#eeeeee"
+    with pytest.raises(gr.GraphError, match="unroll"):
+        diagram_graph(cell, grad=True)
+    assert cli.main(["render", "rnn", "--grad", "-o", "x.dot"]) == 2
+    assert "add --unroll T" in capsys.readouterr().err
