@@ -923,6 +923,14 @@ def render(cell, path=None, *, unroll=None, backward=False, shapes=True, compile
     return dg
 
 
+def svg_or_none(cell, **options):
+    """The diagram as SVG text for a notebook's rich display, or None (Jupyter
+    then shows the plain repr) when Graphviz's ``dot`` is not installed."""
+    if shutil.which("dot") is None:
+        return None
+    return render(cell, **options).pipe(format="svg").decode("utf-8")
+
+
 def write(dg, path):
     """Write a Digraph to ``path`` atomically, the format taken from the suffix."""
     path = Path(path)
