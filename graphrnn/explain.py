@@ -328,7 +328,8 @@ class Derivation:
             cols.append(piece)
         lines.append(Line(p, "=" if first and not summed else "+=", tree, self._section,
                           piece=piece, note=note, summed=summed,
-                          kept=self._section == "step" and self.kind[p] == HOISTED))
+                          kept=self._section == "step" and self.kind[p] == HOISTED
+                          and self.g.nodes[p]["kind"] == "op"))
 
     def _stack(self, lines, n):
         """dP = [dP[:, :H] | dP[:, H:2H] | ...]: the columns gathered into one gradient."""
@@ -380,11 +381,17 @@ class TextPrinter:
         return self.d.names[n]
 
     def dim(self, v):
-        H = self.H
+        """Column bounds as the reader thinks of them: H, 2H, D, D+H."""
+        H, D = self.H, self.d.cell.input_size
         if v == 0:
             return ""
         if v % H == 0:
             return "H" if v == H else f"{v // H}H"
+        if v == D:
+            return "D"
+        if v > D and (v - D) % H == 0:
+            k = (v - D) // H
+            return "D+H" if k == 1 else f"D+{k}H"
         return str(v)
 
     def cols(self, lo, hi):
@@ -501,7 +508,7 @@ class TextPrinter:
         text = f"{lhs} {line.op} {rhs}"
         tags = []
         if line.summed:
-            tags.append("summed over t: one product after the loop")
+            tags.append("summed over t: once, after the loop")
         if line.kept:
             tags.append("kept per step for the hoisted backward")
         if line.note:
@@ -630,7 +637,7 @@ class Explanation:
         out.append(f"  carried to step t−1: {carried}")
         seq = _section_lines(d, p, d.seq_lines)
         out += ["", "once per sequence, after the loop (hoisted values over all T·N rows; "
-                "each 'summed over t' line above is one product over all T·N rows):"]
+                "the engine runs each 'summed over t' line above once, over all T·N rows):"]
         out += [f"  {t}" for t in seq] or ["  (nothing: every gradient is formed per step)"]
         if d.unknown:
             out += ["", "note: " + "; ".join(sorted({f"explain does not know primitive {u!r}" for u in d.unknown}))]

@@ -46,7 +46,7 @@ def test_per_step_lines_are_apart_from_once_per_sequence_ones():
     step = text.index("backward, per step")
     seq = text.index("once per sequence")
     # weight gradients inside the loop are marked as summed over t; the hoisted product after it
-    assert "dWh[:, :H] += hᵀ da_z    (summed over t" in text[step:seq]
+    assert "dWh[:, :H] += hᵀ da_z    (summed over t: once, after the loop)" in text[step:seq]
     assert "dWx = xᵀ dxw" in text[seq:] and "dWx" not in text[step:seq]
     assert "carried to step t−1: dh(t) = dh" in text[step:seq]
     # the state's readers sum into dh: one '=' then '+='
@@ -103,3 +103,8 @@ def test_cli_explain_prints_text_and_writes_markdown(tmp_path, capsys):
     assert r"\sigma" in out.read_text()
     assert cli.main(["explain", "nosuch"]) == 2
     assert "unknown cell 'nosuch'" in capsys.readouterr().err
+
+
+def test_concat_columns_read_as_d_and_h():
+    text = str(explain(gr.cells.lstm_nico(3, 4)))
+    assert "dx = dxh[:, :D]" in text and "dh = dxh[:, D:D+H]" in text
