@@ -108,3 +108,21 @@ def test_cli_explain_prints_text_and_writes_markdown(tmp_path, capsys):
 def test_concat_columns_read_as_d_and_h():
     text = str(explain(gr.cells.lstm_nico(3, 4)))
     assert "dx = dxh[:, :D]" in text and "dh = dxh[:, D:D+H]" in text
+
+
+def test_explain_and_export_take_a_users_module_function(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mycells.py").write_text(
+        "import graphrnn as gr\n"
+        "def elman(d, h):\n"
+        "    c = gr.CellBuilder('elman')\n"
+        "    x, s = c.input('x', d), c.state('s', h)\n"
+        "    W, U = c.param('W', (d, h)), c.param('U', (h, h))\n"
+        "    c.update(s=gr.tanh(x @ W + s @ U, name='s_new'))\n"
+        "    return c.build()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cli.main(["explain", "mycells:elman"]) == 0
+    out = capsys.readouterr().out
+    assert "ds_new = dhs[t] + ds(t+1)" in out and "dU += sᵀ da_s_new" in out
+    assert cli.main(["export", "mycells:elman", "-o", "elman_cell.py"]) == 0
+    assert "class TimeElman:" in (tmp_path / "elman_cell.py").read_text()
