@@ -111,7 +111,7 @@ def test_concat_columns_read_as_d_and_h():
 
 
 def test_explain_and_export_take_a_users_module_function(tmp_path, monkeypatch, capsys):
-    (tmp_path / "mycells.py").write_text(
+    (tmp_path / "explain_user_cells.py").write_text(
         "import graphrnn as gr\n"
         "def elman(d, h):\n"
         "    c = gr.CellBuilder('elman')\n"
@@ -121,8 +121,8 @@ def test_explain_and_export_take_a_users_module_function(tmp_path, monkeypatch, 
         "    return c.build()\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert cli.main(["explain", "mycells:elman"]) == 0
+    assert cli.main(["explain", "explain_user_cells:elman"]) == 0
     out = capsys.readouterr().out
     assert "ds_new = dhs[t] + ds(t+1)" in out and "dU += sᵀ da_s_new" in out
-    assert cli.main(["export", "mycells:elman", "-o", "elman_cell.py"]) == 0
+    assert cli.main(["export", "explain_user_cells:elman", "-o", "elman_cell.py"]) == 0
     assert "class TimeElman:" in (tmp_path / "elman_cell.py").read_text()
