@@ -1,10 +1,12 @@
 """explain: a cell's derivation as a textbook writes it, generated from the graph."""
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import graphrnn as gr
 from graphrnn import cli
 from graphrnn.cells import CELLS
 from graphrnn.explain import explain
+from graphrnn.testing import random_cells
 
 # The issue's seed derivation of the book's GRU, in its order, written with the
 # GRU's own names: h_prev is the state h, h_next its next value h', h_hat is
@@ -126,3 +128,18 @@ def test_explain_and_export_take_a_users_module_function(tmp_path, monkeypatch, 
     assert "ds_new = dhs[t] + ds(t+1)" in out and "dU += sᵀ da_s_new" in out
     assert cli.main(["export", "explain_user_cells:elman", "-o", "elman_cell.py"]) == 0
     assert "class TimeElman:" in (tmp_path / "elman_cell.py").read_text()
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(random_cells(max_ops=6))
+def test_every_random_cell_is_explained_with_a_line_per_gradient(cell):
+    e = explain(cell)
+    text, md = e.text(), e.markdown()
+    assert "carried to step t−1:" in text and "explain does not know" not in text
+    assert md.count("$$") % 2 == 0
+    # every parameter that gets a gradient has a line naming it
+    d = e.derivation
+    for name, node in cell.params.items():
+        if d.req[node]:
+            assert f"d{name} " in text or f"d{name}[" in text, (name, text)
