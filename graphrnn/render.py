@@ -15,9 +15,10 @@ batched op over N*T rows) is a shaded region.
 Values are labelled with the names the reader knows: a name given in the cell
 (``z = sigmoid``), a parameter view (``Wh[:, 2H:3H]``) or a short expression of
 those. The backward view prints each primitive's own ``rule`` on its node and
-labels every gradient edge with what it holds and the rule that made it
-(``dL/dz += da``). The unrolled view draws the steps as columns, left to right
-in time, with the parameters and the hoisted part apart on the left.
+labels every gradient edge with what it holds and the rule that made it, its
+operands named by their values (``dL/dz += dL/dh' * h~``). The unrolled view
+draws the steps as columns, left to right in time, with the parameters and the
+hoisted part apart on the left, and every step's output going to the loss.
 """
 from __future__ import annotations
 
@@ -723,8 +724,8 @@ def _shown_steps(T):
 
 def _add_backward(G, unroll):
     """Reverse every forward edge that carries a gradient, labelled with what it
-    holds and the rule that made it (``dL/dz = dx``; ``+=`` where several consumers
-    add up), then mark where gradients enter and leave."""
+    holds and the rule that made it (``dL/dh~ = dL/d(z * h~) * z``; ``+=`` where
+    several consumers add up), then mark where gradients enter and leave."""
     fwd = [(u, v, d) for u, v, d in G.edges(data=True) if d["kind"] in ("forward", "state")]
     consumers = {}
     for u, v, d in fwd:
