@@ -25,6 +25,7 @@ def _ident(text):
     s = (text.replace("~", "_tilde").replace("'", "_next").replace(" - ", "_minus_").replace(" + ", "_plus_")
          .replace(" * ", "_times_").replace(" @ ", "_at_"))
     s = re.sub(r"\W+", "_", s).strip("_") or "v"
+    s = re.sub(r"^1_minus_", "one_minus_", s)   # d(1 - z) reads d_one_minus_z
     return s if not s[0].isdigit() else "v" + s
 
 
@@ -55,10 +56,11 @@ class PythonPrinter(TextPrinter):
             elif n in d.shown:
                 base = f"{d.update_of[n][0]}_next" if n in d.update_of else _ident(d.names[n])
                 self.py[n] = claim(base)
+        text = TextPrinter(d)   # an unnamed value's gradient is named after its expression
         for n in d.order:
             if g.nodes[n]["kind"] == "const":
                 continue
-            base = "d" + self.py[n] if n in self.py else "d_" + _ident(TextPrinter.value(self, n)[0])
+            base = "d" + self.py[n] if n in self.py else "d_" + _ident(text.value(n)[0])
             self.gpy[n] = claim(base)
 
     def atom(self, n):
