@@ -22,12 +22,13 @@ _PUBLIC = {
     "Plan": "plan", "compile_cell": "plan",
     "PRIMITIVES": "primitives",
     "render": "render",
+    "explain": "explain",
     "Grads": "unroll", "Recurrent": "unroll", "Run": "unroll", "unroll": "unroll", "unroll_naive": "unroll",
 }
 _SUBMODULES = ("cells", "emit")
 # Functions named like the module that defines them: importing the module
 # graphrnn.render binds it to the package as `render`; the public name is the function.
-_SHADOWED = ("render", "unroll")
+_SHADOWED = ("render", "unroll", "explain")
 
 __all__ = sorted([*_PUBLIC, *_SUBMODULES])
 

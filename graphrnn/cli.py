@@ -93,6 +93,9 @@ def _add_render(sub):
                    help="file to write (.svg, .png, .pdf, .dot; default CELL[-unrolled][-backward].svg)")
     p.add_argument("--unroll", type=_positive, default=None, metavar="T", help="draw T time steps")
     p.add_argument("--backward", action="store_true", help="draw the gradient flow too")
+    p.add_argument("--grad", action="store_true",
+                   help="with --unroll: colour each value by the size of its gradient for a random input "
+                        "(loss on the last step)")
     p.add_argument("--input-size", type=_positive, default=3, metavar="D", help="default 3")
     p.add_argument("--hidden-size", type=_positive, default=4, metavar="H", help="default 4")
 
@@ -186,7 +189,73 @@ def _run_sweep(args):
     return sweep_main(args)
 
 
-COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep"]
+# ---------------------------------------------------------------------- explain
+
+def _add_explain(sub):
+    p = sub.add_parser("explain", help="a cell's forward equations and BPTT derivation, line by line",
+                       description="Print the forward equations of a cell and its backward pass in the "
+                                   "order BPTT runs it, one line per local rule, with the cell's own names.")
+    p.add_argument("cell", help="a built-in cell name or module:function (looked for in the current folder first)")
+    p.add_argument("--format", choices=("text", "markdown"), default="text",
+                   help="plain text (default) or Markdown with LaTeX")
+    p.add_argument("-o", "--output", default=None, help="write to this file instead of printing")
+    p.add_argument("--input-size", type=_positive, default=3, metavar="D", help="default 3")
+    p.add_argument("--hidden-size", type=_positive, default=4, metavar="H", help="default 4")
+
+
+def _run_explain(args):
+    from .explain import explain_main
+    if args.output is not None:
+        from .files import check_output_file
+        check_output_file(args.output)
+    return explain_main(args)
+
+
+def _add_export(sub):
+    p = sub.add_parser("export", help="write a cell as a standalone numpy module (a textbook layer)",
+                       description="Write a Python module that imports only numpy: the cell as a layer "
+                                   "(params, grads, forward, backward) and a Time layer over T steps.")
+    p.add_argument("cell", help="a built-in cell name or module:function (looked for in the current folder first)")
+    p.add_argument("-o", "--output", default=None, help="the .py file to write (default CELL_cell.py)")
+    p.add_argument("--input-size", type=_positive, default=3, metavar="D", help="default 3")
+    p.add_argument("--hidden-size", type=_positive, default=4, metavar="H", help="default 4")
+
+
+def _run_export(args):
+    from .export import export_main
+    if args.output is not None:
+        from .files import check_output_file
+        check_output_file(args.output)
+    return export_main(args)
+
+
+def _add_gradflow(sub):
+    p = sub.add_parser("gradflow", help="plot how gradients vanish or explode through time (PNG + JSON)",
+                       description="For a loss on the last step, plot ‖∂L/∂s_t‖ for every step t and the "
+                                   "spectral norm of each step's Jacobian ∂s_{t+1}/∂s_t, one line per cell, "
+                                   "on a log axis; the numbers go to a JSON file beside the picture.")
+    p.add_argument("--cell", default=None,
+                   help="cells, comma-separated: built-in names or module:function (default rnn,gru,lstm; "
+                        "with --checkpoint, the run's own cell)")
+    p.add_argument("--steps", type=_positive, default=100, metavar="T", help="sequence length (default 100)")
+    p.add_argument("--checkpoint", default=None, metavar="RUN",
+                   help="a run folder: use its trained parameters instead of the initial ones")
+    p.add_argument("--layer", type=int, default=0, help="with --checkpoint: which recurrent layer (default 0)")
+    p.add_argument("-o", "--output", default=None, help="the picture (default gradflow.png; JSON beside it)")
+    p.add_argument("--seed", type=int, default=0, help="draws the parameters, the input and the loss direction")
+    p.add_argument("--input-size", type=_positive, default=8, metavar="D", help="default 8")
+    p.add_argument("--hidden-size", type=_positive, default=32, metavar="H", help="default 32")
+
+
+def _run_gradflow(args):
+    from .gradflow import gradflow_main
+    if args.output is not None:
+        from .files import check_output_file
+        check_output_file(args.output)
+    return gradflow_main(args)
+
+
+COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep", "explain", "export", "gradflow"]
 
 
 def build_parser():

@@ -701,6 +701,11 @@ class Cell:
         """
         return list(nx.lexicographical_topological_sort(self.graph))
 
+    def _repr_svg_(self):
+        """Jupyter shows a cell as its diagram (``gr.render``); None without Graphviz."""
+        from .render import svg_or_none
+        return svg_or_none(self)
+
     def __repr__(self):
         ps = ", ".join(f"{k}{fmt_shape(v)}" for k, v in self.param_shapes().items()) or "none"
         ss = ", ".join(f"{k}({v})" for k, v in self.state_sizes().items())

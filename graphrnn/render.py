@@ -15,13 +15,15 @@ batched op over N*T rows) is a shaded region.
 Values are labelled with the names the reader knows: a name given in the cell
 (``z = sigmoid``), a parameter view (``Wh[:, 2H:3H]``) or a short expression of
 those. The backward view prints each primitive's own ``rule`` on its node and
-labels every gradient edge with what it holds and the rule that made it
-(``dL/dz += da``). The unrolled view draws the steps as columns, left to right
-in time, with the parameters and the hoisted part apart on the left.
+labels every gradient edge with what it holds and the rule that made it, its
+operands named by their values (``dL/dz += dL/dh' * h~``). The unrolled view
+draws the steps as columns, left to right in time, with the parameters and the
+hoisted part apart on the left, and every step's output going to the loss.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -35,6 +37,7 @@ from .primitives import GraphError
 
 FORMATS = ("svg", "png", "pdf", "dot")
 LINE_MAX = 28        # characters per label line (Theano's max_label_size idea)
+EDGE_LINE_MAX = 34   # a gradient edge's label lines, broken between terms
 FOLD_AFTER = 5       # unrolled views with more steps are folded
 FOLD_HEAD = 2        # steps drawn before the ellipsis when folded
 GALLERY_SIZES = (3, 4)   # input, hidden: D=3 and H=4 never collide, so shapes read as D, H, 3H
@@ -69,6 +72,7 @@ STYLE = {
     "rows": dict(shape="parallelogram", style="filled,dashed", fillcolor="#eaf1fb", color="#3d85c6"),
     "shared_ref": dict(shape="box", style="filled,dashed", fillcolor="#fff2e6", color="#b45f06",
                        fontcolor="#783f04"),
+    "loss": dict(shape="box", style="filled,bold", fillcolor="#ead1dc", color="#741b47", fontcolor="#4c1130"),
     "grad_in": dict(shape="note", style="filled", fillcolor="#f4cccc", color="#cc0000",
                     fontcolor="#990000"),
 }
@@ -102,6 +106,7 @@ class _Dims:
         self.H = cell.hidden_size
         self.D = cell.input_size
         self.mode = mode  # True/"symbolic", "concrete", False
+        self.names = {}   # node -> a name the cell did not give (``h'``, ``a_z``): _value_names
 
     def dim(self, d):
         if not isinstance(d, int) or self.mode == "concrete":
@@ -141,7 +146,30 @@ class _Dims:
 
 
 def _cap(line, width=LINE_MAX):
-    return line if len(line) <= width else line[: width - 1] + "…"
+    """A label line of at most ``width`` characters where it can be broken: only
+    at a space outside brackets (between operands and operators), never inside a
+    name or a subscript, so no expression is cut."""
+    if len(line) <= width:
+        return line
+    words, depth, cur = [], 0, ""
+    for ch in line:
+        depth += ch in "([" and 1 or 0
+        depth -= ch in ")]" and 1 or 0
+        if ch == " " and depth == 0:
+            words.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    words.append(cur)
+    out, row = [], ""
+    for w in words:
+        if row and len(row) + 1 + len(w) > width:
+            out.append(row)
+            row = "  " + w
+        else:
+            row = f"{row} {w}" if row else w
+    out.append(row)
+    return "\n".join(out)
 
 
 def _lines(*lines):
@@ -186,6 +214,8 @@ def _display(g, n, dims, depth=0):
     a = g.nodes[n]
     if a.get("vname"):
         return a["vname"]
+    if n in dims.names:
+        return dims.names[n]
     if a["kind"] in ("input", "state", "param"):
         return a["name"]
     if a["kind"] == "const":
@@ -193,23 +223,45 @@ def _display(g, n, dims, depth=0):
     parts = _fused_parts(g, n)
     if parts:
         return "|".join(parts)
-    return _cap(_expression(g, n, dims, depth), NAME_MAX)
+    return _expression(g, n, dims, depth)
+
+
+def _value_names(cell, g):
+    """Names for values the cell left unnamed, as ``graphrnn explain`` names them:
+    a state's next value ``h'``, a named gate's argument ``a_z``; so that a
+    gradient reads ``dL/da_h~``, not the whole expression it flows into."""
+    names = {}
+    for s, u in cell.updates.items():
+        if u in g and g.nodes[u]["kind"] == "op" and not g.nodes[u].get("vname"):
+            names.setdefault(u, f"{s}'")
+    for n in g.nodes:
+        a = g.nodes[n]
+        gate = a.get("vname") or "|".join(_fused_parts(g, n) or ())
+        if a["kind"] == "op" and gate and len(a["args"]) == 1 and a["op"].elementwise:
+            p = a["args"][0]
+            pa = g.nodes[p]
+            if (pa["kind"] == "op" and not pa.get("vname") and p not in names and g.out_degree(p) == 1
+                    and pa["opname"] != "slice"):
+                names[p] = f"a_{gate}"
+    return names
 
 
 def _expression(g, n, dims, depth):
     a = g.nodes[n]
     name, args = a["opname"], a["args"]
-    if depth >= 3:
-        return "…"
     names = [_display(g, p, dims, depth + 1) for p in args]
     precs = [_PREC.get(g.nodes[p].get("opname"), 9) if g.nodes[p]["kind"] == "op"
-             and not g.nodes[p].get("vname") and not _fused_parts(g, p) else 9 for p in args]
+             and not g.nodes[p].get("vname") and p not in dims.names and not _fused_parts(g, p) else 9
+             for p in args]
 
     def wrap(i, mine):
         return f"({names[i]})" if precs[i] < mine else names[i]
     if name in _OP_SYMBOLS:
         mine = _PREC[name]
-        return f"{wrap(0, mine)} {_OP_SYMBOLS[name]} {wrap(1, mine + (name in ('sub', 'matmul')))}"
+        # r * h @ W reads either way: brackets where a product meets a matmul
+        left = mine + (name in ("mul", "matmul") and g.nodes[args[0]].get("opname") not in (name, None)
+                       and precs[0] == mine)
+        return f"{wrap(0, left)} {_OP_SYMBOLS[name]} {wrap(1, mine + (name in ('sub', 'matmul')))}"
     if name == "neg":
         return f"-{wrap(0, 9)}"
     if name == "slice":
@@ -217,7 +269,6 @@ def _expression(g, n, dims, depth):
     return f"{name}({', '.join(names)})"
 
 
-NAME_MAX = 22  # an expression standing for a value is cut here: a label, not a formula
 
 
 def _grad_of(name):
@@ -289,13 +340,56 @@ def _edge_label(g, src, dst, dims):
     return ""
 
 
-def _part(g, src, dst):
-    """Which of dst's rule lines gives src its gradient: ``da``, ``dW``, ``da + db`` (x * x)."""
+def _part(g, src, dst, dims):
+    """What dst's rule gives src, with the operands named by their values:
+    ``dL/dh' * h~`` (not ``da``), ``dL/dz|r Wh[:, :2H]ᵀ``; a sum where src is read
+    twice (x * x). The primitive's rule from ``graphrnn.explain.RULES``; its own
+    rule text (``da``) where that table does not know the primitive."""
+    from .explain import rule_for
+
     a = g.nodes[dst]
-    rule = a["op"].rule
-    lhs = [(rule[i] if len(rule) > 1 else rule[0]).split(" = ")[0]
-           for i, p in enumerate(a["args"]) if p == src]
-    return " + ".join(dict.fromkeys(lhs))
+    op, args = a["op"], a["args"]
+    rule = rule_for(op)
+    uses = [i for i, p in enumerate(args) if p == src]
+    if rule is None:
+        texts = op.rule or (op.name,)
+        lhs = [(texts[i] if len(texts) > 1 else texts[0]).split(" = ")[0] for i in uses]
+        return " + ".join(dict.fromkeys(lhs))
+    printer = _ValuePrinter(g, dims)
+    parts = []
+    for i in uses:
+        tree = rule[1](i, ("g", dst), [("v", p) for p in args], ("v", dst), op)
+        if tree[0] == "piece":
+            tree = tree[3]
+        parts.append(printer.expr(tree)[0])
+    return " + ".join(parts)
+
+
+def _value_printer_base():
+    from .explain import TextPrinter
+    return TextPrinter
+
+
+class _ValuePrinter:
+    """explain's plain-text printer over the diagram's names (``_display``)."""
+
+    def __new__(cls, g, dims):
+        base = _value_printer_base()
+
+        class Printer(base):
+            def __init__(self):
+                self.H = dims.H
+
+            def value(self, n):
+                text = _display(g, n, dims)
+                return text, (9 if " " not in text else 0)
+
+            def grad_name(self, n):
+                return _grad_of(_display(g, n, dims))
+
+            def dim(self, v):
+                return dims.bound(v)
+        return Printer()
 
 
 # ------------------------------------------------------------------ the nx stage
@@ -324,7 +418,7 @@ def _source(cell, compiled):
     return plan.graph, plan.kind, plan
 
 
-def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=True) -> nx.DiGraph:
+def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=True, grad=None) -> nx.DiGraph:
     """The diagram as a networkx DiGraph (nodes: role, label, cluster; edges: kind,
     label, grad, part, constraint; graph: title, clusters, backward, and for the
     unrolled view same_rank, the groups of step nodes that share a row)."""
@@ -334,6 +428,7 @@ def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=Tr
         raise GraphError(f"render: shapes must be True, False, 'symbolic' or 'concrete', got {shapes!r}")
     dims = _Dims(cell, shapes)
     g, kind, plan = _source(cell, compiled)
+    dims.names = _value_names(cell, g)
     order = list(nx.lexicographical_topological_sort(g))
     view = _View(cell, g, kind, plan, order, dims, compiled, backward)
     G = view.one_step() if unroll is None else view.unrolled(unroll)
@@ -345,7 +440,61 @@ def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=Tr
         what += ", backward"
     G.graph["title"] = f"{cell.name}: {what}  ({sizes})"
     G.graph["backward"] = backward
+    if grad:
+        if unroll is None:
+            raise GraphError("render: grad colours the unrolled view; give unroll=T too")
+        _colour_by_gradient(G, cell, plan, unroll, grad, compiled)
     return G
+
+
+GRAD_COLOURS = ("#fff5f0", "#fcbba1", "#fb6a4a", "#cb181d", "#67000d")  # small to large, log scale
+
+
+def _colour_by_gradient(G, cell, plan, T, grad, compiled):
+    """Fill each value's node by log10 ‖∂L/∂v‖ (the same scale for the whole
+    diagram) and add the norm to its label: the vanishing gradient, seen."""
+    import numpy as np
+
+    from .gradflow import node_gradients
+
+    if grad is True:
+        rng = np.random.default_rng(0)
+        params = cell.init_params(seed=0, dtype=np.float64)
+        xs = rng.normal(size=(1, T, cell.input_size))
+        dhs = np.zeros((1, T, cell.output_size))
+        u = rng.normal(size=cell.output_size)
+        dhs[0, -1] = u / np.linalg.norm(u)
+        loss = "L = u · y_T (the last step)"
+    else:
+        params, xs, dhs = grad["params"], grad["xs"], grad["dhs"]
+        loss = grad.get("loss", "the given loss")
+    per_step, total = node_gradients(cell, params, xs, dhs, fuse=bool(compiled))
+    norms = {}
+    for nid, d in G.nodes(data=True):
+        m = re.fullmatch(r"t(\d+)_(?:n|ref)(\d+)", nid)
+        if m:
+            norms[nid] = per_step.get((int(m.group(2)), int(m.group(1))), 0.0)
+        elif re.fullmatch(r"n\d+", nid):
+            norms[nid] = total.get(int(nid[1:]), 0.0)
+        elif re.fullmatch(r"t\d+_y", nid):
+            norms[nid] = float(np.linalg.norm(dhs[:, int(nid[1:-2]) - 1]))
+        elif nid.startswith("s_"):
+            name, t = nid[2:].rsplit("_", 1)
+            t = int(t)
+            snode, unode = cell.states[name], cell.updates[name]
+            norms[nid] = per_step.get((snode, 1), 0.0) if t == 0 else per_step.get((unode, t), 0.0)
+    logs = [np.log10(v) for v in norms.values() if v > 0]
+    lo, hi = (min(logs), max(logs)) if logs else (0.0, 1.0)
+    for nid, v in norms.items():
+        d = G.nodes[nid]
+        if v > 0:
+            k = 0 if hi == lo else (np.log10(v) - lo) / (hi - lo)
+            d["fill"] = GRAD_COLOURS[min(int(k * len(GRAD_COLOURS)), len(GRAD_COLOURS) - 1)]
+            d["light_text"] = k > 0.6
+        else:
+            d["fill"] = "#eeeeee"
+        d["label"] += f"\n‖g‖ {v:.1e}"
+    G.graph["title"] += f"; colour: ‖∂L/∂v‖, {loss}, from 10^{lo:.0f} (light) to 10^{hi:.0f} (dark)"
 
 
 class _View:
@@ -366,7 +515,7 @@ class _View:
     def forward_edge(self, src_id, dst_id, p, n, label=None, grad=None):
         g = self.g
         self.b.edge(src_id, dst_id, _edge_label(g, p, n, self.dims) if label is None else label,
-                    grad=grad or _display(g, p, self.dims), part=_part(g, p, n))
+                    grad=grad or _display(g, p, self.dims), part=_part(g, p, n, self.dims))
 
     def args_of(self, n):
         """n's operands, each once, without the constants written into its label."""
@@ -447,6 +596,8 @@ class _View:
             if (d["cluster"] or "").startswith("cluster_step_"):
                 rows.setdefault(n.split("_", 1)[1], []).append(n)
         G.graph["same_rank"] = [ns for _, ns in sorted(rows.items()) if len(ns) > 1]
+        if "loss" in G:  # on the outputs' row, not above the steps
+            G.graph["same_rank"].append([n for n in rows.get("y", ())] + ["loss"])
 
     def shared_part(self):
         """Parameters and their views in one box, the hoisted part in another: the
@@ -487,7 +638,10 @@ class _View:
         shown = sorted({0, *steps, *((steps[-1] - 1,) if folded else ())})
         for t in shown:
             # a state opens the column of the step that reads it, when that one is drawn
-            cluster = f"cluster_step_{t + 1}" if t + 1 in steps else None
+            # ... and the last states close the last step's column, so that no edge
+            # leaves the last step sideways (which let dot reorder its gates)
+            cluster = (f"cluster_step_{t + 1}" if t + 1 in steps else
+                       f"cluster_step_{t}" if t == T and t in steps else None)
             for name, snode, _ in self.plan.states:
                 role = "state_in" if t == 0 else "state_out" if t == T else "state"
                 b.node(_sid(name, t), role, _lines(f"{name}{t}", self.dims.shape(g.nodes[snode]["shape"])),
@@ -547,10 +701,15 @@ class _View:
         for name, snode, unode in self.plan.states:
             # up to the top of the next column: that edge must not push the next step down
             b.edge(nid(unode), _sid(name, t), kind="state", grad=f"{name}{t}", constraint=t == T)
-        if not any(u == self.cell.output_node for _, _, u in self.plan.states):
-            oid = f"y_{t}"
-            b.node(oid, "output", _lines(f"y{t}", self.dims.shape(g.nodes[self.cell.output_node]["shape"])), cid)
-            b.edge(nid(self.cell.output_node), oid, kind="state", grad=f"y{t}")
+        # every step's output goes to the loss, not only the last one
+        oid = f"t{t}_y"
+        b.node(oid, "output", _lines(f"y{t}", self.dims.shape(g.nodes[self.cell.output_node]["shape"])), cid,
+               f"the output of step {t}, read by the loss")
+        b.edge(nid(self.cell.output_node), oid, grad=f"y{t}")
+        if "loss" not in b.G:
+            b.node("loss", "loss", "L = Σₜ loss(yₜ)", None, "the loss reads every step's output")
+        # no rank constraint: edges that converge on one node would reorder the columns
+        b.edge(oid, "loss", grad=f"y{t}", constraint=False)
 
 
 def _sid(name, t):
@@ -565,8 +724,8 @@ def _shown_steps(T):
 
 def _add_backward(G, unroll):
     """Reverse every forward edge that carries a gradient, labelled with what it
-    holds and the rule that made it (``dL/dz = dx``; ``+=`` where several consumers
-    add up), then mark where gradients enter and leave."""
+    holds and the rule that made it (``dL/dh~ = dL/d(z * h~) * z``; ``+=`` where
+    several consumers add up), then mark where gradients enter and leave."""
     fwd = [(u, v, d) for u, v, d in G.edges(data=True) if d["kind"] in ("forward", "state")]
     consumers = {}
     for u, v, d in fwd:
@@ -577,7 +736,8 @@ def _add_backward(G, unroll):
         label = _grad_of(d["grad"])
         if d["part"]:
             label += (" += " if consumers[u] > 1 else " = ") + d["part"]
-        G.add_edge(v, u, label=label, kind="grad", grad="", part="", constraint=d["constraint"])
+        G.add_edge(v, u, label=_cap(label, EDGE_LINE_MAX), kind="grad", grad="", part="",
+                   constraint=d["constraint"])
     if unroll is None:
         _gradients_of_one_step(G)
     else:
@@ -637,7 +797,9 @@ def _gradients_of_the_unrolled(G):
                 if G.edges[n, m]["kind"] == "grad":
                     t = int(n.rsplit("_", 1)[1])
                     G.edges[n, m]["label"] += f"\nfrom the loss\nand step {t + 1}"
-        elif d["role"] == "output" or (d["role"] == "state_out" and n.rsplit("_", 1)[0] == out_state):
+        elif d["role"] == "output" and "loss" not in G:
+            _note(G, n, f"dL/d{first}\nfrom the loss")
+        elif d["role"] == "state_out" and n.rsplit("_", 1)[0] == out_state:
             _note(G, n, f"dL/d{first}\nfrom the loss")
         elif d["cluster"] == "cluster_hoisted" and _read_in_steps(G, n, "rows"):
             first = first.split(" = ")[0]  # the value's name, not its op
@@ -675,8 +837,10 @@ def to_digraph(G) -> graphviz.Digraph:
     """Emit the graphviz source of a diagram built by ``diagram_graph``."""
     backward = G.graph.get("backward", False)
     dg = graphviz.Digraph(name=G.graph["title"].split(":")[0])
+    # ordering=in: a node's operands keep the order of their edges in the source,
+    # so the gates of every step come out in one left-to-right order
     dg.attr(rankdir=G.graph.get("rankdir", "TB"), fontname="Helvetica", fontsize="12", labelloc="t", newrank="true",
-            nodesep="0.25", ranksep="0.35")
+            nodesep="0.25", ranksep="0.35", ordering="in")
     dg.attr(label=_title_html(G.graph["title"], backward, "cluster_hoisted" in G.graph["clusters"]))
     dg.attr("node", fontname="Helvetica", fontsize="11", margin="0.08,0.04")
     dg.attr("edge", fontname="Helvetica", fontsize="9", arrowsize="0.7")
@@ -687,6 +851,11 @@ def to_digraph(G) -> graphviz.Digraph:
             attrs["tooltip"] = d["tooltip"]
         if d["role"] == "op" and "\nfused" in d["label"]:
             attrs["penwidth"] = "2"
+        if d.get("fill"):  # coloured by the size of its gradient
+            attrs.update(fillcolor=d["fill"], style=(attrs.get("style") or "filled").replace("dotted", "filled")
+                         if "filled" in (attrs.get("style") or "") else "filled")
+            if d.get("light_text"):
+                attrs["fontcolor"] = "#ffffff"
         target.node(n, d["label"], **attrs)
 
     by_cluster = {}
@@ -735,20 +904,32 @@ def to_digraph(G) -> graphviz.Digraph:
     return dg
 
 
-def render(cell, path=None, *, unroll=None, backward=False, shapes=True, compiled=True):
+def render(cell, path=None, *, unroll=None, backward=False, shapes=True, compiled=True, grad=None):
     """Draw ``cell`` and return the ``graphviz.Digraph``; with ``path``, also write it.
 
     ``unroll=T`` draws T steps (folded to the first steps, an ellipsis and the
     last step when T > 5); ``backward=True`` adds the gradient flow; ``shapes``
     is True (symbolic: (N, 3H)), "concrete" ((N, 12)) or False; ``compiled=False``
-    draws the declared graph instead of what the compiler runs. The format comes
-    from the path's suffix: .svg, .png, .pdf or .dot (which needs no Graphviz).
+    draws the declared graph instead of what the compiler runs. ``grad`` (with
+    ``unroll``) colours every value by the size of its gradient for one input:
+    True (parameters from seed 0, a random input, the loss u · y_T on the last
+    step) or a dict with ``params``, ``xs`` (1, T, D) and ``dhs`` (1, T, out).
+    The format comes from the path's suffix: .svg, .png, .pdf or .dot (which
+    needs no Graphviz).
     """
     dg = to_digraph(diagram_graph(cell, unroll=unroll, backward=backward, shapes=shapes,
-                                  compiled=compiled))
+                                  compiled=compiled, grad=grad))
     if path is not None:
         write(dg, path)
     return dg
+
+
+def svg_or_none(cell, **options):
+    """The diagram as SVG text for a notebook's rich display, or None (Jupyter
+    then shows the plain repr) when Graphviz's ``dot`` is not installed."""
+    if shutil.which("dot") is None:
+        return None
+    return render(cell, **options).pipe(format="svg").decode("utf-8")
 
 
 def write(dg, path):
@@ -827,8 +1008,13 @@ def render_main(args):
 
     cell = from_spec(args.cell, args.input_size, args.hidden_size)
     out = args.output or default_output(cell, args.unroll, args.backward)
+    grad = getattr(args, "grad", False)
+    if grad and not args.unroll:
+        from .errors import UsageError
+
+        raise UsageError("render: --grad colours the unrolled view; add --unroll T")
     try:
-        render(cell, out, unroll=args.unroll, backward=args.backward)
+        render(cell, out, unroll=args.unroll, backward=args.backward, grad=grad or None)
     except GraphvizNotFound as exc:
         from .errors import UsageError
 

@@ -213,6 +213,11 @@ class Run:
         self.hv = self._hoisted_values(xs)
         self._recurrent_forward(s0)
 
+    def _repr_svg_(self):
+        """Jupyter shows a run as its cell unrolled over the run's T steps (folded past 5)."""
+        from .render import svg_or_none
+        return svg_or_none(self.plan.cell, unroll=self.t)
+
     def _buffer(self, node, lead):
         return self._empty(self.xp, lead + self.plan.shape[node][1:], self.dtype)
 

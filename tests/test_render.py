@@ -247,7 +247,8 @@ def _labels(G, role=None):
 
 
 def _grad_labels(G):
-    return [d["label"] for _, _, d in G.edges(data=True) if d["kind"] == "grad"]
+    """Gradient edge labels, with the lines a long one is broken into joined again."""
+    return [d["label"].replace("\n  ", " ") for _, _, d in G.edges(data=True) if d["kind"] == "grad"]
 
 
 def named_cell():
@@ -266,8 +267,10 @@ def test_a_users_names_label_the_values_and_their_gradients(compiled):
     heads = [label.split("\n")[0] for label in _labels(G, "op")]
     assert "gate = sigmoid" in heads and "cand = tanh" in heads
     grads = _grad_labels(diagram_graph(named_cell(), backward=True, compiled=compiled))
-    assert "dL/dgate += da" in grads and "dL/dcand = db" in grads  # gate feeds two products
-    assert "dL/d(1 - gate) = da" in grads
+    # operands named by their values, not the rule's da/db; gate feeds two products
+    assert "dL/dgate += dL/d(gate * cand) * cand" in grads, grads
+    assert "dL/dcand = dL/d(gate * cand) * gate" in grads
+    assert "dL/d(1 - gate) = dL/d((1 - gate) * h) * h" in grads
 
 
 @pytest.mark.parametrize("name,gates", [("gru", ["xw", "z", "r", "h~"]), ("mgu", ["xw", "f", "h~"]),
@@ -300,8 +303,10 @@ def test_every_gradient_edge_names_what_it_holds_and_the_rule_that_made_it(name,
     assert grads
     for label in grads:
         assert label.startswith("dL/d") and not re.search(rf"dL/d\(({OPNAMES})\)", label), label
-    parts = {label.split("\n")[0].split(" = ")[-1].split(" += ")[-1] for label in grads if "=" in label}
-    assert parts <= {"da", "db", "dx", "dW", "dx[:, i:j]", "dxₖ", "da + db"}, parts
+    # what flows is named by values (dL/dh' * h~), never by the rule's own letters (da, db)
+    parts = {re.split(r" \+?= ", label.split("\n")[0], maxsplit=1)[-1] for label in grads if "=" in label}
+    assert parts and all("dL/d" in p for p in parts), parts
+    assert not any(re.fullmatch(r"d[a-zW]|d[a-z] \+ d[a-z]|dx\[:, i:j\]|dxₖ", p) for p in parts), parts
 
 
 @pytest.mark.parametrize("name", sorted(gr.cells.CELLS))
@@ -370,7 +375,9 @@ def test_unrolled_steps_are_columns_in_time_order_with_the_state_passed_to_the_n
             assert [_step_of(G.nodes[u]) for u in made_by] == [t]
     # Corresponding nodes of the steps share a rank: the steps line up as columns.
     rows = G.graph["same_rank"]
-    assert rows and all(sorted(_step_of(G.nodes[n]) for n in row) == steps for row in rows)
+    assert rows and all(sorted(_step_of(G.nodes[n]) for n in row if n != "loss") == steps for row in rows)
+    # every step's output goes to the loss, not only the last one
+    assert sorted(_step_of(G.nodes[u]) for u, _ in G.in_edges("loss")) == steps
 
 
 @pytest.mark.parametrize("name", sorted(gr.cells.CELLS))
@@ -409,3 +416,36 @@ def test_dot_draws_the_steps_left_to_right_in_time(name):
         x = {o["name"]: float(o["pos"].split(",")[0]) for o in out["objects"] if "pos" in o}
         xs = [x[f"s_{first}_{t}"] for t in range(4)]
         assert xs == sorted(xs), (backward, xs)
+
+
+@needs_dot
+@pytest.mark.parametrize("name", ["lstm", "gru", "lstm_nico"])
+def test_gates_keep_one_left_to_right_order_in_every_step(name):
+    """In Graphviz's own layout, the named values of each step (f, g, i, o, ...)
+    come in the same left-to-right order in every step, the last one included."""
+    import json
+    import subprocess
+
+    cell = gr.cells.CELLS[name](3, 4)
+    G = diagram_graph(cell, unroll=4)
+    src = render(cell, unroll=4).source
+    out = json.loads(subprocess.run(["dot", "-Tjson"], input=src.encode(), capture_output=True,
+                                    check=True).stdout)
+    pos = {o["name"]: tuple(map(float, o["pos"].split(","))) for o in out["objects"] if "pos" in o}
+    orders = []
+    for t in range(1, 5):
+        rows = {}   # the step's nodes by row (y), each row read left to right
+        for n, d in G.nodes(data=True):
+            if _step_of(d) == t and n.startswith(f"t{t}_n"):
+                rows.setdefault(pos[n][1], []).append((pos[n][0], n.split("_", 1)[1]))
+        orders.append([[k for _, k in sorted(r)] for _, r in sorted(rows.items())])
+    assert all(o == orders[0] for o in orders), orders
+
+
+def test_labels_are_broken_between_terms_never_cut():
+    G = diagram_graph(gr.cells.gru(3, 4), backward=True)
+    labels = [d["label"] for _, _, d in G.edges(data=True)] + [d["label"] for _, d in G.nodes(data=True)]
+    assert not any("…" in lab for lab in labels)
+    long = [lab for lab in labels if "\n  " in lab]
+    assert long and all(line.count("(") == line.count(")") and line.count("[") == line.count("]")
+                        for lab in long for line in lab.split("\n"))
