@@ -29,9 +29,11 @@ from .primitives import fmt_shape
 
 LOSSES = ("softmax_ce", "sigmoid_ce", "squared_error", "sigmoid_squared_error")
 # Above this many multiply-adds per step (batch rows included) the native
-# step's plain loops lose to BLAS: the step runs as unroll + numpy instead
-# (measured, benchmarks/step_threshold.md).
-STEP_NATIVE_MAX_MACS = 250_000
+# step's plain loops lose to BLAS, and the step runs as unroll (on the engine
+# in force) + numpy instead. Measured interleaved on primes (lstm_nico, H=100,
+# 60,000 per step): the native step 2.4 ms against 1.8 ms; dinosaurs (5,200)
+# and binary addition (304) run native. The cell loops' own limit, the same.
+STEP_NATIVE_MAX_MACS = 20_000
 
 
 class Linear:
