@@ -20,6 +20,7 @@ _PUBLIC = {
     "Cell": "graph", "CellBuilder": "graph", "Value": "graph", "concat": "graph", "exp": "graph",
     "matmul": "graph", "relu": "graph", "sigmoid": "graph", "tanh": "graph",
     "Plan": "plan", "compile_cell": "plan",
+    "Columns": "step", "Linear": "step", "Step": "step", "compile_step": "step",
     "PRIMITIVES": "primitives",
     "render": "render",
     "explain": "explain",

@@ -359,11 +359,14 @@ TRAINER_SCHEMA = {
 
 def run_engine(engine=None):
     """The engine a training run holds every step to: the one asked for, else
-    $GRAPHRNN_ENGINE, else the numpy loops. One engine for the whole run keeps
-    its rounding fixed, so a resumed run ends bit for bit where an
-    uninterrupted one ends (``auto`` may switch engines part-way)."""
+    $GRAPHRNN_ENGINE, else the fastest there is: native where numba is
+    installed (a plan without a native form runs on the numpy loops, the same
+    on every resume), else numpy. One engine for the whole run keeps its
+    rounding fixed, so a resumed run ends bit for bit where an uninterrupted
+    one ends (``auto`` may switch engines part-way)."""
     from . import emit
-    return emit.engine_setting(engine, default="numpy")
+    from .emit import numba_runtime
+    return emit.engine_setting(engine, default="native" if numba_runtime.numba_available() else "numpy")
 
 
 def _fmt(v):
@@ -585,7 +588,8 @@ def add_train_arguments(p):
     p.add_argument("--backend", default=None, choices=("numpy", "cupy"),
                    help="array backend (default numpy, or $GRAPHRNN_BACKEND)")
     p.add_argument("--engine", default=None, choices=("numpy", "native", "auto"),
-                   help="the cell loops for the whole run (default $GRAPHRNN_ENGINE, else numpy; "
+                   help="the cell loops for the whole run (default $GRAPHRNN_ENGINE, else native where numba is "
+                        "installed, else numpy; "
                         "recorded, and kept on --resume so that it ends bit for bit; docs/engines.md)")
     p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/TASK-DATE)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR")

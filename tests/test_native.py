@@ -398,6 +398,7 @@ print(run.engine, k.build is None, k.path)
 @needs_numba
 def test_a_run_too_short_to_build_leaves_the_build_to_a_process_started_at_its_exit(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRAPHRNN_BACKGROUND_BUILD", "1")  # asked for: a build may outlive the run
     out = subprocess.run([sys.executable, "-c", _SHORT_RUN], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     engine, no_build_while_running, path = out.stdout.split()
@@ -429,3 +430,73 @@ def _alive(pid):
     except OSError:
         return False
     return True
+
+
+_BUSY_RUN = """
+import sys, numpy as np, graphrnn as gr
+from graphrnn.emit import numba_runtime as nr
+nr.BUILD_AT_EXIT_S = nr.HISTORY_AFTER_S = nr.CHECK_EVERY_S = 0.0
+nr.BUILD_AFTER_S = float(sys.argv[1])  # 0: a build starts while the script runs
+cell = gr.cells.gru(2, 5)
+params = cell.init_params()
+for _ in range(3):
+    run = gr.unroll(cell, params, np.ones((1, 4, 2)), engine="auto")
+    run.backward(np.ones((1, 4, 5)))
+print(nr._kernels(gr.compile_cell(cell), np.float64).build is not None)
+"""
+
+
+def _processes_naming(text):
+    """Live processes whose command line names ``text`` (Linux /proc)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+@needs_numba
+@pytest.mark.parametrize("build_after", ["0", "1e9"])
+def test_no_process_of_graphrnns_outlives_a_plain_script(tmp_path, build_after):
+    """A script under auto, with a fresh cache: a build started while it runs
+    ends with it, and none starts at its exit unless GRAPHRNN_BACKGROUND_BUILD asks."""
+    env = {k: v for k, v in os.environ.items() if k != "GRAPHRNN_BACKGROUND_BUILD"}
+    env["GRAPHRNN_CACHE_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", _BUSY_RUN, build_after], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == (["True"] if build_after == "0" else ["False"])
+    assert _processes_naming(str(tmp_path)) == []
+    assert not [n for n in os.listdir(tmp_path / "native") if n.endswith(".building")]
+
+
+_FIRST_CALL = """
+import sys, numpy as np, graphrnn as gr
+cell = gr.cells.gru(2, 3)
+run = gr.unroll(cell, cell.init_params(), np.ones((1, 4, 2)), engine=sys.argv[1] or None)
+print(run.engine)
+"""
+
+
+@needs_numba
+def test_a_compile_says_so_once_and_auto_then_runs_native_from_the_first_call(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GRAPHRNN_ENGINE"}
+    env["GRAPHRNN_CACHE_DIR"] = str(tmp_path)
+
+    def run(engine):
+        out = subprocess.run([sys.executable, "-c", _FIRST_CALL, engine], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip(), out.stderr
+    assert run("") == ("numpy", "")        # auto, cold cache: the numpy loops, no compiler
+    engine, err = run("native")
+    assert engine == "native" and err.count("compiling the native loops of cell 'gru'") == 1
+    assert "compiled in" in err
+    assert run("native") == ("native", "")  # from the disk cache, silently
+    assert run("") == ("native", "")        # auto's default, now that it is cached

@@ -38,9 +38,15 @@ def log_lines(folder):
         return [json.loads(ln) for ln in f]
 
 
+@pytest.mark.parametrize("engine", ["numpy", "default"])
 @pytest.mark.parametrize("name", list(SMALL))
-def test_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_ends(tmp_path, name):
+def test_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_ends(tmp_path, name, engine, monkeypatch):
+    if engine == "default":  # no flag, no $GRAPHRNN_ENGINE: native where numba is installed
+        monkeypatch.delenv("GRAPHRNN_ENGINE", raising=False)
     whole = trainer(name, tmp_path / "whole")
+    if engine == "default":
+        from graphrnn.emit import numba_runtime
+        assert whole.engine == ("native" if numba_runtime.numba_available() else "numpy")
     assert whole.run() == 0
 
     part = trainer(name, tmp_path / "part", checkpoint_every=25)
@@ -50,7 +56,9 @@ def test_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_ends(tmp_path, 
     assert manifest["step"] == 98     # the iteration under way was finished first
     assert not os.path.exists(tmp_path / "part" / "metrics.json")
 
-    again = train.resume(str(tmp_path / "part"), quiet=True)
+    monkeypatch.setenv("GRAPHRNN_ENGINE", "numpy" if engine == "default" else "auto")
+    again = train.resume(str(tmp_path / "part"), quiet=True)  # the recorded engine, not $GRAPHRNN_ENGINE
+    assert again.engine == whole.engine == manifest["engine"]
     assert again.step == 98
     assert again.run() == 0
 
@@ -460,8 +468,12 @@ def test_a_run_holds_one_engine_recorded_in_its_checkpoint_and_kept_on_resume(tm
     assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "s"), quiet=True).engine == "auto"
     monkeypatch.setenv("GRAPHRNN_ENGINE", "bogus")  # the recorded engine decides, not the environment
     assert train.resume(str(tmp_path / "r"), {"iterations": 5}, quiet=True).engine == "numpy"
-    monkeypatch.delenv("GRAPHRNN_ENGINE")
-    assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "t"), quiet=True).engine == "numpy"
+    monkeypatch.delenv("GRAPHRNN_ENGINE")  # the default: the fastest engine there is
+    from graphrnn.emit import numba_runtime
+    fastest = "native" if numba_runtime.numba_available() else "numpy"
+    assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "t"), quiet=True).engine == fastest
+    monkeypatch.setattr(numba_runtime, "_numba_ok", False)
+    assert train.build("primes", {"iterations": 3}, out=str(tmp_path / "u"), quiet=True).engine == "numpy"
 
 
 # ----------------------------------------------------------------------------- non-finite figures

@@ -32,7 +32,15 @@ a cold cache included. So ``engine="auto"``:
   after ``LOAD_AFTER_S`` seconds in the numpy loops. Later loads in a process
   cost milliseconds.
 
-``engine="native"`` compiles in the foreground when it must (tests, benchmarks).
+``engine="native"`` compiles in the foreground when it must, and says so once
+on stderr with the time it took (a cold cache; the next process loads it from
+disk). Where a plan's kernels are already in the disk cache, ``engine="auto"``
+loads them at once and runs native from its first call.
+
+No process of graphrnn's outlives the user's command unless asked: a build
+started while a run goes on ends with it (killed at exit, its lock removed),
+and the build of what a short run wanted, started at its exit and left to run
+detached, happens only with ``GRAPHRNN_BACKGROUND_BUILD=1``.
 """
 from __future__ import annotations
 
@@ -78,6 +86,13 @@ def numba_available() -> bool:
         except (ImportError, ValueError):  # sys.modules["numba"] = None hides it
             _numba_ok = False
     return _numba_ok
+
+
+def background_builds() -> bool:
+    """May a process of graphrnn's outlive the command that started it, to
+    compile into the cache? Only when asked (``GRAPHRNN_BACKGROUND_BUILD=1``):
+    a user on a shared machine or a batch job does not expect one."""
+    return os.environ.get("GRAPHRNN_BACKGROUND_BUILD", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def cache_dir() -> str:
@@ -196,8 +211,20 @@ class Kernels:
             self.module = mod
         return self.module
 
-    def compile(self, drivers):
-        """Compile (or load from the disk cache) the kernels these drivers call."""
+    def compile(self, drivers, say=False):
+        """Compile (or load from the disk cache) the kernels these drivers call.
+        With ``say``, a compile the cache cannot spare is announced on stderr
+        with its time (a run waiting on a compiler should know why)."""
+        cold = say and not self.cached(drivers)
+        if cold:
+            t0 = time.perf_counter()
+            print(f"graphrnn: compiling the native loops of cell {self.plan.cell.name!r} "
+                  f"(once; cached in {os.path.dirname(self.path)})...", file=sys.stderr, flush=True)
+        self._compile(drivers)
+        if cold:
+            print(f"graphrnn: compiled in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+    def _compile(self, drivers):
         self.write()
         import numba
         mod = self._import()
@@ -331,7 +358,7 @@ class NativeLoops:
                     self.kernels.wanted.add(name)
                     _advance(self.kernels, self.form)
                     return numpy_loops.loop(self.kernels.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
-                self.kernels.compile([name])
+                self.kernels.compile([name], say=True)
             fn = self._backward[(need_xs, has_dhs)] = getattr(self.kernels.module, name)
         return fn(run.t, run.n, E, run.hv, run.sv)
 
@@ -407,11 +434,24 @@ def loops(plan, engine, xp, dtype, n, t):
     if engine == "native":
         form = choose_form(plan, n, t) or "staged"
         if f"forward_{form}" not in kernels.ready:
-            kernels.compile([f"forward_{form}"])
+            kernels.compile([f"forward_{form}"], say=True)
         return _native(kernels, form, True)
     form = choose_form(plan, n, t)
     if form is None:
         return None
+    forward = f"forward_{form}"
+    if forward not in kernels.failed and _generates(kernels) and (
+            forward in kernels.ready or kernels.cached([forward])):
+        # compiled before (by engine="native", graphrnn train, a build): native
+        # from the first call; a backward not in the cache runs on the numpy loops
+        # until auto has built it, as before
+        try:
+            if forward not in kernels.ready:
+                kernels.compile([forward])
+            return _native(kernels, form, False)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache leaves the numpy loops
+            log.warning("cell %r: loading native kernels failed: %s", plan.cell.name, exc)
+            kernels.failed.add(forward)
     kernels.wanted.add(f"forward_{form}")
     auto = plan.compiled.get(("native-auto", kernels.dtype.name, form))
     if auto is None:
@@ -491,10 +531,27 @@ def _remember_at_exit(kernels):
 def _at_exit():
     for kernels in _remembered:
         kernels.write_history()
+        _end_build(kernels)
         missing = sorted(kernels.wanted - kernels.ready - kernels.failed)
-        if (missing and kernels.build is None and kernels.loop_seconds >= BUILD_AT_EXIT_S
-                and not kernels.cached(missing)):
+        if (background_builds() and missing and kernels.build is None
+                and kernels.loop_seconds >= BUILD_AT_EXIT_S and not kernels.cached(missing)):
             kernels.build_in_background(missing, detached=True)
+
+
+def _end_build(kernels):
+    """A build still running when its process ends is ended with it (and its
+    lock removed, so that the next process may build)."""
+    build = kernels.build
+    if build is None:
+        return
+    if build.poll() is None:
+        build.kill()
+        build.wait()
+        try:
+            os.unlink(kernels.path + ".building")
+        except OSError:
+            pass
+    kernels.build = None
 
 
 def _native(kernels, form, compile_missing):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, cells, data, schema
-from ..layers import Affine, SigmoidMSE
+from ..layers import Affine
+from ..step import Linear, compile_step
 from ..unroll import unroll
 from .base import Task, TaskError, uniform, whole_number
 
@@ -44,7 +45,6 @@ class BinaryAddition(Task):
         else:
             self.cell = self.make_cell(2)
         self.out = Affine(self.cell.output_size, 1, bias=False)
-        self.loss_fn = SigmoidMSE()
         shapes = dict(self.cell.param_shapes())
         self.cell_names = list(shapes)
         shapes.update(self.out.param_shapes())
@@ -63,21 +63,17 @@ class BinaryAddition(Task):
         self.ys_all = xp.asarray(ys)                     # (half, half, bits, 1)
         self.seen = np.zeros((self.half, self.half), dtype=bool)
         self.error = float("nan")
+        # forward, sigmoid output, loss, BPTT and update as one call (graphrnn.step)
+        self.train_step = compile_step(self.cell, self.params, head=Linear(1, bias=False, prefix="out."),
+                                       loss="sigmoid_squared_error", optimizer=self.opt)
 
     def step(self, i):
         rng = self.rng
         a = rng.randint(self.half)
         b = rng.randint(self.half)
         self.seen[a, b] = True
-        params = self.params
-        run = unroll(self.cell, self.cell_params(), self.xs_all[a, b][None])
-        z = self.out.forward(params, run.hs)
-        loss = self.loss_fn.forward(z, self.ys_all[a, b][None])
-        grads = {}
-        dhs = self.out.backward(params, self.loss_fn.backward(), grads)
-        grads.update(run.backward(dhs, need_xs=False).params)
-        self.opt.step(grads)
-        self.error = float(abs(self.loss_fn.err).sum())
+        loss = self.train_step(self.xs_all[a, b][None], self.ys_all[a, b][None])
+        self.error = self.train_step.residual
         return loss
 
     def log(self, i, loss):

@@ -15,8 +15,9 @@ import math
 
 import numpy as np
 
-from .. import backend, data, optim, schema
-from ..layers import Affine, SoftmaxCrossEntropy, softmax
+from .. import backend, data, schema
+from ..layers import Affine, softmax
+from ..step import Linear, compile_step
 from ..unroll import unroll
 from .base import Task, TaskError, number, whole_number
 
@@ -59,7 +60,6 @@ class Dinosaurs(Task):
         self.names = [] if sampling else self._load_names(config)
         self.cell = self.make_cell(VOCAB)
         self.out = Affine(self.cell.output_size, VOCAB, bias=True)
-        self.loss_fn = SoftmaxCrossEntropy()
         shapes = dict(self.cell.param_shapes())
         self.cell_names = list(shapes)
         shapes.update(self.out.param_shapes())
@@ -79,6 +79,15 @@ class Dinosaurs(Task):
         self.state = None          # the hidden state carried from name to name
         self.smoothed = 7 * math.log(VOCAB)
         self.clip = float(config["clip"])
+        self.train_step = None
+
+    def _compiled_step(self):
+        """Forward, softmax, cross-entropy, BPTT, clipping and SGD as one call
+        (graphrnn.step); made on first use, since a resumed run may change clip."""
+        if self.train_step is None or self.train_step.clip != self.clip:
+            self.train_step = compile_step(self.cell, self.params, head=Linear(VOCAB, prefix="out."),
+                                           loss="softmax_ce", clip=self.clip, optimizer=self.opt)
+        return self.train_step
 
     @staticmethod
     def _load_names(config):
@@ -105,16 +114,9 @@ class Dinosaurs(Task):
 
     def step(self, i):
         xs, targets = self.examples[self.order[i % len(self.order)]]
-        params = self.params
-        run = unroll(self.cell, self.cell_params(), xs, self.state)
-        z = self.out.forward(params, run.hs)
-        loss = self.loss_fn.forward(z, targets)
-        grads = {}
-        dhs = self.out.backward(params, self.loss_fn.backward(), grads)
-        grads.update(run.backward(dhs, need_xs=False).params)
-        optim.clip_elementwise(grads, self.clip)
-        self.opt.step(grads)
-        self.state = run.state
+        train_step = self._compiled_step()
+        loss = train_step(xs, targets, self.state)
+        self.state = train_step.state
         self.smoothed = self.smoothed * 0.999 + loss * 0.001
         return loss
 

@@ -9,7 +9,7 @@ Cell lstm_nico with 100 units, weights and biases uniform in [-0.1, 0.1], SGD.
 from __future__ import annotations
 
 from .. import backend, data
-from ..layers import SquaredError
+from ..step import Columns, compile_step
 from ..unroll import unroll
 from .base import Task, uniform
 
@@ -32,9 +32,11 @@ class Primes(Task):
         xp = backend.xp()
         self.xs = xp.asarray(xs[None])       # (1, T, width): one sequence of T steps
         self.ys = xp.asarray(ys)
+        self.targets = xp.asarray(ys[None, :, None])  # (1, T, 1): the first hidden unit's
         self.opt = self.make_optimizer()
-        self.loss_fn = SquaredError()
-        self.dhs = xp.zeros((1, xs.shape[0], self.cell.output_size))
+        # L = sum_t (h_t[0] - y_t)^2 and its update, one call per iteration (graphrnn.step)
+        self.train_step = compile_step(self.cell, self.params, head=Columns(0, 1), loss="squared_error",
+                                       optimizer=self.opt)
 
     def draw_params(self, shapes):
         """Each array uniform in [-0.1, 0.1), in the cell's order, each weight
@@ -46,12 +48,7 @@ class Primes(Task):
         return data.primes_sequence(samples=10, width=self.width, limit=100)
 
     def step(self, i):
-        run = unroll(self.cell, self.cell_params(), self.xs)
-        loss = self.loss_fn.forward(run.hs[0, :, 0], self.ys)
-        self.dhs[0, :, 0] = self.loss_fn.backward()
-        g = run.backward(self.dhs, need_xs=False)
-        self.opt.step(g.params)
-        return loss
+        return self.train_step(self.xs, self.targets)
 
     def predictions(self):
         run = unroll(self.cell, self.cell_params(), self.xs)
