@@ -173,6 +173,7 @@ class GradCheckReport:
     entries: list = field(default_factory=list)
     seed: int | None = None
     evaluations: int = 0
+    skipped: list = field(default_factory=list)  # what was deliberately not compared, and why
 
     @property
     def ok(self) -> bool:
@@ -211,6 +212,7 @@ class GradCheckReport:
                f"rtol {self.rtol:g}{seed})",
                line.format(*head), line.format(*("-" * w for w in widths))]
         out += [line.format(*r).rstrip() for r in rows]
+        out += [f"skipped {s}" for s in self.skipped]
         return "\n".join(out)
 
     def raise_if_failed(self, reference="central difference"):
@@ -644,28 +646,57 @@ def make_primitive(name_or_op, attrs=()) -> Primitive:
     return cls(*attrs)
 
 
-def primitive_jacobians(op, xs, eps=1e-6):
+def _all_needs(k):
+    """Every combination of needs with at least one gradient asked for, all of them first."""
+    combos = [tuple(bool(m >> i & 1) for i in range(k)) for m in range(2 ** k - 1, 0, -1)]
+    return combos
+
+
+def _saved(op, xs, y, needs):
+    """What the planner hands ``backward`` for these needs: ``saved_for(needs)``, None elsewhere."""
+    keep = op.saved_for(needs)
+    undeclared = set(keep) - set(op.saves)
+    if undeclared:
+        raise GradientCheckError("primitive", op.name, "saves", (), np.nan, np.nan, 0, 0,
+                                 reference=f"saved_for({needs}) within saves={op.saves} "
+                                           f"(it names {sorted(undeclared, key=str)})")
+    return [x if i in keep else None for i, x in enumerate(xs)], (y if "y" in keep else None)
+
+
+def primitive_jacobians(op, xs, eps=1e-6, needs=None):
     """(analytic, numeric) Jacobians of ``op`` at inputs ``xs`` (float64 arrays).
 
     The analytic Jacobian of input i is built row by row from ``op.backward``
-    with one-hot ``dy``; the backward receives only what ``op.saves`` declares
-    (other inputs are None), so a rule that reads an undeclared value fails.
-    The numeric one is built column by column by central differences. Each
-    Jacobian has shape ``y.shape + x.shape``: an index names the output element,
-    then the input element.
+    with one-hot ``dy`` and these ``needs`` (default: every input); the
+    backward receives only what ``op.saved_for(needs)`` names (other values are
+    None), as the planner hands it, so a rule that reads a value it did not
+    declare fails. The numeric one is built column by column by central
+    differences. Each Jacobian has shape ``y.shape + x.shape``: an index names
+    the output element, then the input element. Inputs not in ``needs`` get None.
     """
     xp = np
-    y = op.forward(xp, *xs)
-    y = np.array(y, dtype=np.float64)
-    saved_xs = [x if i in op.saves else None for i, x in enumerate(xs)]
-    saved_y = y if "y" in op.saves else None
-    needs = tuple(True for _ in xs)
-    analytic = [np.zeros((y.size, np.size(x))) for x in xs]
+    needs = tuple(True for _ in xs) if needs is None else tuple(needs)
+    y = np.array(op.forward(xp, *xs), dtype=np.float64)
+    saved_xs, saved_y = _saved(op, xs, y, needs)
+    analytic = [np.zeros((y.size, np.size(x))) if need else None for x, need in zip(xs, needs)]
     for k in range(y.size):
         dy = np.zeros(y.shape)
         dy.reshape(-1)[k] = 1.0
-        grads = op.backward(xp, dy, saved_xs, saved_y, needs)
+        try:
+            grads = op.backward(xp, dy, saved_xs, saved_y, needs)
+        except (TypeError, AttributeError) as exc:  # it read a None: a value saved_for did not keep
+            raise GradientCheckError("primitive", op.name, f"needs={needs}", (), np.nan, np.nan, 0, 0,
+                                     reference=f"a backward that reads only saved_for({needs}) = "
+                                               f"{sorted(op.saved_for(needs), key=str)} ({exc})") from None
+        if not isinstance(grads, (tuple, list)) or len(grads) != len(xs):
+            raise GradientCheckError("primitive", op.name, "backward", (), np.nan, np.nan, 0, 0,
+                                     reference=f"a tuple of {len(xs)} gradients")
         for i, gi in enumerate(grads):
+            if not needs[i]:
+                if gi is not None:
+                    raise GradientCheckError("primitive", op.name, f"input {i}", (), np.nan, np.nan, 0, 0,
+                                             reference=f"None for an input not in needs={needs}")
+                continue
             gi = np.asarray(gi, dtype=np.float64)
             if gi.shape != np.shape(xs[i]):
                 raise GradientCheckError("primitive", op.name, f"input {i}", (), np.nan, np.nan, 0, 0,
@@ -689,7 +720,8 @@ def primitive_jacobians(op, xs, eps=1e-6):
             flat[j] = old
             jac[:, j] = (yp - ym) / (2 * eps)
         numeric.append(jac.reshape(y.shape + x.shape))
-        analytic[i] = analytic[i].reshape(y.shape + x.shape)
+        if analytic[i] is not None:
+            analytic[i] = analytic[i].reshape(y.shape + x.shape)
     return analytic, numeric
 
 
@@ -697,12 +729,17 @@ def check_primitive(name_or_op, shapes, *, attrs=(), values=None, seed=0, atol=N
                     raise_on_failure=True) -> GradCheckReport:
     """Full-Jacobian float64 check of one primitive on inputs of concrete ``shapes``.
 
-    ``shapes`` holds one tuple per input (``()`` for a Python-scalar operand);
-    ``attrs`` are the primitive's constructor arguments (``(start, stop)`` for
+    ``name_or_op`` is a registered name, a primitive class (a user's too) or an
+    instance; ``shapes`` holds one tuple per input (``()`` for a Python-scalar
+    operand); ``attrs`` are the constructor arguments (``(start, stop)`` for
     slice); ``values`` optionally gives the inputs (else uniform [-1, 1] from
-    ``seed``). Also checks that ``backward`` honours ``needs`` (None where not
-    needed, the same values where needed). Entries are named ``dy/d(input i)``;
-    their index is the output element's index followed by the input element's.
+    ``seed``). The backward is run as the planner runs it: for every
+    combination of ``needs``, handed only ``saved_for(needs)``; each asked-for
+    gradient is compared with central differences and the others must be
+    None. Entries are named ``dy/d(input i)`` (all needs) and ``dy/d(input i)
+    with needs=...``; their index is the output element's index followed by
+    the input element's. Inputs listed in the primitive's ``surrogate``
+    (straight-through estimators) are not compared; the report says so.
     """
     op = make_primitive(name_or_op, attrs)
     atol, rtol = tolerance(np.float64, atol, rtol)
@@ -711,25 +748,20 @@ def check_primitive(name_or_op, shapes, *, attrs=(), values=None, seed=0, atol=N
     if values is None:
         values = [rng.uniform(-1, 1, s) if len(s) else float(rng.uniform(-1, 1)) for s in shapes]
     xs = [np.array(v, dtype=np.float64) if np.ndim(v) else np.float64(v) for v in values]
-    analytic, numeric = primitive_jacobians(op, xs, EPS)
     report = GradCheckReport("primitive", f"primitive {op!r} on {', '.join(_fmt_shape(s) for s in shapes)}",
                              "float64", atol, rtol)
-    for i, (a, n_) in enumerate(zip(analytic, numeric)):
-        report.entries.append(compare(f"dy/d(input {i})", a, n_, atol, rtol))
-    # needs: each input alone; the others must come back as None
-    y = op.forward(np, *xs)
-    dy = rng.uniform(-1, 1, np.shape(y))
-    saved_xs = [x if i in op.saves else None for i, x in enumerate(xs)]
-    full = op.backward(np, dy, saved_xs, y if "y" in op.saves else None, tuple(True for _ in xs))
-    if len(xs) > 1:
-        for i in range(len(xs)):
-            needs = tuple(j == i for j in range(len(xs)))
-            part = op.backward(np, dy, saved_xs, y if "y" in op.saves else None, needs)
-            for j, gj in enumerate(part):
-                if j != i and gj is not None:
-                    raise GradientCheckError("primitive", op.name, f"input {j}", (), np.nan, np.nan, 0, 0,
-                                             reference=f"None for an input not in needs={needs}")
-            report.entries.append(compare(f"needs only input {i}", part[i], full[i], 0.0, 0.0))
+    surrogate = set(getattr(op, "surrogate", ()))
+    numeric = None
+    for needs in _all_needs(len(xs)):
+        analytic, numeric_now = primitive_jacobians(op, xs, EPS, needs)
+        numeric = numeric or numeric_now
+        suffix = "" if all(needs) else f" with needs={tuple(int(n) for n in needs)}"
+        for i, a in enumerate(analytic):
+            if a is None or i in surrogate:
+                continue
+            report.entries.append(compare(f"dy/d(input {i}){suffix}", a, numeric[i], atol, rtol))
+    report.skipped = [f"dy/d(input {i}): a surrogate gradient (declared in {type(op).__name__}.surrogate), "
+                      "not compared" for i in sorted(surrogate)]
     if raise_on_failure:
         report.raise_if_failed()
     return report

@@ -35,7 +35,8 @@ from ..plan import STATIC, GradStep
 from . import scalar
 from .native_layout import Grads, Layout, NotNative  # noqa: F401  (NotNative: raised from here too)
 
-FUNCTIONS = {"exp": "math.exp", "tanh": "math.tanh"}
+FUNCTIONS = {"exp": "math.exp", "tanh": "math.tanh", "sqrt": "math.sqrt", "log": "math.log",
+             "sin": "math.sin", "cos": "math.cos", "floor": "math.floor", "pow": "math.pow"}
 FORMS = ("fused", "staged")
 KEYS = [(need_xs, has_dhs) for need_xs in (True, False) for has_dhs in (True, False)]
 
@@ -87,7 +88,7 @@ def _operand(k, loc, width, out_width):
 
 def _elementwise_forward(plan, layout, k, n, out, ind):
     op, args = plan.info[n]
-    names = ("x",) if len(args) == 1 else ("a", "b")
+    names = op.operands
     w = plan.width[n]
     env = {name: _operand(k, layout.value(p), plan.width.get(p, 1), w) for name, p in zip(names, args)}
     _collect_numbers(layout, op.native_forward)
@@ -181,7 +182,7 @@ def _source_expr(plan, layout, grads, k, src, width, pre, ind):
         return k.use(grads.loc(m).shifted(off, width)).at("j")
     if form == "matmul":
         return k.use(layout._loc(f"R{m}", "row", ("scratch", plan.width[args[0]]), plan.width[args[0]])).at("j")
-    names = ("x",) if len(args) == 1 else ("a", "b")
+    names = op.operands
     wm = plan.width[m]
     text = op.native_backward[i]
     _collect_numbers(layout, text)
