@@ -892,6 +892,124 @@ _UNARY = ("tanh", "sigmoid", "relu", "exp", "neg")
 _SQUASH = {"tanh": 1.0, "sigmoid": 1.0}
 
 
+# The draws of the primitives the literature needs: each a small function
+# (draw, builder, v, bound of v, pool, use, new_param, input_only) -> (value,
+# bound) or None when v does not fit. Steps and kinks (floor, %, comparisons,
+# maximum, abs) are taken of values offset by an odd constant, so that no
+# drawn point sits on one (two engines' roundings could fall on either side).
+_OFF = 0.123
+
+
+def _draw_div(draw, c, v, b, pool, use, new_param, input_only):
+    from .graph import tanh
+    if draw(st.booleans()):
+        return 1.0 / (2.0 + abs(use(v) - _OFF)), 0.5
+    u, _ = pool[draw(st.integers(0, len(pool) - 1))]
+    den = 1.5 + tanh(use(u)) if u.shape[-1] in (1, v.shape[-1]) else 1.0 + new_param((v.shape[-1],)) ** 2
+    return use(v) / den, b / 0.5
+
+
+def _draw_reduce(draw, c, v, b, pool, use, new_param, input_only):
+    """v - mean(v), a sum, or a whole layer norm; of a parameter row sometimes."""
+    from .graph import sqrt
+    form = draw(st.sampled_from(["center", "sum", "norm", "param"]))
+    w = v.shape[-1]
+    if form == "center":
+        return use(v) - v.mean(axis=-1, keepdims=True), 2 * b
+    if form == "sum":
+        return use(v) * 0.5 + v.sum(axis=-1, keepdims=True) / w, 1.5 * b
+    if form == "param":
+        p = new_param((w,), static_ok=False)
+        return use(v) * (p - p.mean()) + p.sum() * 0.25, b * 2 + 0.25 * w
+    d = use(v) - v.mean(axis=-1, keepdims=True)
+    return d / sqrt((d * d).mean(axis=-1, keepdims=True) + 0.5), math.sqrt(w) * 2
+
+
+def _draw_mask(draw, c, v, b, pool, use, new_param, input_only):
+    from .graph import clip, maximum, minimum, where
+    form = draw(st.sampled_from(["where", "maximum", "minimum", "clip", "mask"]))
+    v = use(v)
+    if form == "where":
+        return where(v > _OFF, v, 0.25 * v), b
+    if form == "maximum":
+        return (maximum(v, -_OFF) if draw(st.booleans()) else maximum(_OFF, v)), b + _OFF
+    if form == "minimum":
+        return minimum(v, _OFF), b + _OFF
+    if form == "clip":
+        return clip(v, -0.5 - _OFF, 0.5 + _OFF), 1.0
+    cmp = draw(st.sampled_from(["<", ">=", "<="]))
+    mask = {"<": lambda: v < _OFF, ">=": lambda: v >= -_OFF, "<=": lambda: _OFF <= v}[cmp]()
+    return v * mask, b
+
+
+def _draw_smooth(draw, c, v, b, pool, use, new_param, input_only):
+    from .graph import cos, log, sin, sqrt
+    name = draw(st.sampled_from(["sin", "cos", "abs", "log", "sqrt", "square", "cube"]))
+    if name in ("square", "cube") and b > 3:
+        return None  # before use(v): a value marked used must be read
+    v = use(v)
+    if name in ("sin", "cos"):
+        return (sin(v) if name == "sin" else cos(v)), 1.0
+    if name == "abs":
+        return abs(v - _OFF), b + _OFF
+    if name == "log":
+        return log(1.0 + v * v), math.log1p(b * b)
+    if name == "sqrt":
+        return sqrt(v * v + 0.25), b + 0.5
+    return (v ** 2, b * b) if name == "square" else (v ** 3, b ** 3)
+
+
+def _draw_step(draw, c, v, b, pool, use, new_param, input_only):
+    from .graph import floor
+    v = use(v)
+    if draw(st.booleans()):
+        return v - floor(v + _OFF), b + 1
+    k = draw(st.sampled_from([1.0, 0.75, -0.5]))
+    return (v + _OFF) % k + v, b + abs(k)
+
+
+def _draw_static(draw, c, v, b, pool, use, new_param, input_only):
+    """A product by W - Wᵀ (a square parameter) or by a constant array (a permutation)."""
+    w = v.shape[-1]
+    if draw(st.booleans()):
+        W = new_param((w, w), static_ok=False)
+        return use(v) @ (W - W.T), 2 * b * w
+    perm = np.eye(w)[draw(st.permutations(range(w)))]
+    return use(v) @ c.const(perm), b
+
+
+def _draw_gap(draw, c, v, b, pool, use, new_param, input_only):
+    """Column slices of one value that leave a gap between them (v[:, 0:1] and v[:, 3:4])."""
+    from .graph import concat, sigmoid, tanh
+    w = v.shape[-1]
+    if w < 3:
+        return None
+    lo1 = draw(st.integers(0, w - 3))
+    hi1 = draw(st.integers(lo1 + 1, w - 2))
+    lo2 = draw(st.integers(hi1 + 1, w - 1))
+    hi2 = draw(st.integers(lo2 + 1, w))
+    use(v)
+    return concat([tanh(v[:, lo1:hi1]), sigmoid(v[:, lo2:hi2])]), 1.0
+
+
+def _draw_shared_slice(draw, c, v, b, pool, use, new_param, input_only):
+    """A hoisted slice read by a hoisted op and by a per-step one:
+    s = (x W)[:, i:j];  tanh(s + h U + tanh(s))."""
+    from .graph import tanh
+    hoisted = [(u, ub) for u, ub in pool if input_only(u)]
+    u, ub = hoisted[draw(st.integers(0, len(hoisted) - 1))]
+    m = draw(st.integers(1, 3))
+    extra = draw(st.integers(0, 2))
+    lo = draw(st.integers(0, extra))
+    s = (use(u) @ new_param((u.shape[-1], m + extra), static_ok=False))[:, lo:lo + m]
+    return tanh(s + use(v) @ new_param((v.shape[-1], m), static_ok=False) + tanh(s)), 1.0
+
+
+_LITERATURE_DRAWS = {"div": _draw_div, "reduce": _draw_reduce, "mask": _draw_mask, "smooth": _draw_smooth,
+                     "step": _draw_step, "static": _draw_static, "gap": _draw_gap,
+                     "shared-slice": _draw_shared_slice}
+
+
 def random_cells(max_ops=8, max_states=2, max_width=4):
     """Random valid cells built from the primitives through ``CellBuilder``.
 
@@ -980,7 +1098,8 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
         n_ops = draw(st.integers(1, max_ops))
         for _ in range(n_ops):
             op = draw(st.sampled_from(["matmul", "gates", "add", "sub", "mul", "bias", "scalar",
-                                       "unary", "slice", "concat", "overlap", "fanout"]))
+                                       "unary", "slice", "concat", "overlap", "fanout",
+                                       *_LITERATURE_DRAWS]))
             i = draw(st.integers(0, len(pool) - 1))
             v, b = pool[i]
             w = v.shape[-1]
@@ -1077,6 +1196,11 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
                 if draw(st.booleans()):  # and one more reader, per step
                     out = out * use(v) if v.shape[-1] == u.shape[-1] else out
                     ob = ob * b if v.shape[-1] == u.shape[-1] else ob
+            elif op in _LITERATURE_DRAWS:
+                drawn = _LITERATURE_DRAWS[op](draw, c, v, b, pool, use, new_param, input_only)
+                if drawn is None:
+                    continue
+                out, ob = drawn
             else:  # concat
                 j = draw(st.integers(0, len(pool) - 1))
                 u, ub = pool[j]
