@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import graphrnn as gr
 from graphrnn.primitives import BUILTIN, PRIMITIVES, GraphError
 from graphrnn.testing import GradientCheckError, check_primitive, make_primitive, scaled_examples
 
@@ -335,3 +336,132 @@ def test_every_primitive_states_its_local_rule_one_line_per_input(name):
     for line in cls.rule:
         lhs, _, rhs = line.partition(" = ")
         assert lhs.startswith("d") and "dy" in rhs and len(line) <= 28, line
+
+
+# --------------------------------------------------------------------------- user primitives
+
+class RoundST(gr.Elementwise):
+    """y = round(x);  dx = dy   (straight-through: a surrogate, not the derivative, 0 almost everywhere)"""
+    name = "round_st_test"
+    rule = ("dx = dy (straight-through)",)
+    surrogate = (0,)
+
+    def forward(self, xp, x, out=None):
+        return xp.round(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy,)
+
+
+class Softsign(gr.Elementwise):
+    """y = x / (1 + |x|);  dx = dy / (1 + |x|)²"""
+    name = "softsign_test"
+    rule = ("dx = dy / (1+|x|)²",)
+    saves = (0,)
+
+    def forward(self, xp, x, out=None):
+        return xp.divide(x, 1 + xp.abs(x), out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy / (1 + xp.abs(xs[0])) ** 2,)
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def register(cls):
+        fn = gr.register_primitive(cls)
+        names.append(cls.name)
+        return fn
+    yield register
+    for name in names:
+        PRIMITIVES.pop(name, None)
+
+
+def test_a_user_primitive_runs_in_a_cell_is_checked_and_drawn(registered):
+    round_st, softsign = registered(RoundST), registered(Softsign)
+    report = check_primitive(Softsign, [(2, 3)])
+    assert report.ok and not report.skipped
+    report = check_primitive(RoundST, [(2, 3)])
+    assert report.entries == [] and "surrogate" in report.skipped[0] and "surrogate" in str(report)
+    c = gr.CellBuilder("skip")
+    x, h = c.input("x", 2), c.state("h", 3)
+    a = x @ c.param("W", (2, 3)) + h @ c.param("U", (3, 3))
+    c.update(h=softsign(a) + 0.1 * round_st(gr.tanh(a)))
+    cell = c.build()
+    params, xs, state0 = gr.testing.random_inputs(cell, np.random.default_rng(0))
+    run = gr.unroll(cell, params, xs, state0)
+    naive = gr.unroll_naive(cell, params, xs, state0)
+    np.testing.assert_allclose(run.hs, naive.hs, rtol=1e-12)
+    dot = gr.render(cell).source
+    assert "softsign_test" in dot and "round_st_test" in dot
+
+
+def test_a_wrong_user_rule_is_named_by_the_checker(registered):
+    class Bad(Softsign):
+        name = "softsign_bad_test"
+
+        def backward(self, xp, dy, xs, y, needs):
+            return (dy / (1 + xp.abs(xs[0])),)  # forgot the square
+    with pytest.raises(GradientCheckError) as info:
+        check_primitive(Bad, [(2, 3)])
+    assert info.value.entry == "dy/d(input 0)"
+
+
+def test_user_primitive_mistakes_are_one_line_graph_errors(registered):
+    registered(Softsign)
+    with pytest.raises(GraphError, match="already registered"):
+        gr.register_primitive(Softsign)
+    with pytest.raises(GraphError, match="already registered"):
+        gr.register_primitive(type("T", (Softsign,), {"name": "tanh"}))
+
+    class TwoInputs(gr.Primitive):
+        name, arity = "two_test", 1
+
+        def shape(self, where, a, b):
+            return a
+
+        def forward(self, xp, a, b, out=None):
+            return a + b
+
+        def backward(self, xp, dy, xs, y, needs):
+            return dy, dy
+    with pytest.raises(GraphError, match="arity 1 but forward takes 2 inputs"):
+        gr.register_primitive(TwoInputs)
+
+    class Shape(Softsign):
+        name = "shape_test"
+
+        def backward(self, xp, dy, xs, y, needs):
+            return (dy.sum(axis=0),)
+    with pytest.raises(GraphError, match=r"gradient of shape \(3,\) for input 0 of shape \(2, 3\)"):
+        gr.register_primitive(Shape)
+    with pytest.raises(GraphError) as info:
+        gr.register_primitive(Shape)
+    assert "\n" not in str(info.value)
+    softsign = registered(type("S2", (Softsign,), {"name": "softsign2_test"}))
+    x = gr.CellBuilder("arity").input("x", 2)
+    with pytest.raises(GraphError, match="softsign2_test takes 1 value, got 2"):
+        softsign(x, x)
+
+
+def test_unsupported_operations_on_values_name_the_spelling():
+    c = gr.CellBuilder("errors")
+    x = c.input("x", 3)
+    with pytest.raises(GraphError, match=r"numpy's maximum.*use gr.maximum"):
+        np.maximum.reduce(x)
+    assert np.maximum(x, 0.0).label == "maximum(x, 0)"  # a ufunc with a primitive runs it
+    with pytest.raises(GraphError, match="use gr.where"):
+        np.where(x, x, x)
+    with pytest.raises(GraphError, match=r"has no 'std'; use gr.sqrt"):
+        x.std()
+    with pytest.raises(GraphError, match="numpy's round"):
+        np.round(x)
+    with pytest.raises(GraphError, match="exponent must be a Python number"):
+        x ** x
+    with pytest.raises(GraphError, match="keepdims=True"):
+        x.mean(axis=-1, keepdims=False)
+    with pytest.raises(GraphError, match=r"\.T is for a 2-D value of parameters"):
+        x.T
+    assert not hasattr(x, "no_such_thing")  # still an AttributeError for hasattr
