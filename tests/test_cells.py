@@ -360,3 +360,21 @@ def test_a_static_transpose_runs_once_per_call():
     transposes = [n for n in plan.ops if plan.graph.nodes[n]["opname"] == "transpose"]
     assert len(transposes) == 1 and plan.kind[transposes[0]] == "static"
     assert check_gradients(cell, batch=2, steps=3).max_abs < 1e-6
+
+
+def test_the_tutorial_runs_as_written():
+    """docs/cells.md: its python blocks, in order, in one namespace."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "cells.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 5
+    ns = {}
+    try:
+        for block in blocks:
+            exec(compile(block, "docs/cells.md", "exec"), ns)
+    finally:
+        gr.primitives.PRIMITIVES.pop("round_st", None)
+    assert ns["report"].ok and ns["report"].max_abs < 1e-6
+    assert ns["run"].hs.shape == (2, 3, 4)
+    assert ns["check_primitive"](ns["RoundST"], [(2, 3)]).skipped
