@@ -856,7 +856,7 @@ class Mod(Elementwise):
 class Sum(Primitive):
     """y = Σⱼ x[..., j] over the last axis, kept as a column of width 1;  dx = dy on every column"""
     name = "sum"
-    rule = ("dx[:, j] = dy",)
+    rule = ("dx = dy (every column)",)
 
     def shape(self, where, x):
         if len(x) == 0:
@@ -876,7 +876,7 @@ class Sum(Primitive):
 class Mean(Sum):
     """y = (1/n) Σⱼ x[..., j] over the last axis (n columns), as a column;  dx = dy / n on every column"""
     name = "mean"
-    rule = ("dx[:, j] = dy / n",)
+    rule = ("dx = dy / n (every column)",)
 
     def forward(self, xp, x, out=None):
         return xp.mean(x, axis=-1, keepdims=True, out=out)
