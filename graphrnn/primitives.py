@@ -24,7 +24,8 @@ none of them tests for a type or a name:
 - ``packs_columns``: y's column j reads only the right operand's column j, so
   products sharing a left operand may be packed into one over joined columns.
 - ``window``: for a column slice, the ``(start, stop)`` it views; else None.
-- ``native``: the form native emitters give it: ``"elementwise"`` (then
+- ``native``: the form native emitters give it: ``"reduce"`` (a sum over
+  the row times ``native_scale``), ``"elementwise"`` (then
   ``native_forward``, a scalar expression over the inputs ``x`` or ``a, b``,
   and ``native_backward``, one scalar expression per input over ``dy``, the
   inputs and ``y``), ``"matmul"``, ``"window"`` or ``"join"``; None where the
@@ -857,6 +858,11 @@ class Sum(Primitive):
     """y = Σⱼ x[..., j] over the last axis, kept as a column of width 1;  dx = dy on every column"""
     name = "sum"
     rule = ("dx = dy (every column)",)
+    native = "reduce"  # native emitters: a sum over the row, times native_scale
+
+    @property
+    def native_scale(self):
+        return 1.0
 
     def shape(self, where, x):
         if len(x) == 0:
@@ -877,6 +883,11 @@ class Mean(Sum):
     """y = (1/n) Σⱼ x[..., j] over the last axis (n columns), as a column;  dx = dy / n on every column"""
     name = "mean"
     rule = ("dx = dy / n (every column)",)
+    native = "reduce"
+
+    @property
+    def native_scale(self):
+        return 1.0 / self.in_shapes[0][-1]
 
     def forward(self, xp, x, out=None):
         return xp.mean(x, axis=-1, keepdims=True, out=out)

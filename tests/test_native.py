@@ -35,7 +35,7 @@ def _scalar_rule(text, env):
 # Primitives that are not elementwise and have no native form of their own: a
 # cell reducing per step runs on the numpy loops (said once); a transpose is
 # static, computed before the loops.
-NOT_NATIVE = {"sum", "mean", "transpose"}
+NOT_NATIVE = {"transpose"}
 NATIVE_ATTRS = {"pow": (1.5,), "mod": (0.75,)}
 POSITIVE = {"pow", "sqrt", "log"}
 
@@ -47,7 +47,7 @@ def test_every_primitive_has_a_native_form_that_computes_its_rule(name):
     if name in NOT_NATIVE:
         assert form is None
         return
-    assert form in ("elementwise", "matmul", "window", "join")
+    assert form in ("elementwise", "matmul", "window", "join", "reduce")
     if form != "elementwise":
         return
     op = cls(*NATIVE_ATTRS.get(name, ()))

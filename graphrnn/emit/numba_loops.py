@@ -144,6 +144,16 @@ def _forward_op(plan, layout, k, n, ind, fused):
                 raise NotNative(f"node {plan.graph.nodes[n]['label']!r}: operand of shape {plan.shape[p]}")
         _elementwise_forward(plan, layout, k, n, out, ind)
         return
+    if form == "reduce":  # a sum (times a scale: a mean) over the row, into column 0
+        x, w = layout.value(args[0]), plan.width[args[0]]
+        k.use(out), k.use(x)
+        layout.consts |= {0.0, float(op.native_scale)}
+        k.add(ind, f"{out.at('0')} = K0")
+        k.add(ind, f"for j in range({w}):")
+        k.add(ind + 1, f"{out.at('0')} += {x.at('j')}")
+        if op.native_scale != 1:
+            k.add(ind, f"{out.at('0')} *= {scalar.const_name(op.native_scale)}")
+        return
     if form == "join":
         lo = 0
         for p in args:
@@ -182,6 +192,9 @@ def _source_expr(plan, layout, grads, k, src, width, pre, ind):
         return k.use(grads.loc(m).shifted(off, width)).at("j")
     if form == "matmul":
         return k.use(layout._loc(f"R{m}", "row", ("scratch", plan.width[args[0]]), plan.width[args[0]])).at("j")
+    if form == "reduce":  # every column gets dy (times the mean's scale)
+        layout.consts.add(float(op.native_scale))
+        return f"({k.use(grads.loc(m)).at('0')} * {scalar.const_name(op.native_scale)})"
     names = op.operands
     wm = plan.width[m]
     text = op.native_backward[i]
