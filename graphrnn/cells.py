@@ -18,7 +18,7 @@ Parameter layouts (tests, checkpoints and users rely on them):
 
 Gates are declared one by one; the compiler fuses the matmuls that share a left
 operand, so the declaration stays readable and the run stays packed. Gates and
-other values the equations name carry those names (``name=`` or ``c.name``), so
+other values the equations name carry those names (``name=`` or ``c.named``), so
 diagrams and error messages say ``z``, ``h~``, ``c'`` rather than an expression.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def rnn(input_size, hidden_size, activation="tanh", bias=True):
     a = x @ Wx
     if bias:
         a = a + c.param("b", (hidden_size,), init="zeros")
-    c.update(h=ACTIVATIONS[activation](c.name(a + h @ Wh, "a")))
+    c.update(h=ACTIVATIONS[activation](c.named(a + h @ Wh, "a")))
     return c.build()
 
 
@@ -53,7 +53,7 @@ def gru(input_size, hidden_size):
     Wx = c.param("Wx", (input_size, 3 * H))
     Wh = c.param("Wh", (H, 3 * H))
     b = c.param("b", (3 * H,), init="zeros")
-    xw = c.name(x @ Wx + b, "xw")
+    xw = c.named(x @ Wx + b, "xw")
     z = sigmoid(xw[:, :H] + h @ Wh[:, :H], name="z")
     r = sigmoid(xw[:, H:2 * H] + h @ Wh[:, H:2 * H], name="r")
     h_hat = tanh(xw[:, 2 * H:] + (r * h) @ Wh[:, 2 * H:], name="h~")
@@ -71,12 +71,12 @@ def lstm(input_size, hidden_size):
     Wx = cb.param("Wx", (input_size, 4 * H))
     Wh = cb.param("Wh", (H, 4 * H))
     b = cb.param("b", (4 * H,), init="zeros")
-    xw = cb.name(x @ Wx + b, "xw")
+    xw = cb.named(x @ Wx + b, "xw")
     f = sigmoid(xw[:, :H] + h @ Wh[:, :H], name="f")
     g = tanh(xw[:, H:2 * H] + h @ Wh[:, H:2 * H], name="g")
     i = sigmoid(xw[:, 2 * H:3 * H] + h @ Wh[:, 2 * H:3 * H], name="i")
     o = sigmoid(xw[:, 3 * H:] + h @ Wh[:, 3 * H:], name="o")
-    c_next = cb.name(f * c + g * i, "c'")
+    c_next = cb.named(f * c + g * i, "c'")
     cb.update(h=o * tanh(c_next), c=c_next)
     return cb.build()
 
@@ -96,7 +96,7 @@ def lstm_nico(input_size, hidden_size):
         gate[name] = xc @ W + bias
     g = tanh(gate["g"], name="g")
     i, f, o = (sigmoid(gate[k], name=k) for k in "ifo")
-    s_next = cb.name(g * i + s * f, "s'")
+    s_next = cb.named(g * i + s * f, "s'")
     cb.update(h=s_next * o, s=s_next)
     return cb.build()
 
@@ -110,7 +110,7 @@ def mgu(input_size, hidden_size):
     Wx = c.param("Wx", (input_size, 2 * H))
     Wh = c.param("Wh", (H, 2 * H))
     b = c.param("b", (2 * H,), init="zeros")
-    xw = c.name(x @ Wx + b, "xw")
+    xw = c.named(x @ Wx + b, "xw")
     f = sigmoid(xw[:, :H] + h @ Wh[:, :H], name="f")
     h_hat = tanh(xw[:, H:] + (f * h) @ Wh[:, H:], name="h~")
     c.update(h=(1 - f) * h + f * h_hat)
@@ -131,11 +131,11 @@ def peephole_lstm(input_size, hidden_size):
     Wh = cb.param("Wh", (H, 4 * H))
     b = cb.param("b", (4 * H,), init="zeros")
     p = cb.param("p", (3 * H,))
-    xw = cb.name(x @ Wx + b, "xw")
+    xw = cb.named(x @ Wx + b, "xw")
     f = sigmoid(xw[:, :H] + h @ Wh[:, :H] + p[:H] * c, name="f")
     g = tanh(xw[:, H:2 * H] + h @ Wh[:, H:2 * H], name="g")
     i = sigmoid(xw[:, 2 * H:3 * H] + h @ Wh[:, 2 * H:3 * H] + p[H:2 * H] * c, name="i")
-    c_next = cb.name(f * c + i * g, "c'")
+    c_next = cb.named(f * c + i * g, "c'")
     o = sigmoid(xw[:, 3 * H:] + h @ Wh[:, 3 * H:] + p[2 * H:] * c_next, name="o")
     cb.update(h=o * tanh(c_next), c=c_next)
     return cb.build()
@@ -152,11 +152,11 @@ def cifg_lstm(input_size, hidden_size):
     Wx = cb.param("Wx", (input_size, 3 * H))
     Wh = cb.param("Wh", (H, 3 * H))
     b = cb.param("b", (3 * H,), init="zeros")
-    xw = cb.name(x @ Wx + b, "xw")
+    xw = cb.named(x @ Wx + b, "xw")
     g = tanh(xw[:, :H] + h @ Wh[:, :H], name="g")
     i = sigmoid(xw[:, H:2 * H] + h @ Wh[:, H:2 * H], name="i")
     o = sigmoid(xw[:, 2 * H:] + h @ Wh[:, 2 * H:], name="o")
-    c_next = cb.name((1 - i) * c + i * g, "c'")
+    c_next = cb.named((1 - i) * c + i * g, "c'")
     cb.update(h=o * tanh(c_next), c=c_next)
     return cb.build()
 
@@ -186,13 +186,13 @@ def ln_lstm(input_size, hidden_size):
     gh = cb.param("gh", (4 * H,), init="ones")
     gc = cb.param("gc", (H,), init="ones")
     bc = cb.param("bc", (H,), init="zeros")
-    xw = cb.name(layer_norm(x @ Wx, gx), "LN(xW)")
-    a = cb.name(xw + layer_norm(h @ Wh, gh) + b, "a")
+    xw = cb.named(layer_norm(x @ Wx, gx), "LN(xW)")
+    a = cb.named(xw + layer_norm(h @ Wh, gh) + b, "a")
     f = sigmoid(a[:, :H], name="f")
     g = tanh(a[:, H:2 * H], name="g")
     i = sigmoid(a[:, 2 * H:3 * H], name="i")
     o = sigmoid(a[:, 3 * H:], name="o")
-    c_next = cb.name(f * c + i * g, "c'")
+    c_next = cb.named(f * c + i * g, "c'")
     cb.update(h=o * tanh(layer_norm(c_next, gc) + bc), c=c_next)
     return cb.build()
 
@@ -224,10 +224,10 @@ def sru(input_size, hidden_size):
     W = cb.param("W", (input_size, 3 * H))
     v = cb.param("v", (2 * H,))
     b = cb.param("b", (2 * H,), init="zeros")
-    xw = cb.name(x @ W, "xW")
+    xw = cb.named(x @ W, "xW")
     f = sigmoid(xw[:, H:2 * H] + v[:H] * c + b[:H], name="f")
     r = sigmoid(xw[:, 2 * H:] + v[H:] * c + b[H:], name="r")
-    c_next = cb.name(f * c + (1 - f) * xw[:, :H], "c'")
+    c_next = cb.named(f * c + (1 - f) * xw[:, :H], "c'")
     skip = x if input_size == H else x @ cb.param("P", (input_size, H))
     cb.update(c=c_next)
     cb.output(r * c_next + (1 - r) * skip)

@@ -5,7 +5,7 @@ const or op), ``shape`` (first entry ``"N"`` for per-example values), ``label``
 (a short readable expression such as ``Wh[:, 4:8]``, or the name the user gave
 the value) and, for ops, ``op`` (a primitive instance) and ``args`` (the ordered
 input node ids; the edges hold the same information without order). A value
-named with ``CellBuilder.name`` (or a ``name=`` keyword) also carries ``vname``
+named with ``CellBuilder.named`` (or a ``name=`` keyword) also carries ``vname``
 and keeps its expression in ``expr``. Shapes are checked as each value is made.
 
 Shapes below are written with ``N`` for the batch (unknown until run time),
@@ -347,7 +347,7 @@ def _op(name, *args, attrs=()):
 
 
 def _named(value, name):
-    return value if name is None else value.builder.name(value, name)
+    return value if name is None else value.builder.named(value, name)
 
 
 def matmul(a, b, *, name=None):
@@ -368,7 +368,7 @@ def matmul(a, b, *, name=None):
 
 def sigmoid(x, *, name=None):
     """The logistic function 1 / (1 + e⁻ˣ), elementwise; the shape is kept.
-    ``name`` names the result, as ``CellBuilder.name`` does (diagrams show it).
+    ``name`` names the result, as ``CellBuilder.named`` does (diagrams show it).
 
     Backward: ``dx = dy·y(1−y)``.
 
@@ -795,7 +795,7 @@ class CellBuilder:
             self.graph.add_edge(a.node, node)
         return Value(self, node)
 
-    def name(self, value, name: str) -> Value:
+    def named(self, value, name: str) -> Value:
         """Give ``value`` a name the reader knows (``"z"``, ``"h~"``, ``"c'"``) and
         return it. Diagrams label the value and the gradient that flows into it
         by this name (``dL/dz``), and expressions and errors read it
@@ -805,9 +805,12 @@ class CellBuilder:
 
         >>> c = gr.CellBuilder("demo")
         >>> x, h, W = c.input("x", 3), c.state("h", 4), c.param("W", (3, 4))
-        >>> z = c.name(gr.sigmoid(x @ W), "z")
+        >>> z = c.named(gr.sigmoid(x @ W), "z")
         >>> (1 - z) * h
         <Value (1 - z) * h (N, 4)>
+
+        (``Cell.name`` is the cell's name, a string; this was ``c.name(value,
+        name)`` before, which still works.)
         """
         value = self._own(value, f"name {name!r}")
         if self._built:
@@ -829,6 +832,15 @@ class CellBuilder:
         self._names[name] = value.node
         a.update(vname=name, expr=a["label"], label=name)
         return value
+
+    def name(self, value, name: str) -> Value:
+        """The former spelling of ``named`` (kept for existing callers): ``c.name(v, "z")``.
+
+        >>> c = gr.CellBuilder("demo")
+        >>> c.name(gr.tanh(c.input("x", 3)), "a")
+        <Value a (N, 3)>
+        """
+        return self.named(value, name)
 
     # -- wiring
     def update(self, **states):
