@@ -330,8 +330,8 @@ def test_literature_cells_follow_their_papers_equations(name, data, sizes):
         close(run.state[k], s[k])
 
 
-@pytest.mark.parametrize("name", sorted(FORWARD_CASES))
-@pytest.mark.parametrize("sizes", [(3, 4), (4, 4)])  # sru: a projected and a plain highway
+@pytest.mark.parametrize("name,sizes", [(n, (3, 4)) for n in sorted(FORWARD_CASES)]
+                         + [("sru", (4, 4))])  # sru: a projected and a plain highway
 def test_literature_cells_gradients_match_central_differences_and_the_native_engine(name, sizes):
     cell = gr.cells.CELLS[name](*sizes)
     report = check_gradients(cell, batch=2, steps=3, seed=3)
