@@ -3,7 +3,7 @@ spellings, against an independent autodiff (jax.grad of the same graph over
 lax.scan, benchmarks/jax_contenders.py) in float64 on both engines, and against
 central differences (check_gradients).
 
-    PYTHONPATH=. python benchmarks/literature_cells.py
+    PYTHONPATH=. .venv/bin/python benchmarks/literature_cells.py
 """
 import sys
 from pathlib import Path

@@ -5,7 +5,7 @@ with autograd (the input product and its layer norm hoisted out of the loop,
 as graphrnn's compiler does and as a careful user writes it).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=. \\
-        python benchmarks/ln_lstm_vs_jax_torch.py [--size 20,35,650,650] [--repeats 5]
+        .venv/bin/python benchmarks/ln_lstm_vs_jax_torch.py [--size 20,35,650,650] [--repeats 5]
 
 Sizes are N, T, D, H; float32; each contender warmed up, then timed
 interleaved with the others, fastest of --repeats. Gradients agree with
