@@ -419,7 +419,9 @@ def test_checks_run_blas_on_one_thread_when_threadpoolctl_is_there(monkeypatch):
 
 def test_random_cells_reach_the_shapes_compiler_bugs_hide_in():
     """Offset gate blocks, overlapping slices of one parameter, hoisted fan-out,
-    output-only ops, exp/neg/relu: each drawn at least a few times in 300 cells."""
+    output-only ops, a hoisted slice read by a hoisted and a per-step op, per-step
+    slices with a gap, static transposes, constant arrays, reductions: each drawn
+    at least a few times in 300 cells; and every primitive at least once."""
     import collections
 
     import networkx as nx
@@ -448,7 +450,24 @@ def test_random_cells_reach_the_shapes_compiler_bugs_hide_in():
             sum(plan.kind[m] == "hoisted" for m in g.successors(n)) >= 2 for n in plan.hoisted_ops)
         read_by_updates = set().union(*(nx.ancestors(g, u) | {u} for _, _, u in plan.states))
         seen["output-only ops"] += plan.output_node not in read_by_updates
+        for n in plan.ops:  # the two shapes issue 18's planted bugs hid in
+            succ = list(g.successors(n))
+            if plan.info[n][0].window is not None and plan.kind[n] == "hoisted":
+                kinds = {plan.kind[m] for m in succ}
+                seen["hoisted slice read hoisted and per step"] += {"hoisted", "recurrent"} <= kinds
+            wins = sorted(plan.info[m][0].window for m in succ if m in plan.info and plan.info[m][0].window)
+            if plan.kind[n] == "recurrent" and len(wins) >= 2:
+                seen["per-step slices with a gap"] += any(a[1] < b[0] for a, b in zip(wins, wins[1:]))
+        seen["static transpose"] += any(plan.info[n][0].name == "transpose" and plan.kind[n] == "static"
+                                        for n in plan.ops)
+        seen["constant array"] += any(plan.shape[n] != () for n in plan.consts)
+        seen["hoisted reduction"] += any(plan.info[n][0].name in ("sum", "mean") for n in plan.hoisted_ops)
+        seen["per-step reduction"] += any(plan.info[n][0].name in ("sum", "mean") for n in plan.recurrent_ops)
     draw()
     for what in ("fused slice at an offset", "overlapping slices of a parameter", "hoisted fan-out",
-                 "output-only ops", "exp", "neg", "relu"):
+                 "output-only ops", "exp", "neg", "relu", "hoisted slice read hoisted and per step",
+                 "per-step slices with a gap", "static transpose", "constant array", "hoisted reduction",
+                 "per-step reduction"):
         assert seen[what] >= 5, (what, dict(seen))
+    missing = sorted(BUILTIN - set(seen))
+    assert not missing, f"primitives random_cells never draws: {missing}"

@@ -131,21 +131,22 @@ def _draw_mask(draw, c, v, b, pool, use, new_param, input_only):
     form = draw(st.sampled_from(["where", "maximum", "minimum", "clip", "mask"]))
     v = use(v)
     if form == "where":
-        return where(v > _OFF, v, 0.25 * v), b
+        mask = v > _OFF if draw(st.booleans()) else _OFF < v  # (the second is gt reflected too)
+        return where(mask, v, 0.25 * v), b
+    if form == "mask":  # every comparison at once, each a 0/1 mask with no gradient
+        return (v * (v < _OFF) + 0.5 * v * (v >= -_OFF) - 0.25 * v * (v <= -_OFF)
+                + 0.1 * (v > _OFF)), 1.75 * b + 0.1
     if form == "maximum":
         return (maximum(v, -_OFF) if draw(st.booleans()) else maximum(_OFF, v)), b + _OFF
     if form == "minimum":
         return minimum(v, _OFF), b + _OFF
-    if form == "clip":
-        return clip(v, -0.5 - _OFF, 0.5 + _OFF), 1.0
-    cmp = draw(st.sampled_from(["<", ">=", "<="]))
-    mask = {"<": lambda: v < _OFF, ">=": lambda: v >= -_OFF, "<=": lambda: _OFF <= v}[cmp]()
-    return v * mask, b
+    return clip(v, -0.5 - _OFF, 0.5 + _OFF), 1.0
 
 
 def _draw_smooth(draw, c, v, b, pool, use, new_param, input_only):
     from ..graph import cos, log, sin, sqrt
-    name = draw(st.sampled_from(["sin", "cos", "abs", "log", "sqrt", "square", "cube"]))
+    gr_cos = cos
+    name = draw(st.sampled_from(["sin", "cos", "abs", "log", "sqrt", "square", "cube", "softlog"]))
     if name in ("square", "cube") and b > 3:
         return None  # before use(v): a value marked used must be read
     v = use(v)
@@ -155,6 +156,8 @@ def _draw_smooth(draw, c, v, b, pool, use, new_param, input_only):
         return abs(v - _OFF), b + _OFF
     if name == "log":
         return log(1.0 + v * v), math.log1p(b * b)
+    if name == "softlog":
+        return log(1.5 + gr_cos(v)), math.log(2.5)
     if name == "sqrt":
         return sqrt(v * v + 0.25), b + 0.5
     return (v ** 2, b * b) if name == "square" else (v ** 3, b ** 3)
@@ -182,6 +185,9 @@ def _draw_static(draw, c, v, b, pool, use, new_param, input_only):
 def _draw_gap(draw, c, v, b, pool, use, new_param, input_only):
     """Column slices of one value that leave a gap between them (v[:, 0:1] and v[:, 3:4])."""
     from ..graph import concat, sigmoid, tanh
+    wide = [u for u, _ in pool if u.shape[-1] >= 3 and not input_only(u)]  # per-step values first
+    if wide:
+        v = wide[draw(st.integers(0, len(wide) - 1))]
     w = v.shape[-1]
     if w < 3:
         return None
@@ -300,7 +306,7 @@ def random_cells(max_ops=8, max_states=2, max_width=4):
         for _ in range(n_ops):
             op = draw(st.sampled_from(["matmul", "gates", "add", "sub", "mul", "bias", "scalar",
                                        "unary", "slice", "concat", "overlap", "fanout",
-                                       *_LITERATURE_DRAWS]))
+                                       *_LITERATURE_DRAWS, "gap", "shared-slice"]))  # (the rarest twice)
             i = draw(st.integers(0, len(pool) - 1))
             v, b = pool[i]
             w = v.shape[-1]
