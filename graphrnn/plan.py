@@ -30,8 +30,7 @@ Only this module, ``unroll`` and the emitters know about time.
 """
 from __future__ import annotations
 
-import math
-import sys
+from typing import NamedTuple
 
 import networkx as nx
 
@@ -68,6 +67,62 @@ class Kinds:
         return k
 
 
+# --------------------------------------------------------------------------- the seam
+# The loops of a call read and write one environment of named arrays. Its names
+# are made here and nowhere else: the plan lists the buffers a call needs, the
+# scheduler allocates exactly those, and every emitter reads them by these names.
+
+ROLES = {  # role: (name prefix, leading axes before the node's own width, what it holds)
+    "state": ("S", ("T+1", "N"), "a state over time: row 0 its initial value, step t writes row t+1"),
+    "update": ("B", ("T", "N"), "a state's next value, computed in place: rows 1.. of the state's buffer"),
+    "kept": ("B", ("T", "N"), "a per-step value some backward reads, kept for every step"),
+    "hoisted": ("H", ("T", "N"), "a hoisted value (computed for all steps before the loop), read at step t"),
+    "static": ("V", (), "a parameter, a constant or a value of those alone, as it is"),
+    "dhs": ("DHS", ("T", "N"), "dL/d(output) at each step, when the caller gave it"),
+    "carry": ("c", ("N",), "dL/d(final state) coming into the reverse loop"),
+    "zero": ("Z", ("N",), "zeros: the carry of a state that no gradient reaches"),
+    "hoisted_grad": ("DH", ("T", "N"), "the per-step gradient of a hoisted value the loop reads"),
+    "deferred_grad": ("DB", ("T", "N"), "the per-step upstream gradient of a deferred node"),
+}
+
+
+def buffer_name(role, node):
+    """The environment's key for ``node``'s buffer in ``role`` (``"S3"``, ``"DH12"``)."""
+    prefix = ROLES[role][0]
+    return prefix if role == "dhs" else f"{prefix}{node}"
+
+
+class Buffer(NamedTuple):
+    """One array of a call's loop environment.
+
+    ``name`` is its key (``buffer_name``), ``node`` the node whose value or
+    gradient it holds, ``role`` a key of ``ROLES`` and ``lead`` the leading axes
+    before the node's width (``("T", "N")``; ``()`` for a static value, which
+    has its own shape). ``of`` names the buffer it is part of (an update: rows
+    1.. of the state's) or one array with (a gradient the flow shares); ``zero``
+    says no step writes it, so it must start as zeros."""
+    name: str
+    node: int
+    role: str
+    lead: tuple
+    of: str | None = None
+    zero: bool = False
+
+
+def _buffer(role, node, of=None, zero=False):
+    return Buffer(buffer_name(role, node), node, role, ROLES[role][1], of, zero)
+
+
+class LoopEnv:
+    """What the loops of one call get: the array module ``xp``, ``T`` steps,
+    ``N`` rows, the ``dtype`` and ``arrays``, the plan's buffers by name.
+    Loops read nothing else of the call (no ``Run``)."""
+    __slots__ = ("xp", "T", "N", "dtype", "arrays")
+
+    def __init__(self, xp, T, N, dtype, arrays):
+        self.xp, self.T, self.N, self.dtype, self.arrays = xp, T, N, dtype, arrays
+
+
 class Plan:
     """The compiled form of a cell: what is computed where (static, hoisted, per
     step), what each step keeps for BPTT, which buffers the loops read and
@@ -94,11 +149,17 @@ class Plan:
         self._find_requirements(order)
         self._choose_storage()
         self._define_loop_interface()
-        self.stages = self._schedule_stages()
+        self.forward_buffers = self._forward_buffers()
         self._flows = {}
         self._after = {}
-        self.compiled = {}  # emitters keep what they made for this plan here
-        self.workspace = Workspace()
+        self._backward_buffers = {}
+
+    @property
+    def workspace(self):
+        """The scheduler's pool of arrays for runs of this plan (kept by
+        ``graphrnn.workspace``, not by the plan; this name stays for the README)."""
+        from .workspace import workspace_for
+        return workspace_for(self)
 
     # ------------------------------------------------------------------ phases of __init__
 
@@ -183,34 +244,50 @@ class Plan:
         # static values the per-step ops read (Wh[:, :2H], constants)
         self.loop_statics = sorted({p for n in self.recurrent_ops for p in info[n][1] if kind[p] == STATIC})
 
-    def _schedule_stages(self):
-        """The forward step as alternating stages, for emitters that fuse:
-        ``("region", [ops])``, every op that can run before the next matmul
-        (in topological order), and ``("matmul", node)``. Taking all ready
-        non-matmul ops first gives the fewest regions."""
-        done = {n for n in self.graph.nodes if self.kind[n] != RECURRENT or self.node_kind[n] != "op"}
-        todo = list(self.recurrent_ops)
-        stages = []
-        while todo:
-            region = []
-            progress = True
-            while progress:
-                progress = False
-                for n in todo:
-                    op, args = self.info[n]
-                    if op.native_form() != "matmul" and n not in region and all(p in done for p in args):
-                        region.append(n)
-                        done.add(n)
-                        progress = True
-            if region:
-                stages.append(("region", [n for n in todo if n in region]))
-                todo = [n for n in todo if n not in region]
-            ready = [n for n in todo if all(p in done for p in self.info[n][1])]
-            for n in ready:
-                stages.append(("matmul", n))
-                done.add(n)
-            todo = [n for n in todo if n not in ready]
-        return stages
+    def _home(self, p, kind):
+        """The node whose array holds p's value: p's own, or through column
+        slices of the same kind (views) the one they slice."""
+        while p in self.outer_slices and self.kind[p] == kind:
+            p = self.outer_slices[p][0]
+        return p
+
+    def _forward_buffers(self):
+        """The buffers the forward loops read and write. Hoisted and static
+        values are listed with the arrays their slices are views of: native
+        loops read a column window of the whole (contiguous) array."""
+        out = [_buffer("state", s) for _, s, _ in self.states]
+        out += [_buffer("update", u, of=buffer_name("state", s)) for s, u in self.inplace_update.items()]
+        updates = set(self.inplace_update.values())
+        out += [_buffer("kept", n) for n in sorted(self.stored) if n not in updates]
+        for role, kind, nodes in (("hoisted", HOISTED, self.boundary), ("static", STATIC, self.loop_statics)):
+            listed = []
+            for p in nodes:
+                for q in (p, self._home(p, kind)):
+                    if q not in listed:
+                        listed.append(q)
+            out += [_buffer(role, q) for q in listed]
+        return out
+
+    def backward_buffers(self, need_xs, has_dhs):
+        """The buffers the reverse loop needs besides the forward's (made once
+        per key): dL/d(output), each state's incoming carry and a zero carry,
+        and the per-step gradients of the hoisted boundary and deferred nodes."""
+        key = (bool(need_xs), bool(has_dhs))
+        listed = self._backward_buffers.get(key)
+        if listed is None:
+            written, shared = self.written(*key)
+            req = self.requires[key[0]]
+            listed = [_buffer("dhs", self.output_node)] if has_dhs else []
+            listed += [_buffer("zero", s) for _, s, _ in self.states]
+            listed += [_buffer("carry", s) for _, s, _ in self.states]
+            grads = ([("hoisted_grad", p) for p in self.boundary if req[p]]
+                     + [("deferred_grad", d) for d in self.deferred])
+            # a buffer shared with another comes after it: each is made from what is listed before
+            for role, node in sorted(grads, key=lambda g: buffer_name(*g) in shared):
+                of = shared.get(buffer_name(role, node))
+                listed.append(_buffer(role, node, of=of, zero=of is None and node not in written))
+            self._backward_buffers[key] = listed
+        return listed
 
     # ------------------------------------------------------------------ backward decisions
 
@@ -222,9 +299,10 @@ class Plan:
         return self._flows[key]
 
     def written(self, need_xs, has_dhs):
-        """``(written, shared)`` for the backward loop: the nodes whose DB/DH buffer
-        it overwrites at every step, and the buffers (``"DH7"``) that are one
-        array with another (``"DB33"``) because both get the same gradient."""
+        """``(written, shared)`` for the backward loop: the nodes whose gradient
+        buffer (``hoisted_grad``, ``deferred_grad``) it overwrites at every step,
+        and the buffers (``"DH7"``) that are one array with another (``"DB33"``)
+        because both get the same gradient."""
         flow = self.backward_flow(need_xs, has_dhs)
         return flow.written, flow.shared
 
@@ -273,7 +351,7 @@ class GradStep:
 
     ``fulls`` are whole-width contributions and ``pieces`` ``(lo, hi, source)``
     column ranges (from slices). ``target`` names the per-step buffer it must
-    land in (``"DB5"``, ``"DH2"``) or is None. ``form`` says how: ``alias`` (the
+    land in (a ``buffer_name``: ``"DB5"``, ``"DH2"``) or is None. ``form`` says how: ``alias`` (the
     target is the buffer that already holds the one contribution), ``into``
     (an earlier step formed it in the target), ``copy``, ``one`` (no target, one
     contribution), ``sum``, ``tile`` (pieces that tile the width, no fulls:
@@ -329,7 +407,8 @@ class BackwardFlow:
             if n not in contrib:
                 continue  # no gradient reaches this node
             op, args = info[n]
-            self._assemble(n, f"DB{n}" if n in plan.deferred else None, contrib[n], plan.width[n])
+            self._assemble(n, buffer_name("deferred_grad", n) if n in plan.deferred else None,
+                           contrib[n], plan.width[n])
             if op.window is not None:
                 if req[args[0]]:
                     add(args[0], ("piece", ("grad", n), *op.window))
@@ -350,7 +429,7 @@ class BackwardFlow:
                     add(p, ("full", ("result", n, i)))
         for p in plan.boundary:
             if req[p] and p in contrib:
-                self._assemble(p, f"DH{p}", contrib[p], plan.width[p])
+                self._assemble(p, buffer_name("hoisted_grad", p), contrib[p], plan.width[p])
         # Every state's gradient is assembled before any carry is replaced: a state
         # whose update is another state's old value reads that state's carry.
         for _, s, _ in plan.states:
@@ -391,78 +470,6 @@ class BackwardFlow:
         else:
             form = "scatter"
         self.steps.append(GradStep(n, buf, form, fulls, pieces))
-
-
-class Workspace:
-    """Arrays reused across calls of one plan, so that a training loop stops paying
-    for fresh memory at every batch (a GRU call at H=650 touched about 10,000 fresh
-    pages, 40 MB; without them one side-by-side measurement ran 279 -> 242 ms).
-
-    ``empty`` hands out an array again only when nothing outside the workspace
-    refers to it: CPython's reference count sees every view and every result a
-    caller kept (``run.hs`` is a view of a state buffer, ``Grads`` holds its
-    arrays), so what a caller holds is never overwritten. Every ``keep_calls``
-    calls, free arrays not asked for since the last such check are let go. Arrays under ``min_bytes``
-    come from the allocator as usual: the heap serves those without faults and
-    faster than a look-up here.
-    """
-
-    def __init__(self, keep_calls=4, min_bytes=1 << 16):
-        self.keep_calls, self.min_bytes = keep_calls, min_bytes
-        self.calls = 0
-        self._entries = {}  # (backend, shape, dtype) -> [[array, last call], ...]
-
-    def next_call(self):
-        self.calls += 1
-        if self.calls % self.keep_calls:
-            return
-        for key, entries in list(self._entries.items()):
-            kept = [e for e in entries if self.calls - e[1] <= self.keep_calls or not _is_free(e)]
-            if kept:
-                self._entries[key] = kept
-            else:
-                del self._entries[key]
-
-    def empty(self, xp, shape, dtype):
-        """An array of this shape and dtype (a dtype object) with arbitrary
-        contents that nobody else holds."""
-        if math.prod(shape) * dtype.itemsize < self.min_bytes:
-            return xp.empty(shape, dtype=dtype)
-        key = (xp.__name__, shape, dtype)
-        entries = self._entries.get(key)
-        if entries is None:
-            entries = self._entries[key] = []
-        for e in entries:
-            if _is_free(e):
-                e[1] = self.calls
-                return e[0]
-        a = xp.empty(shape, dtype=dtype)
-        entries.append([a, self.calls])
-        return a
-
-    def zeros(self, xp, shape, dtype):
-        a = self.empty(xp, shape, dtype)
-        a.fill(0)
-        return a
-
-    def clear(self):
-        """Let go of every array (those a caller still holds stay valid)."""
-        self._entries.clear()
-
-    @property
-    def nbytes(self):
-        return sum(e[0].nbytes for entries in self._entries.values() for e in entries)
-
-
-def _refs(entry):
-    return sys.getrefcount(entry[0])
-
-
-_FREE_REFS = _refs([object(), 0])  # held by its entry alone (and getrefcount's argument)
-
-
-def _is_free(entry):
-    return _refs(entry) <= _FREE_REFS
 
 
 # --------------------------------------------------------------------------- rewrites
