@@ -1,13 +1,12 @@
 """``graphrnn bench``: forward+backward of one batch against hand-written layers.
 
-This is the harness; the competitors live in the repository's ``benchmarks/``
-folder (``cell_contenders.py``, ``lm_contenders.py``), found by
-``contenders_module``. Three kinds of implementation run side by side in one
-process:
+This is the harness; the competitors ship with the package
+(``graphrnn.contenders``), so the command runs from an installed wheel.
+Three kinds of implementation run side by side in one process:
 
 - ``graphrnn``: ``gr.unroll(cell, params, xs).backward(dhs)`` (with dxs).
 - ``textbook`` and ``hoisted``: numpy layers, per step in the book's style and
-  hoisted by hand (``benchmarks/cell_contenders.py``).
+  hoisted by hand (``graphrnn/contenders/cells.py``).
 - ``torch``: PyTorch's CPU ``nn.RNN/GRU/LSTM``, and for the minimal gated
   unit, torch ops in a Python loop with autograd.
 
@@ -36,6 +35,7 @@ import tracemalloc
 import numpy as np
 
 from . import files
+from .contenders import cells as contenders
 from .errors import UsageError
 
 # Where results go unless --out names a folder; the committed results in
@@ -77,7 +77,6 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
     xs = rng.uniform(-1, 1, (N, T, D)).astype(dtype)
     dhs = rng.uniform(-1, 1, (N, T, H)).astype(dtype)
     fns = {}
-    contenders = contenders_module("cell_contenders")
     if "graphrnn" in impls:
         # the kernels auto picks for this size, compiled before timing starts
         gr.emit.warm(cell, N, T, dtype)
@@ -111,7 +110,7 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
             return model(txs, tdhs)
         fns["torch"] = run_torch
     if "jax" in impls:
-        jax_contenders = contenders_module("jax_contenders")
+        from .contenders import jax_cells as jax_contenders
         if jax_contenders.available():
             fns["jax"] = jax_contenders.JaxCell(cell, params, xs, dhs)
     info = {"torch_kind": "python loop + autograd" if kind == "mgu" else f"nn.{kind.upper()} (fused)"}
@@ -458,7 +457,7 @@ def markdown_table(result):
         "equations). torch loop: the minimal gated unit in torch ops in a Python loop with autograd, "
         "input product hoisted out of the loop. jax: jax.jit(jax.value_and_grad(loss)) over lax.scan, "
         "the cell written in jax.numpy from its declared graph, input product before the scan "
-        "(benchmarks/jax_contenders.py).",
+        "(graphrnn/contenders/jax_cells.py).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -603,12 +602,11 @@ def bench_main(args):
     impls = IMPLS if not getattr(args, "no_torch", False) else tuple(i for i in IMPLS if i != "torch")
     if getattr(args, "command", None) == "bench" and not os.environ.get("GRAPHRNN_BENCH_CHILD"):
         return _rerun_with_quiet_thread_pools(args, quick, out, cells, names, impls)
-    try:
-        contenders_module("cell_contenders")
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
     if "torch" in impls and not torch_available():
         print("torch is not installed (pip install 'graphrnn[bench]'): comparing with the textbook layers only")
+    from .contenders import jax_cells
+    if "jax" in impls and not jax_cells.available():
+        print("jax is not installed (pip install 'graphrnn[jax]'): no JAX column")
     print(f"graphrnn bench: sizes {', '.join(names)}; cells {', '.join(cells)}; "
           f"rounds {', '.join(f'{s}={rounds.get(s, 10)}' for s in names)}")
     t0 = time.perf_counter()
@@ -636,21 +634,6 @@ LM_CELLS = ("lstm", "gru")
 LM_GOALS = {("better", "gru"): 1.0, ("better", "lstm"): 0.85}   # torch's time / graphrnn's, at least
 
 
-def contenders_module(name):
-    """A module from the repository's ``benchmarks/`` folder (competitors are not
-    part of the library): found beside the package in a clone, or in the
-    current folder."""
-    import importlib
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for root in (os.getcwd(), here):
-        folder = os.path.join(root, "benchmarks")
-        if os.path.isfile(os.path.join(folder, name + ".py")):
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-            return importlib.import_module(name)
-    raise FileNotFoundError(f"benchmarks/{name}.py not found: run graphrnn bench from a clone of graphrnn")
-
-
 def lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts, lr=20.0, clip=0.25, seed=0):
     """One training step of graphrnn's RNNLM, as ``graphrnn train ptb`` runs it."""
     from . import optim
@@ -669,7 +652,7 @@ def lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts, lr=20.0, clip=
 
 def run_lm_benchmarks(sizes, cells, rounds, book=None, use_torch=True, log=print, memory=True):
     """Time one training step of each contender per (size, cell), interleaved."""
-    lm = contenders_module("lm_contenders")
+    from .contenders import lm
     threads = numpy_threads()
     have_torch = use_torch and torch_available()
     if have_torch:
@@ -775,10 +758,6 @@ def lm_main(args):
     use_torch = not getattr(args, "no_torch", False)
     if use_torch and not torch_available():
         print("torch is not installed (pip install 'graphrnn[bench]'): timing graphrnn alone")
-    try:
-        contenders_module("lm_contenders")
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
     print(f"graphrnn bench --lm: sizes {', '.join(sizes)}; cells {', '.join(cells)}; {rounds} rounds")
     result = run_lm_benchmarks(sizes, cells, rounds, book=book, use_torch=use_torch)
     result["goals"] = lm_goals(result)

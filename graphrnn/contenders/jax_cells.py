@@ -46,10 +46,9 @@ def loss_fn(cell):
     import jax.numpy as jnp
     from jax import lax
 
-    import graphrnn as gr
-    from graphrnn.plan import HOISTED, RECURRENT, STATIC
+    from ..plan import HOISTED, RECURRENT, STATIC, compile_cell
 
-    plan = gr.compile_cell(cell, fuse=False)  # the graph as declared, with its kinds
+    plan = compile_cell(cell, fuse=False)  # the graph as declared, with its kinds
     g, kind, ops = plan.graph, plan.kind, _ops(jnp, jax)
     order = [n for n in plan.ops]
     static = [n for n in order if kind[n] == STATIC]

@@ -13,8 +13,8 @@
 
 The numpy ones use graphrnn's parameter layouts, so ``tests/test_bench.py``
 checks in float64 that they compute what graphrnn computes. They are
-competitors, not part of the library: the harness (``graphrnn/bench.py``)
-loads this file from the repository with ``bench.contenders_module``.
+competitors, not part of the engine: only the harness (``graphrnn/bench.py``)
+imports them.
 """
 from __future__ import annotations
 
