@@ -62,7 +62,7 @@ def torch_available():
 
 # ============================================================================ the contenders
 
-def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
+def make_case(cell_name, size, dtype=np.float32, seed=0, impls=IMPLS):
     """Callables (no arguments, one forward+backward each) on the same data.
 
     Returns (dict impl -> callable, info). All see the same xs and dhs; the
@@ -71,7 +71,7 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
     """
     import graphrnn as gr
     N, T, D, H = size
-    cell = gr.cells.get(kind)(D, H)
+    cell = gr.cells.get(cell_name)(D, H)
     params = cell.init_params(seed=seed, dtype=dtype)
     rng = np.random.default_rng(seed)
     xs = rng.uniform(-1, 1, (N, T, D)).astype(dtype)
@@ -87,14 +87,14 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
         run_graphrnn.workspace = gr.compile_cell(cell).workspace
         fns["graphrnn"] = run_graphrnn
     if "textbook" in impls:
-        layer = contenders.TimeLayer(kind, params)
+        layer = contenders.TimeLayer(cell_name, params)
 
         def run_textbook():
             layer.forward(xs)
             return layer.backward(dhs)
         fns["textbook"] = run_textbook
     if "hoisted" in impls:
-        hoisted = contenders.HoistedLayer(kind, params)
+        hoisted = contenders.HoistedLayer(cell_name, params)
 
         def run_hoisted():
             hoisted.forward(xs)
@@ -103,8 +103,8 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
     if "torch" in impls and torch_available():
         import torch
         txs, tdhs = torch.from_numpy(xs), torch.from_numpy(dhs)
-        model = (contenders.TorchLoopMGU(params) if kind == "mgu"
-                 else contenders.TorchFused(kind, D, H, dtype, seed))
+        model = (contenders.TorchLoopMGU(params) if cell_name == "mgu"
+                 else contenders.TorchFused(cell_name, D, H, dtype, seed))
 
         def run_torch():
             return model(txs, tdhs)
@@ -113,11 +113,11 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
         from .contenders import jax_cells as jax_contenders
         if jax_contenders.available():
             fns["jax"] = jax_contenders.JaxCell(cell, params, xs, dhs)
-    info = {"torch_kind": "python loop + autograd" if kind == "mgu" else f"nn.{kind.upper()} (fused)"}
+    info = {"torch_form": "python loop + autograd" if cell_name == "mgu" else f"nn.{cell_name.upper()} (fused)"}
     return fns, info
 
 
-def gemm_flops(kind, size, need_xs=True):
+def gemm_flops(cell_name, size, need_xs=True):
     """Matrix-product FLOPs of one forward+backward (elementwise work ignored).
 
     Forward: per step an (N, D) @ (D, G*H) and (N, H) @ (H, G*H) in total over
@@ -125,7 +125,7 @@ def gemm_flops(kind, size, need_xs=True):
     gradient of its left operand), except dxs when it is not needed.
     """
     N, T, D, H = size
-    G = GATES[kind]
+    G = GATES[cell_name]
     fwd = 2 * N * T * G * H * (D + H)
     bwd = 2 * fwd - (0 if need_xs else 2 * N * T * G * H * D)
     return fwd + bwd
@@ -358,18 +358,18 @@ def run_benchmarks(sizes=None, cells=CELL_NAMES, rounds=None, impls=IMPLS, dtype
     rows = []
     cases = {}
     for sname, size in sizes.items():
-        for kind in cells:
-            fns, info = make_case(kind, size, dtype=dtype, impls=impls)
-            cases[(sname, kind)] = fns
+        for cell_name in cells:
+            fns, info = make_case(cell_name, size, dtype=dtype, impls=impls)
+            cases[(sname, cell_name)] = fns
             k = rounds.get(sname, 10)
             t_start = time.perf_counter()
             timing = time_interleaved(fns, k, target_s=target_s)
-            flops = gemm_flops(kind, size)
+            flops = gemm_flops(cell_name, size)
             for impl, tm in timing.items():
                 rows.append({"size": sname, "N": size[0], "T": size[1], "D": size[2], "H": size[3],
-                             "cell": kind, "impl": impl, "gemm_flops": flops, **tm,
-                             "torch_kind": info["torch_kind"] if impl == "torch" else None})
-            log(f"  {sname:6s} {kind:4s} " + "  ".join(
+                             "cell": cell_name, "impl": impl, "gemm_flops": flops, **tm,
+                             "torch_form": info["torch_form"] if impl == "torch" else None})
+            log(f"  {sname:6s} {cell_name:4s} " + "  ".join(
                 f"{impl} {tm['median_s'] * 1e3:8.3f} ms" for impl, tm in timing.items())
                 + f"   ({time.perf_counter() - t_start:.1f} s)")
         peaks.append(sgemm_peak())

@@ -1,6 +1,8 @@
 """Compile a ``Cell`` once into a ``Plan``: rewrites, classification, storage.
 
-Every node of the compiled graph gets one of three kinds:
+Every node of the compiled graph gets one of three timings (``plan.timing``;
+a node's *kind*, ``plan.node_kind``, is what the cell declared it as: input,
+state, param, const or op):
 
 - ``static``: depends on parameters and constants only (``Wh[:, :H]``); computed
   once per call, its gradient once after the time loop.
@@ -39,22 +41,22 @@ from .primitives import Concat, Slice
 STATIC, HOISTED, RECURRENT = "static", "hoisted", "recurrent"
 
 
-def kind_of(attrs, arg_kinds):
+def timing_of(attrs, arg_timings):
     """The rule, written once: parameters and constants are static, the input is
-    hoisted, a state recurrent; an op takes the latest kind among its operands."""
+    hoisted, a state recurrent; an op takes the latest timing among its operands."""
     if attrs["kind"] in ("param", "const"):
         return STATIC
     if attrs["kind"] == "input":
         return HOISTED
     if attrs["kind"] == "state":
         return RECURRENT
-    ks = set(arg_kinds)
+    ks = set(arg_timings)
     return RECURRENT if RECURRENT in ks else HOISTED if HOISTED in ks else STATIC
 
 
-class Kinds:
-    """``kinds(g, n)``: node n's kind, worked out on first use and remembered. The
-    rewrites keep every node's kind, so nodes they add are classified lazily."""
+class Timings:
+    """``timings(g, n)``: node n's timing, worked out on first use and remembered. The
+    rewrites keep every node's timing, so nodes they add are classified lazily."""
 
     def __init__(self):
         self._memo = {}
@@ -63,7 +65,7 @@ class Kinds:
         k = self._memo.get(n)
         if k is None:
             a = g.nodes[n]
-            k = self._memo[n] = kind_of(a, [self(g, p) for p in a.get("args", ())])
+            k = self._memo[n] = timing_of(a, [self(g, p) for p in a.get("args", ())])
         return k
 
 
@@ -155,6 +157,12 @@ class Plan:
         self._backward_buffers = {}
 
     @property
+    def kind(self):
+        """The former name of ``timing`` (node -> static, hoisted or recurrent),
+        kept for code written before the rename; "kind" is the node's kind."""
+        return self.timing
+
+    @property
     def workspace(self):
         """The scheduler's pool of arrays for runs of this plan (kept by
         ``graphrnn.workspace``, not by the plan; this name stays for the README)."""
@@ -164,22 +172,22 @@ class Plan:
     # ------------------------------------------------------------------ phases of __init__
 
     def _classify(self, order):
-        """Every node's kind, then per-step slices of hoisted values."""
-        g, kinds = self.graph, Kinds()
-        kind = {n: kinds(g, n) for n in order}
+        """Every node's timing, then per-step slices of hoisted values."""
+        g, timings = self.graph, Timings()
+        timing = {n: timings(g, n) for n in order}
         # A hoisted slice read only by per-step nodes is taken per step instead: a view
         # costs nothing, and the loop then collects gradients straight into the
         # sliced node's buffer rather than into one more buffer per slice.
         keep = {u for _, _, u in self.states} | {self.output_node}
         for n in reversed(self.ops):
-            if kind[n] == HOISTED and self.info[n][0].window is not None and n not in keep:
+            if timing[n] == HOISTED and self.info[n][0].window is not None and n not in keep:
                 succ = list(g.successors(n))
-                if succ and all(kind[m] == RECURRENT for m in succ):
-                    kind[n] = RECURRENT
-        self.kind = kind
-        self.static_ops = [n for n in self.ops if kind[n] == STATIC]
-        self.hoisted_ops = [n for n in self.ops if kind[n] == HOISTED]
-        self.recurrent_ops = [n for n in self.ops if kind[n] == RECURRENT]
+                if succ and all(timing[m] == RECURRENT for m in succ):
+                    timing[n] = RECURRENT
+        self.timing = timing
+        self.static_ops = [n for n in self.ops if timing[n] == STATIC]
+        self.hoisted_ops = [n for n in self.ops if timing[n] == HOISTED]
+        self.recurrent_ops = [n for n in self.ops if timing[n] == RECURRENT]
 
     def _find_requirements(self, order):
         """``requires[with_xs][n]``: does n lead to something that wants a gradient?"""
@@ -195,7 +203,7 @@ class Plan:
 
     def _choose_storage(self):
         """Views instead of copies, and the per-step values BPTT keeps."""
-        kind, info = self.kind, self.info
+        timing, info = self.timing, self.info
 
         def window(n):
             op, args = info[n]
@@ -211,7 +219,7 @@ class Plan:
         def keep_value(p):
             while p in self.views:
                 p = self.views[p][0]
-            if kind[p] == RECURRENT and self.node_kind[p] == "op":
+            if timing[p] == RECURRENT and self.node_kind[p] == "op":
                 self.stored.add(p)
         for n in self.recurrent_ops:
             op, args = info[n]
@@ -220,34 +228,34 @@ class Plan:
                     self.stored.add(n)
                 else:
                     keep_value(args[i])
-        if kind[self.output_node] == RECURRENT and self.node_kind[self.output_node] == "op":
+        if timing[self.output_node] == RECURRENT and self.node_kind[self.output_node] == "op":
             self.stored.add(self.output_node)
-        self.stored |= {u for _, _, u in self.states if kind[u] == RECURRENT and self.node_kind[u] == "op"}
+        self.stored |= {u for _, _, u in self.states if timing[u] == RECURRENT and self.node_kind[u] == "op"}
 
     def _define_loop_interface(self):
         """What the per-step loops read and write besides their own values."""
-        kind, info = self.kind, self.info
+        timing, info = self.timing, self.info
         # per-step nodes with a static operand that wants a gradient: that gradient
         # is one batched call after the loop, over the node's kept per-step dy
         self.deferred = [n for n in self.recurrent_ops
-                         if any(kind[p] == STATIC and self.requires[True][p] for p in info[n][1])]
+                         if any(timing[p] == STATIC and self.requires[True][p] for p in info[n][1])]
         # hoisted values the loop reads at step t (and gives per-step gradients)
-        self.boundary = sorted({p for n in self.recurrent_ops for p in info[n][1] if kind[p] == HOISTED}
-                               | {u for _, _, u in self.states if kind[u] == HOISTED}
-                               | ({self.output_node} if kind[self.output_node] == HOISTED else set()))
+        self.boundary = sorted({p for n in self.recurrent_ops for p in info[n][1] if timing[p] == HOISTED}
+                               | {u for _, _, u in self.states if timing[u] == HOISTED}
+                               | ({self.output_node} if timing[self.output_node] == HOISTED else set()))
         # the node whose buffer holds each state's next value (written in place)
         self.inplace_update = {}
         for _, snode, unode in self.states:
-            if (kind[unode] == RECURRENT and self.node_kind[unode] == "op"
+            if (timing[unode] == RECURRENT and self.node_kind[unode] == "op"
                     and unode not in self.inplace_update.values()):
                 self.inplace_update[snode] = unode
         # static values the per-step ops read (Wh[:, :2H], constants)
-        self.loop_statics = sorted({p for n in self.recurrent_ops for p in info[n][1] if kind[p] == STATIC})
+        self.loop_statics = sorted({p for n in self.recurrent_ops for p in info[n][1] if timing[p] == STATIC})
 
-    def _home(self, p, kind):
+    def _home(self, p, timing):
         """The node whose array holds p's value: p's own, or through column
-        slices of the same kind (views) the one they slice."""
-        while p in self.outer_slices and self.kind[p] == kind:
+        slices of the same timing (views) the one they slice."""
+        while p in self.outer_slices and self.timing[p] == timing:
             p = self.outer_slices[p][0]
         return p
 
@@ -259,10 +267,10 @@ class Plan:
         out += [_buffer("update", u, of=buffer_name("state", s)) for s, u in self.inplace_update.items()]
         updates = set(self.inplace_update.values())
         out += [_buffer("kept", n) for n in sorted(self.stored) if n not in updates]
-        for role, kind, nodes in (("hoisted", HOISTED, self.boundary), ("static", STATIC, self.loop_statics)):
+        for role, timing, nodes in (("hoisted", HOISTED, self.boundary), ("static", STATIC, self.loop_statics)):
             listed = []
             for p in nodes:
-                for q in (p, self._home(p, kind)):
+                for q in (p, self._home(p, timing)):
                     if q not in listed:
                         listed.append(q)
             out += [_buffer(role, q) for q in listed]
@@ -314,11 +322,11 @@ class Plan:
         goes into the parent's columns)."""
         key = bool(need_xs)
         if key not in self._after:
-            req, kind = self.requires[bool(need_xs)], self.kind
+            req, timing = self.requires[bool(need_xs)], self.timing
             deferred = []
             for n in self.deferred:
                 op, args = self.info[n]
-                needs = tuple(kind[p] == STATIC and req[p] for p in args)
+                needs = tuple(timing[p] == STATIC and req[p] for p in args)
                 deferred.append((n, op, args, needs, op.saved_for(needs)))
             outer = []
             for n in list(reversed(self.hoisted_ops)) + list(reversed(self.static_ops)):
@@ -393,7 +401,7 @@ class BackwardFlow:
         self.steps, self.written, self.shared = [], set(), {}
         self._in_buffer = {}   # source -> the target buffer it is already in at step t
         self._tile_at = {}     # a tile-formed gradient without a target -> its step index
-        req, kind, info = plan.requires[need_xs], plan.kind, plan.info
+        req, timing, info = plan.requires[need_xs], plan.timing, plan.info
         contrib = {}
 
         def add(node, item):
@@ -413,7 +421,7 @@ class BackwardFlow:
                 if req[args[0]]:
                     add(args[0], ("piece", ("grad", n), *op.window))
                 continue
-            needs = tuple(kind[p] != STATIC and req[p] for p in args)
+            needs = tuple(timing[p] != STATIC and req[p] for p in args)
             if not any(needs):
                 continue
             passed = op.passes_gradient()
@@ -535,16 +543,16 @@ def _slice_label(plabel, lo, hi, g, parent):
     return f"{plabel}[{lead}{'' if lo == 0 else lo}:{hi}]"
 
 
-def fuse_matmuls(g, kind):
+def fuse_matmuls(g, timing):
     """Join matmuls that share a left operand and have static right operands."""
     changed = False
     for left in list(g.nodes):
-        if left not in g or kind(g, left) == STATIC:
+        if left not in g or timing(g, left) == STATIC:
             continue
         group = [m for m in g.successors(left)
                  if g.nodes[m].get("op") is not None and g.nodes[m]["op"].packs_columns
                  and g.nodes[m]["args"][0] == left
-                 and g.nodes[m]["args"][1] != left and kind(g, g.nodes[m]["args"][1]) == STATIC]
+                 and g.nodes[m]["args"][1] != left and timing(g, g.nodes[m]["args"][1]) == STATIC]
         if len(group) < 2:
             continue
         group.sort()
@@ -566,12 +574,12 @@ def fuse_matmuls(g, kind):
     return changed
 
 
-def fuse_elementwise(g, kind):
+def fuse_elementwise(g, timing):
     """Join one elementwise op applied to adjacent column slices of the same operands."""
     groups = {}
     for n in g.nodes:
         a = g.nodes[n]
-        if a.get("op") is None or not a["op"].elementwise or kind(g, n) == STATIC:
+        if a.get("op") is None or not a["op"].elementwise or timing(g, n) == STATIC:
             continue
         key, ok = [type(a["op"])], True
         for p in a["args"]:
@@ -658,10 +666,10 @@ def compile_cell(cell, fuse=True) -> Plan:
         g.nodes[n].update(dict(g.nodes[n]))
     keep = set(cell.updates.values()) | {cell.output_node}
     if fuse:
-        kind = Kinds()  # kinds never change under these rewrites; new nodes are classified lazily
-        while fuse_matmuls(g, kind):
+        timing = Timings()  # timings never change under these rewrites; new nodes are classified lazily
+        while fuse_matmuls(g, timing):
             pass
-        while fuse_elementwise(g, kind):
+        while fuse_elementwise(g, timing):
             pass
         _prune(g, keep)
     plan = Plan(cell, g)

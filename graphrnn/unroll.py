@@ -336,7 +336,7 @@ class Run:
         ws, slices, sv, hv = self.workspace, plan.outer_slices, self.sv, self.hv
 
         def grad_shape(p):
-            return (t * n,) + tuple(plan.shape[p][1:]) if plan.kind[p] == HOISTED else plan.shape[p]
+            return (t * n,) + tuple(plan.shape[p][1:]) if plan.timing[p] == HOISTED else plan.shape[p]
         acc = _Acc(lambda p: ws.empty(xp, grad_shape(p), dtype),
                    lambda p: ws.zeros(xp, grad_shape(p), dtype), slices)
 

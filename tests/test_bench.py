@@ -14,8 +14,8 @@ from graphrnn import bench
 from graphrnn.contenders import cells as contenders
 
 
-def _case(kind, N=3, T=5, D=4, H=6):
-    cell = gr.cells.get(kind)(D, H)
+def _case(cell_name, N=3, T=5, D=4, H=6):
+    cell = gr.cells.get(cell_name)(D, H)
     params = cell.init_params(seed=1, dtype=np.float64)
     rng = np.random.default_rng(2)
     # nonzero biases and larger weights so every gate term matters
@@ -26,12 +26,12 @@ def _case(kind, N=3, T=5, D=4, H=6):
 
 
 @pytest.mark.parametrize("layer_cls", [contenders.TimeLayer, contenders.HoistedLayer])
-@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "mgu"])
-def test_textbook_and_hand_hoisted_layers_match_graphrnn_forward_and_backward_in_float64(kind, layer_cls):
-    cell, params, xs, dhs = _case(kind)
+@pytest.mark.parametrize("cell_name", ["rnn", "gru", "lstm", "mgu"])
+def test_textbook_and_hand_hoisted_layers_match_graphrnn_forward_and_backward_in_float64(cell_name, layer_cls):
+    cell, params, xs, dhs = _case(cell_name)
     run = gr.unroll(cell, params, xs)
     g = run.backward(dhs, need_xs=True)
-    layer = layer_cls(kind, params)
+    layer = layer_cls(cell_name, params)
     hs = layer.forward(xs)
     dxs = layer.backward(dhs)
     np.testing.assert_allclose(hs, run.hs, rtol=1e-12, atol=1e-12)

@@ -58,7 +58,7 @@ def test_nothing_in_the_package_imports_the_repository_around_it():
         assert not outside, f"{name} imports {outside}"
     for path in modules.values():  # nor reaches it through a path (sys.path, a file it loads)
         folders = [n.value for n in ast.walk(ast.parse(path.read_text()))
-                   if isinstance(n, ast.Constant) and n.value in ("benchmarks", "tests", "tasks")]
+                   if isinstance(n, ast.Constant) and n.value in ("benchmarks", "tests")]
         assert not folders, f"{path.name} names the repository's {folders[0]}/ folder"
 
 
@@ -82,3 +82,17 @@ def test_the_circle_check_sees_a_circle():
     assert g.has_edge("graphrnn.emit", "graphrnn.emit.numpy_loops")  # `from . import x` is the module x
     g.add_edge("graphrnn.plan", "graphrnn.unroll")
     assert any({"graphrnn.plan", "graphrnn.unroll"} <= set(c) for c in nx.simple_cycles(g.subgraph(modules)))
+
+
+def test_every_public_submodule_is_an_attribute_of_the_package_loaded_on_first_use():
+    import subprocess
+    import sys
+    code = ("import sys, graphrnn as gr\n"
+            "assert 'numpy' not in sys.modules and 'graphrnn.models' not in sys.modules\n"
+            "gr.models.RNNLM; gr.testing.check_gradients; gr.layers; gr.data; gr.cells.gru; gr.emit.loops_for\n"
+            "print(sorted(n for n in gr._SUBMODULES if not hasattr(gr, n)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    modules = {name.split(".")[1] for name in _modules() if name.count(".") >= 1}
+    private = {n for n in modules if n.startswith("_")} | {"cli", "render", "unroll"}  # the last two: functions
+    assert modules - private == set(graphrnn._SUBMODULES)

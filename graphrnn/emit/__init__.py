@@ -1,4 +1,4 @@
-"""Emitters: each turns a finished ``Plan`` into loops for one kind of machine.
+"""Emitters: each turns a finished ``Plan`` into loops for one machine.
 
 - ``numpy_loops``: Python source over the array module in force (numpy, cupy).
 - ``numba_loops``: native per-step loops compiled with numba, cached on disk

@@ -18,7 +18,7 @@ def stages(plan):
     ``("region", [ops])``, every op that can run before the next matmul
     (in topological order), and ``("matmul", node)``. Taking all ready
     non-matmul ops first gives the fewest regions."""
-    done = {n for n in plan.graph.nodes if plan.kind[n] != RECURRENT or plan.node_kind[n] != "op"}
+    done = {n for n in plan.graph.nodes if plan.timing[n] != RECURRENT or plan.node_kind[n] != "op"}
     todo = list(plan.recurrent_ops)
     out = []
     while todo:
@@ -112,7 +112,7 @@ class Layout:
         """A static value: through its static windows to the array that holds it."""
         plan, off = self.plan, 0
         w = plan.width.get(p, 1)
-        while p in plan.outer_slices and plan.kind[p] == STATIC:
+        while p in plan.outer_slices and plan.timing[p] == STATIC:
             p, lo, _ = plan.outer_slices[p]
             off += lo
         if p in plan.consts:
@@ -142,7 +142,7 @@ class Layout:
             parent, lo, hi = plan.views[p]
             if p not in plan.stored:
                 return self.value(parent, scratch).shifted(lo, hi - lo)
-        k, w = plan.kind[p], plan.width.get(p, 1)
+        k, w = plan.timing[p], plan.width.get(p, 1)
         if k == STATIC:
             return self.static(p)
         if k == HOISTED:
@@ -159,7 +159,7 @@ class Layout:
         return self._loc(f"W{p}", "row", ("scratch", w), w)
 
 
-class Grads:
+class GradPlaces:
     """Where each gradient of one reverse step lives, decided from the flow
     before any text is written: a target buffer (``DB``/``DH``, as the plan
     says), the location of the one gradient it equals (no copy), its columns

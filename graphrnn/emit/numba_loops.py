@@ -34,7 +34,7 @@ import numpy as np
 
 from ..plan import STATIC, GradStep, buffer_name
 from . import scalar
-from .native_layout import Grads, Layout, NotNative, stages  # noqa: F401  (NotNative: raised from here too)
+from .native_layout import GradPlaces, Layout, NotNative, stages  # noqa: F401  (NotNative: raised from here too)
 
 FUNCTIONS = {"exp": "math.exp", "tanh": "math.tanh"}
 FORMS = ("fused", "staged")
@@ -140,7 +140,7 @@ def _forward_op(plan, layout, k, n, ind, fused):
         return
     if form == "elementwise":
         for p in args:
-            if plan.kind[p] != STATIC and len(plan.shape[p]) != 2:
+            if plan.timing[p] != STATIC and len(plan.shape[p]) != 2:
                 raise NotNative(f"node {plan.graph.nodes[n]['label']!r}: operand of shape {plan.shape[p]}")
         _elementwise_forward(plan, layout, k, n, out, ind)
         return
@@ -320,7 +320,7 @@ class ModuleText:
     def _backward(self, form, key):
         plan, layout = self.plan, self.layout
         flow = plan.backward_flow(*key)
-        grads = Grads(plan, layout, flow)
+        grads = GradPlaces(plan, layout, flow)
         name = f"backward_{form}_{int(key[0])}{int(key[1])}"
         matmul_calls = [s for s in flow.steps if not isinstance(s, GradStep)
                         and plan.info[s.node][0].native_form() == "matmul"]
@@ -466,26 +466,26 @@ class ModuleText:
 
     def _fetch(self, a):
         source, width = self.layout.arrays[a]
-        kind = source[0]
-        if kind == "E":
+        how = source[0]
+        if how == "E":
             return f"E[{source[1]!r}]"
-        if kind == "carry-in":  # a carry handed to a fused kernel, which copies it
+        if how == "carry-in":  # a carry handed to a fused kernel, which copies it
             return f"_c(E[{a!r}])"
-        if kind == "static":
+        if how == "static":
             p = source[1]
             nd = len(self.plan.shape[p])
             return f"_c(E[{a!r}])" if nd else f"_c(E[{a!r}]).reshape(1)"
-        if kind == "transposed":
+        if how == "transposed":
             return f"_c(E[{buffer_name('static', source[1])!r}].T)"
-        if kind == "scratch":
+        if how == "scratch":
             return f"np.empty((N, {width}), DT)"
-        if kind == "dhs":
+        if how == "dhs":
             return f"_c(E[{a!r}])"
-        if kind == "carry":
+        if how == "carry":
             return f"E[{buffer_name('carry', source[1])!r}].copy()"
-        if kind == "carry-out":
+        if how == "carry-out":
             return f"np.empty((N, {width}), DT)"
-        raise AssertionError(kind)
+        raise AssertionError(how)
 
     # text ------------------------------------------------------------------
     def source(self) -> str:

@@ -22,7 +22,7 @@ def value(plan, p):
     if p in plan.views:
         parent, lo, hi = plan.views[p]
         return f"{value(plan, parent)}[..., {lo}:{hi}]"
-    k = plan.kind[p]
+    k = plan.timing[p]
     if plan.node_kind[p] == "state":
         return f"{buffer_name('state', p)}[t]"
     if k == RECURRENT:
