@@ -136,6 +136,7 @@ class Plan:
         self.input_node = cell.input_node
         self.output_node = cell.output_node
         self.states = [(name, node, cell.updates[name]) for name, node in cell.states.items()]
+        self.states_by_node = {node: name for name, node, _ in self.states}
         self.params = dict(cell.params)
         order = list(nx.lexicographical_topological_sort(graph))
         # plain look-up tables, so that running a plan never touches networkx
@@ -152,6 +153,8 @@ class Plan:
         self._choose_storage()
         self._define_loop_interface()
         self.forward_buffers = self._forward_buffers()
+        # node -> the forward buffer holding its value at every step (states: T+1 rows)
+        self.step_buffer = {b.node: b.name for b in self.forward_buffers if b.role in ("state", "update", "kept")}
         self._flows = {}
         self._after = {}
         self._backward_buffers = {}

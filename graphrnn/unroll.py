@@ -210,14 +210,15 @@ class Run:
         # the heap serves those at least as fast (the tiny sizes are all overhead).
         self.pooled = (t + 1) * n * plan.max_width * dtype.itemsize >= ws.min_bytes
         self._empty = ws.empty if self.pooled else _heap_empty
+        # each buffer's leading axes (plan.ROLES) at this call's sizes
+        self._leads = {("T+1", "N"): (t + 1, n), ("T", "N"): (t, n), ("N",): (n,)}
         self.sv = self._static_values(params)
         self.hv = self._hoisted_values(xs)
         self._recurrent_forward(s0)
 
     def _new(self, b):
         """A fresh array for buffer ``b``: its leading axes, then the node's width."""
-        sizes = {"T+1": self.t + 1, "T": self.t, "N": self.n}
-        return self._empty(self.xp, tuple(sizes[a] for a in b.lead) + self.plan.shape[b.node][1:], self.dtype)
+        return self._empty(self.xp, self._leads[b.lead] + self.plan.shape[b.node][1:], self.dtype)
 
     # ------------------------------------------------------------------ forward phases
     def _static_values(self, params):
@@ -267,14 +268,14 @@ class Run:
         self.engine = self.loops.forward(self.env)
 
         out = plan.output_node
-        if buffer_name("state", out) in arrays:
-            hs_tm = arrays[buffer_name("state", out)][:-1]
-        elif buffer_name("kept", out) in arrays:
-            hs_tm = arrays[buffer_name("kept", out)]
+        if out in plan.states_by_node:
+            hs_tm = arrays[plan.step_buffer[out]][:-1]
+        elif out in plan.step_buffer:
+            hs_tm = arrays[plan.step_buffer[out]]
         else:
             hs_tm = self.hv[out].reshape(t, n, -1)
         self.hs = hs_tm.transpose(1, 0, 2)
-        self.state = {name: arrays[buffer_name("state", snode)][t].copy() for name, snode, _ in plan.states}
+        self.state = {name: arrays[plan.step_buffer[snode]][t].copy() for name, snode, _ in plan.states}
 
     # ------------------------------------------------------------------ backward
     def backward(self, dhs=None, dstate=None, *, need_xs=True):
@@ -304,7 +305,7 @@ class Run:
         for k in dstate:
             if k not in plan.cell.states:
                 raise GraphError(f"cell {cname!r}: dstate names unknown state {k!r}")
-        names = {snode: name for name, snode, _ in plan.states}
+        names = plan.states_by_node
         buffers = plan.backward_buffers(need_xs, dhs is not None)
         arrays = dict(self.env.arrays)
         for b in buffers:
@@ -397,12 +398,10 @@ class Run:
         if p in self.plan.views:
             parent, lo, hi = self.plan.views[p]
             return self._stacked(parent)[..., lo:hi]
-        a = arrays.get(buffer_name("state", p))
-        if a is not None:
-            return a[:-1].reshape(t * n, -1)
-        a = arrays.get(buffer_name("kept", p))
-        if a is not None:
-            return a.reshape(t * n, -1)
+        name = self.plan.step_buffer.get(p)
+        if name is not None:
+            a = arrays[name]
+            return (a[:-1] if p in self.plan.states_by_node else a).reshape(t * n, -1)
         if p in self.hv:
             return self.hv[p]
         return self.sv[p]
