@@ -29,7 +29,11 @@ _PUBLIC = {
     "explain": "explain",
     "Grads": "unroll", "Recurrent": "unroll", "Run": "unroll", "unroll": "unroll", "unroll_naive": "unroll",
 }
-_SUBMODULES = ("cells", "emit")
+# every public submodule, as gr.NAME (loaded on first use like the names above);
+# render and unroll are the functions of those names, their modules graphrnn.render, graphrnn.unroll
+_SUBMODULES = ("backend", "bench", "cells", "checkpoint", "contenders", "data", "demo", "emit", "errors",
+               "files", "graph", "layers", "models", "optim", "plan", "plots", "primitives", "report",
+               "schema", "sweep", "tasks", "testing", "train", "workspace")
 # Functions named like the module that defines them: importing the module
 # graphrnn.render binds it to the package as `render`; the public name is the function.
 _SHADOWED = ("render", "unroll", "explain")

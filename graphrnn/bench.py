@@ -1,13 +1,12 @@
 """``graphrnn bench``: forward+backward of one batch against hand-written layers.
 
-This is the harness; the competitors live in the repository's ``benchmarks/``
-folder (``cell_contenders.py``, ``lm_contenders.py``), found by
-``contenders_module``. Three kinds of implementation run side by side in one
-process:
+This is the harness; the competitors ship with the package
+(``graphrnn.contenders``), so the command runs from an installed wheel.
+Three kinds of implementation run side by side in one process:
 
 - ``graphrnn``: ``gr.unroll(cell, params, xs).backward(dhs)`` (with dxs).
 - ``textbook`` and ``hoisted``: numpy layers, per step in the book's style and
-  hoisted by hand (``benchmarks/cell_contenders.py``).
+  hoisted by hand (``graphrnn/contenders/cells.py``).
 - ``torch``: PyTorch's CPU ``nn.RNN/GRU/LSTM``, and for the minimal gated
   unit, torch ops in a Python loop with autograd.
 
@@ -36,6 +35,7 @@ import tracemalloc
 import numpy as np
 
 from . import files
+from .contenders import cells as contenders
 from .errors import UsageError
 
 # Where results go unless --out names a folder; the committed results in
@@ -62,7 +62,7 @@ def torch_available():
 
 # ============================================================================ the contenders
 
-def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
+def make_case(cell_name, size, dtype=np.float32, seed=0, impls=IMPLS):
     """Callables (no arguments, one forward+backward each) on the same data.
 
     Returns (dict impl -> callable, info). All see the same xs and dhs; the
@@ -71,13 +71,12 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
     """
     import graphrnn as gr
     N, T, D, H = size
-    cell = gr.cells.get(kind)(D, H)
+    cell = gr.cells.get(cell_name)(D, H)
     params = cell.init_params(seed=seed, dtype=dtype)
     rng = np.random.default_rng(seed)
     xs = rng.uniform(-1, 1, (N, T, D)).astype(dtype)
     dhs = rng.uniform(-1, 1, (N, T, H)).astype(dtype)
     fns = {}
-    contenders = contenders_module("cell_contenders")
     if "graphrnn" in impls:
         # the kernels auto picks for this size, compiled before timing starts
         gr.emit.warm(cell, N, T, dtype)
@@ -88,14 +87,14 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
         run_graphrnn.workspace = gr.compile_cell(cell).workspace
         fns["graphrnn"] = run_graphrnn
     if "textbook" in impls:
-        layer = contenders.TimeLayer(kind, params)
+        layer = contenders.TimeLayer(cell_name, params)
 
         def run_textbook():
             layer.forward(xs)
             return layer.backward(dhs)
         fns["textbook"] = run_textbook
     if "hoisted" in impls:
-        hoisted = contenders.HoistedLayer(kind, params)
+        hoisted = contenders.HoistedLayer(cell_name, params)
 
         def run_hoisted():
             hoisted.forward(xs)
@@ -104,21 +103,21 @@ def make_case(kind, size, dtype=np.float32, seed=0, impls=IMPLS):
     if "torch" in impls and torch_available():
         import torch
         txs, tdhs = torch.from_numpy(xs), torch.from_numpy(dhs)
-        model = (contenders.TorchLoopMGU(params) if kind == "mgu"
-                 else contenders.TorchFused(kind, D, H, dtype, seed))
+        model = (contenders.TorchLoopMGU(params) if cell_name == "mgu"
+                 else contenders.TorchFused(cell_name, D, H, dtype, seed))
 
         def run_torch():
             return model(txs, tdhs)
         fns["torch"] = run_torch
     if "jax" in impls:
-        jax_contenders = contenders_module("jax_contenders")
+        from .contenders import jax_cells as jax_contenders
         if jax_contenders.available():
             fns["jax"] = jax_contenders.JaxCell(cell, params, xs, dhs)
-    info = {"torch_kind": "python loop + autograd" if kind == "mgu" else f"nn.{kind.upper()} (fused)"}
+    info = {"torch_form": "python loop + autograd" if cell_name == "mgu" else f"nn.{cell_name.upper()} (fused)"}
     return fns, info
 
 
-def gemm_flops(kind, size, need_xs=True):
+def gemm_flops(cell_name, size, need_xs=True):
     """Matrix-product FLOPs of one forward+backward (elementwise work ignored).
 
     Forward: per step an (N, D) @ (D, G*H) and (N, H) @ (H, G*H) in total over
@@ -126,7 +125,7 @@ def gemm_flops(kind, size, need_xs=True):
     gradient of its left operand), except dxs when it is not needed.
     """
     N, T, D, H = size
-    G = GATES[kind]
+    G = GATES[cell_name]
     fwd = 2 * N * T * G * H * (D + H)
     bwd = 2 * fwd - (0 if need_xs else 2 * N * T * G * H * D)
     return fwd + bwd
@@ -359,18 +358,18 @@ def run_benchmarks(sizes=None, cells=CELL_NAMES, rounds=None, impls=IMPLS, dtype
     rows = []
     cases = {}
     for sname, size in sizes.items():
-        for kind in cells:
-            fns, info = make_case(kind, size, dtype=dtype, impls=impls)
-            cases[(sname, kind)] = fns
+        for cell_name in cells:
+            fns, info = make_case(cell_name, size, dtype=dtype, impls=impls)
+            cases[(sname, cell_name)] = fns
             k = rounds.get(sname, 10)
             t_start = time.perf_counter()
             timing = time_interleaved(fns, k, target_s=target_s)
-            flops = gemm_flops(kind, size)
+            flops = gemm_flops(cell_name, size)
             for impl, tm in timing.items():
                 rows.append({"size": sname, "N": size[0], "T": size[1], "D": size[2], "H": size[3],
-                             "cell": kind, "impl": impl, "gemm_flops": flops, **tm,
-                             "torch_kind": info["torch_kind"] if impl == "torch" else None})
-            log(f"  {sname:6s} {kind:4s} " + "  ".join(
+                             "cell": cell_name, "impl": impl, "gemm_flops": flops, **tm,
+                             "torch_form": info["torch_form"] if impl == "torch" else None})
+            log(f"  {sname:6s} {cell_name:4s} " + "  ".join(
                 f"{impl} {tm['median_s'] * 1e3:8.3f} ms" for impl, tm in timing.items())
                 + f"   ({time.perf_counter() - t_start:.1f} s)")
         peaks.append(sgemm_peak())
@@ -458,7 +457,7 @@ def markdown_table(result):
         "equations). torch loop: the minimal gated unit in torch ops in a Python loop with autograd, "
         "input product hoisted out of the loop. jax: jax.jit(jax.value_and_grad(loss)) over lax.scan, "
         "the cell written in jax.numpy from its declared graph, input product before the scan "
-        "(benchmarks/jax_contenders.py).",
+        "(graphrnn/contenders/jax_cells.py).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -603,12 +602,11 @@ def bench_main(args):
     impls = IMPLS if not getattr(args, "no_torch", False) else tuple(i for i in IMPLS if i != "torch")
     if getattr(args, "command", None) == "bench" and not os.environ.get("GRAPHRNN_BENCH_CHILD"):
         return _rerun_with_quiet_thread_pools(args, quick, out, cells, names, impls)
-    try:
-        contenders_module("cell_contenders")
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
     if "torch" in impls and not torch_available():
         print("torch is not installed (pip install 'graphrnn[bench]'): comparing with the textbook layers only")
+    from .contenders import jax_cells
+    if "jax" in impls and not jax_cells.available():
+        print("jax is not installed (pip install 'graphrnn[jax]'): no JAX column")
     print(f"graphrnn bench: sizes {', '.join(names)}; cells {', '.join(cells)}; "
           f"rounds {', '.join(f'{s}={rounds.get(s, 10)}' for s in names)}")
     t0 = time.perf_counter()
@@ -636,21 +634,6 @@ LM_CELLS = ("lstm", "gru")
 LM_GOALS = {("better", "gru"): 1.0, ("better", "lstm"): 0.85}   # torch's time / graphrnn's, at least
 
 
-def contenders_module(name):
-    """A module from the repository's ``benchmarks/`` folder (competitors are not
-    part of the library): found beside the package in a clone, or in the
-    current folder."""
-    import importlib
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for root in (os.getcwd(), here):
-        folder = os.path.join(root, "benchmarks")
-        if os.path.isfile(os.path.join(folder, name + ".py")):
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-            return importlib.import_module(name)
-    raise FileNotFoundError(f"benchmarks/{name}.py not found: run graphrnn bench from a clone of graphrnn")
-
-
 def lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts, lr=20.0, clip=0.25, seed=0):
     """One training step of graphrnn's RNNLM, as ``graphrnn train ptb`` runs it."""
     from . import optim
@@ -669,7 +652,7 @@ def lm_graphrnn_step(V, D, H, layers, cell, dropout, tie, xs, ts, lr=20.0, clip=
 
 def run_lm_benchmarks(sizes, cells, rounds, book=None, use_torch=True, log=print, memory=True):
     """Time one training step of each contender per (size, cell), interleaved."""
-    lm = contenders_module("lm_contenders")
+    from .contenders import lm
     threads = numpy_threads()
     have_torch = use_torch and torch_available()
     if have_torch:
@@ -775,10 +758,6 @@ def lm_main(args):
     use_torch = not getattr(args, "no_torch", False)
     if use_torch and not torch_available():
         print("torch is not installed (pip install 'graphrnn[bench]'): timing graphrnn alone")
-    try:
-        contenders_module("lm_contenders")
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
     print(f"graphrnn bench --lm: sizes {', '.join(sizes)}; cells {', '.join(cells)}; {rounds} rounds")
     result = run_lm_benchmarks(sizes, cells, rounds, book=book, use_torch=use_torch)
     result["goals"] = lm_goals(result)

@@ -1,6 +1,8 @@
 """Compile a ``Cell`` once into a ``Plan``: rewrites, classification, storage.
 
-Every node of the compiled graph gets one of three kinds:
+Every node of the compiled graph gets one of three timings (``plan.timing``;
+a node's *kind*, ``plan.node_kind``, is what the cell declared it as: input,
+state, param, const or op):
 
 - ``static``: depends on parameters and constants only (``Wh[:, :H]``); computed
   once per call, its gradient once after the time loop.
@@ -30,8 +32,7 @@ Only this module, ``unroll`` and the emitters know about time.
 """
 from __future__ import annotations
 
-import math
-import sys
+from typing import NamedTuple
 
 import networkx as nx
 
@@ -40,22 +41,22 @@ from .primitives import Concat, Slice
 STATIC, HOISTED, RECURRENT = "static", "hoisted", "recurrent"
 
 
-def kind_of(attrs, arg_kinds):
+def timing_of(attrs, arg_timings):
     """The rule, written once: parameters and constants are static, the input is
-    hoisted, a state recurrent; an op takes the latest kind among its operands."""
+    hoisted, a state recurrent; an op takes the latest timing among its operands."""
     if attrs["kind"] in ("param", "const"):
         return STATIC
     if attrs["kind"] == "input":
         return HOISTED
     if attrs["kind"] == "state":
         return RECURRENT
-    ks = set(arg_kinds)
+    ks = set(arg_timings)
     return RECURRENT if RECURRENT in ks else HOISTED if HOISTED in ks else STATIC
 
 
-class Kinds:
-    """``kinds(g, n)``: node n's kind, worked out on first use and remembered. The
-    rewrites keep every node's kind, so nodes they add are classified lazily."""
+class Timings:
+    """``timings(g, n)``: node n's timing, worked out on first use and remembered. The
+    rewrites keep every node's timing, so nodes they add are classified lazily."""
 
     def __init__(self):
         self._memo = {}
@@ -64,8 +65,64 @@ class Kinds:
         k = self._memo.get(n)
         if k is None:
             a = g.nodes[n]
-            k = self._memo[n] = kind_of(a, [self(g, p) for p in a.get("args", ())])
+            k = self._memo[n] = timing_of(a, [self(g, p) for p in a.get("args", ())])
         return k
+
+
+# --------------------------------------------------------------------------- the seam
+# The loops of a call read and write one environment of named arrays. Its names
+# are made here and nowhere else: the plan lists the buffers a call needs, the
+# scheduler allocates exactly those, and every emitter reads them by these names.
+
+ROLES = {  # role: (name prefix, leading axes before the node's own width, what it holds)
+    "state": ("S", ("T+1", "N"), "a state over time: row 0 its initial value, step t writes row t+1"),
+    "update": ("B", ("T", "N"), "a state's next value, computed in place: rows 1.. of the state's buffer"),
+    "kept": ("B", ("T", "N"), "a per-step value some backward reads, kept for every step"),
+    "hoisted": ("H", ("T", "N"), "a hoisted value (computed for all steps before the loop), read at step t"),
+    "static": ("V", (), "a parameter, a constant or a value of those alone, as it is"),
+    "dhs": ("DHS", ("T", "N"), "dL/d(output) at each step, when the caller gave it"),
+    "carry": ("c", ("N",), "dL/d(final state) coming into the reverse loop"),
+    "zero": ("Z", ("N",), "zeros: the carry of a state that no gradient reaches"),
+    "hoisted_grad": ("DH", ("T", "N"), "the per-step gradient of a hoisted value the loop reads"),
+    "deferred_grad": ("DB", ("T", "N"), "the per-step upstream gradient of a deferred node"),
+}
+
+
+def buffer_name(role, node):
+    """The environment's key for ``node``'s buffer in ``role`` (``"S3"``, ``"DH12"``)."""
+    prefix = ROLES[role][0]
+    return prefix if role == "dhs" else f"{prefix}{node}"
+
+
+class Buffer(NamedTuple):
+    """One array of a call's loop environment.
+
+    ``name`` is its key (``buffer_name``), ``node`` the node whose value or
+    gradient it holds, ``role`` a key of ``ROLES`` and ``lead`` the leading axes
+    before the node's width (``("T", "N")``; ``()`` for a static value, which
+    has its own shape). ``of`` names the buffer it is part of (an update: rows
+    1.. of the state's) or one array with (a gradient the flow shares); ``zero``
+    says no step writes it, so it must start as zeros."""
+    name: str
+    node: int
+    role: str
+    lead: tuple
+    of: str | None = None
+    zero: bool = False
+
+
+def _buffer(role, node, of=None, zero=False):
+    return Buffer(buffer_name(role, node), node, role, ROLES[role][1], of, zero)
+
+
+class LoopEnv:
+    """What the loops of one call get: the array module ``xp``, ``T`` steps,
+    ``N`` rows, the ``dtype`` and ``arrays``, the plan's buffers by name.
+    Loops read nothing else of the call (no ``Run``)."""
+    __slots__ = ("xp", "T", "N", "dtype", "arrays")
+
+    def __init__(self, xp, T, N, dtype, arrays):
+        self.xp, self.T, self.N, self.dtype, self.arrays = xp, T, N, dtype, arrays
 
 
 class Plan:
@@ -79,6 +136,7 @@ class Plan:
         self.input_node = cell.input_node
         self.output_node = cell.output_node
         self.states = [(name, node, cell.updates[name]) for name, node in cell.states.items()]
+        self.states_by_node = {node: name for name, node, _ in self.states}
         self.params = dict(cell.params)
         order = list(nx.lexicographical_topological_sort(graph))
         # plain look-up tables, so that running a plan never touches networkx
@@ -94,31 +152,45 @@ class Plan:
         self._find_requirements(order)
         self._choose_storage()
         self._define_loop_interface()
-        self.stages = self._schedule_stages()
+        self.forward_buffers = self._forward_buffers()
+        # node -> the forward buffer holding its value at every step (states: T+1 rows)
+        self.step_buffer = {b.node: b.name for b in self.forward_buffers if b.role in ("state", "update", "kept")}
         self._flows = {}
         self._after = {}
-        self.compiled = {}  # emitters keep what they made for this plan here
-        self.workspace = Workspace()
+        self._backward_buffers = {}
+
+    @property
+    def kind(self):
+        """The former name of ``timing`` (node -> static, hoisted or recurrent),
+        kept for code written before the rename; "kind" is the node's kind."""
+        return self.timing
+
+    @property
+    def workspace(self):
+        """The scheduler's pool of arrays for runs of this plan (kept by
+        ``graphrnn.workspace``, not by the plan; this name stays for the README)."""
+        from .workspace import workspace_for
+        return workspace_for(self)
 
     # ------------------------------------------------------------------ phases of __init__
 
     def _classify(self, order):
-        """Every node's kind, then per-step slices of hoisted values."""
-        g, kinds = self.graph, Kinds()
-        kind = {n: kinds(g, n) for n in order}
+        """Every node's timing, then per-step slices of hoisted values."""
+        g, timings = self.graph, Timings()
+        timing = {n: timings(g, n) for n in order}
         # A hoisted slice read only by per-step nodes is taken per step instead: a view
         # costs nothing, and the loop then collects gradients straight into the
         # sliced node's buffer rather than into one more buffer per slice.
         keep = {u for _, _, u in self.states} | {self.output_node}
         for n in reversed(self.ops):
-            if kind[n] == HOISTED and self.info[n][0].window is not None and n not in keep:
+            if timing[n] == HOISTED and self.info[n][0].window is not None and n not in keep:
                 succ = list(g.successors(n))
-                if succ and all(kind[m] == RECURRENT for m in succ):
-                    kind[n] = RECURRENT
-        self.kind = kind
-        self.static_ops = [n for n in self.ops if kind[n] == STATIC]
-        self.hoisted_ops = [n for n in self.ops if kind[n] == HOISTED]
-        self.recurrent_ops = [n for n in self.ops if kind[n] == RECURRENT]
+                if succ and all(timing[m] == RECURRENT for m in succ):
+                    timing[n] = RECURRENT
+        self.timing = timing
+        self.static_ops = [n for n in self.ops if timing[n] == STATIC]
+        self.hoisted_ops = [n for n in self.ops if timing[n] == HOISTED]
+        self.recurrent_ops = [n for n in self.ops if timing[n] == RECURRENT]
 
     def _find_requirements(self, order):
         """``requires[with_xs][n]``: does n lead to something that wants a gradient?"""
@@ -134,7 +206,7 @@ class Plan:
 
     def _choose_storage(self):
         """Views instead of copies, and the per-step values BPTT keeps."""
-        kind, info = self.kind, self.info
+        timing, info = self.timing, self.info
 
         def window(n):
             op, args = info[n]
@@ -150,7 +222,7 @@ class Plan:
         def keep_value(p):
             while p in self.views:
                 p = self.views[p][0]
-            if kind[p] == RECURRENT and self.node_kind[p] == "op":
+            if timing[p] == RECURRENT and self.node_kind[p] == "op":
                 self.stored.add(p)
         for n in self.recurrent_ops:
             op, args = info[n]
@@ -159,58 +231,74 @@ class Plan:
                     self.stored.add(n)
                 else:
                     keep_value(args[i])
-        if kind[self.output_node] == RECURRENT and self.node_kind[self.output_node] == "op":
+        if timing[self.output_node] == RECURRENT and self.node_kind[self.output_node] == "op":
             self.stored.add(self.output_node)
-        self.stored |= {u for _, _, u in self.states if kind[u] == RECURRENT and self.node_kind[u] == "op"}
+        self.stored |= {u for _, _, u in self.states if timing[u] == RECURRENT and self.node_kind[u] == "op"}
 
     def _define_loop_interface(self):
         """What the per-step loops read and write besides their own values."""
-        kind, info = self.kind, self.info
+        timing, info = self.timing, self.info
         # per-step nodes with a static operand that wants a gradient: that gradient
         # is one batched call after the loop, over the node's kept per-step dy
         self.deferred = [n for n in self.recurrent_ops
-                         if any(kind[p] == STATIC and self.requires[True][p] for p in info[n][1])]
+                         if any(timing[p] == STATIC and self.requires[True][p] for p in info[n][1])]
         # hoisted values the loop reads at step t (and gives per-step gradients)
-        self.boundary = sorted({p for n in self.recurrent_ops for p in info[n][1] if kind[p] == HOISTED}
-                               | {u for _, _, u in self.states if kind[u] == HOISTED}
-                               | ({self.output_node} if kind[self.output_node] == HOISTED else set()))
+        self.boundary = sorted({p for n in self.recurrent_ops for p in info[n][1] if timing[p] == HOISTED}
+                               | {u for _, _, u in self.states if timing[u] == HOISTED}
+                               | ({self.output_node} if timing[self.output_node] == HOISTED else set()))
         # the node whose buffer holds each state's next value (written in place)
         self.inplace_update = {}
         for _, snode, unode in self.states:
-            if (kind[unode] == RECURRENT and self.node_kind[unode] == "op"
+            if (timing[unode] == RECURRENT and self.node_kind[unode] == "op"
                     and unode not in self.inplace_update.values()):
                 self.inplace_update[snode] = unode
         # static values the per-step ops read (Wh[:, :2H], constants)
-        self.loop_statics = sorted({p for n in self.recurrent_ops for p in info[n][1] if kind[p] == STATIC})
+        self.loop_statics = sorted({p for n in self.recurrent_ops for p in info[n][1] if timing[p] == STATIC})
 
-    def _schedule_stages(self):
-        """The forward step as alternating stages, for emitters that fuse:
-        ``("region", [ops])``, every op that can run before the next matmul
-        (in topological order), and ``("matmul", node)``. Taking all ready
-        non-matmul ops first gives the fewest regions."""
-        done = {n for n in self.graph.nodes if self.kind[n] != RECURRENT or self.node_kind[n] != "op"}
-        todo = list(self.recurrent_ops)
-        stages = []
-        while todo:
-            region = []
-            progress = True
-            while progress:
-                progress = False
-                for n in todo:
-                    op, args = self.info[n]
-                    if op.native_form() != "matmul" and n not in region and all(p in done for p in args):
-                        region.append(n)
-                        done.add(n)
-                        progress = True
-            if region:
-                stages.append(("region", [n for n in todo if n in region]))
-                todo = [n for n in todo if n not in region]
-            ready = [n for n in todo if all(p in done for p in self.info[n][1])]
-            for n in ready:
-                stages.append(("matmul", n))
-                done.add(n)
-            todo = [n for n in todo if n not in ready]
-        return stages
+    def _home(self, p, timing):
+        """The node whose array holds p's value: p's own, or through column
+        slices of the same timing (views) the one they slice."""
+        while p in self.outer_slices and self.timing[p] == timing:
+            p = self.outer_slices[p][0]
+        return p
+
+    def _forward_buffers(self):
+        """The buffers the forward loops read and write. Hoisted and static
+        values are listed with the arrays their slices are views of: native
+        loops read a column window of the whole (contiguous) array."""
+        out = [_buffer("state", s) for _, s, _ in self.states]
+        out += [_buffer("update", u, of=buffer_name("state", s)) for s, u in self.inplace_update.items()]
+        updates = set(self.inplace_update.values())
+        out += [_buffer("kept", n) for n in sorted(self.stored) if n not in updates]
+        for role, timing, nodes in (("hoisted", HOISTED, self.boundary), ("static", STATIC, self.loop_statics)):
+            listed = []
+            for p in nodes:
+                for q in (p, self._home(p, timing)):
+                    if q not in listed:
+                        listed.append(q)
+            out += [_buffer(role, q) for q in listed]
+        return out
+
+    def backward_buffers(self, need_xs, has_dhs):
+        """The buffers the reverse loop needs besides the forward's (made once
+        per key): dL/d(output), each state's incoming carry and a zero carry,
+        and the per-step gradients of the hoisted boundary and deferred nodes."""
+        key = (bool(need_xs), bool(has_dhs))
+        listed = self._backward_buffers.get(key)
+        if listed is None:
+            written, shared = self.written(*key)
+            req = self.requires[key[0]]
+            listed = [_buffer("dhs", self.output_node)] if has_dhs else []
+            listed += [_buffer("zero", s) for _, s, _ in self.states]
+            listed += [_buffer("carry", s) for _, s, _ in self.states]
+            grads = ([("hoisted_grad", p) for p in self.boundary if req[p]]
+                     + [("deferred_grad", d) for d in self.deferred])
+            # a buffer shared with another comes after it: each is made from what is listed before
+            for role, node in sorted(grads, key=lambda g: buffer_name(*g) in shared):
+                of = shared.get(buffer_name(role, node))
+                listed.append(_buffer(role, node, of=of, zero=of is None and node not in written))
+            self._backward_buffers[key] = listed
+        return listed
 
     # ------------------------------------------------------------------ backward decisions
 
@@ -222,9 +310,10 @@ class Plan:
         return self._flows[key]
 
     def written(self, need_xs, has_dhs):
-        """``(written, shared)`` for the backward loop: the nodes whose DB/DH buffer
-        it overwrites at every step, and the buffers (``"DH7"``) that are one
-        array with another (``"DB33"``) because both get the same gradient."""
+        """``(written, shared)`` for the backward loop: the nodes whose gradient
+        buffer (``hoisted_grad``, ``deferred_grad``) it overwrites at every step,
+        and the buffers (``"DH7"``) that are one array with another (``"DB33"``)
+        because both get the same gradient."""
         flow = self.backward_flow(need_xs, has_dhs)
         return flow.written, flow.shared
 
@@ -236,11 +325,11 @@ class Plan:
         goes into the parent's columns)."""
         key = bool(need_xs)
         if key not in self._after:
-            req, kind = self.requires[bool(need_xs)], self.kind
+            req, timing = self.requires[bool(need_xs)], self.timing
             deferred = []
             for n in self.deferred:
                 op, args = self.info[n]
-                needs = tuple(kind[p] == STATIC and req[p] for p in args)
+                needs = tuple(timing[p] == STATIC and req[p] for p in args)
                 deferred.append((n, op, args, needs, op.saved_for(needs)))
             outer = []
             for n in list(reversed(self.hoisted_ops)) + list(reversed(self.static_ops)):
@@ -273,7 +362,7 @@ class GradStep:
 
     ``fulls`` are whole-width contributions and ``pieces`` ``(lo, hi, source)``
     column ranges (from slices). ``target`` names the per-step buffer it must
-    land in (``"DB5"``, ``"DH2"``) or is None. ``form`` says how: ``alias`` (the
+    land in (a ``buffer_name``: ``"DB5"``, ``"DH2"``) or is None. ``form`` says how: ``alias`` (the
     target is the buffer that already holds the one contribution), ``into``
     (an earlier step formed it in the target), ``copy``, ``one`` (no target, one
     contribution), ``sum``, ``tile`` (pieces that tile the width, no fulls:
@@ -315,7 +404,7 @@ class BackwardFlow:
         self.steps, self.written, self.shared = [], set(), {}
         self._in_buffer = {}   # source -> the target buffer it is already in at step t
         self._tile_at = {}     # a tile-formed gradient without a target -> its step index
-        req, kind, info = plan.requires[need_xs], plan.kind, plan.info
+        req, timing, info = plan.requires[need_xs], plan.timing, plan.info
         contrib = {}
 
         def add(node, item):
@@ -329,12 +418,13 @@ class BackwardFlow:
             if n not in contrib:
                 continue  # no gradient reaches this node
             op, args = info[n]
-            self._assemble(n, f"DB{n}" if n in plan.deferred else None, contrib[n], plan.width[n])
+            self._assemble(n, buffer_name("deferred_grad", n) if n in plan.deferred else None,
+                           contrib[n], plan.width[n])
             if op.window is not None:
                 if req[args[0]]:
                     add(args[0], ("piece", ("grad", n), *op.window))
                 continue
-            needs = tuple(kind[p] != STATIC and req[p] for p in args)
+            needs = tuple(timing[p] != STATIC and req[p] for p in args)
             if not any(needs):
                 continue
             passed = op.passes_gradient()
@@ -350,7 +440,7 @@ class BackwardFlow:
                     add(p, ("full", ("result", n, i)))
         for p in plan.boundary:
             if req[p] and p in contrib:
-                self._assemble(p, f"DH{p}", contrib[p], plan.width[p])
+                self._assemble(p, buffer_name("hoisted_grad", p), contrib[p], plan.width[p])
         # Every state's gradient is assembled before any carry is replaced: a state
         # whose update is another state's old value reads that state's carry.
         for _, s, _ in plan.states:
@@ -391,78 +481,6 @@ class BackwardFlow:
         else:
             form = "scatter"
         self.steps.append(GradStep(n, buf, form, fulls, pieces))
-
-
-class Workspace:
-    """Arrays reused across calls of one plan, so that a training loop stops paying
-    for fresh memory at every batch (a GRU call at H=650 touched about 10,000 fresh
-    pages, 40 MB; without them one side-by-side measurement ran 279 -> 242 ms).
-
-    ``empty`` hands out an array again only when nothing outside the workspace
-    refers to it: CPython's reference count sees every view and every result a
-    caller kept (``run.hs`` is a view of a state buffer, ``Grads`` holds its
-    arrays), so what a caller holds is never overwritten. Every ``keep_calls``
-    calls, free arrays not asked for since the last such check are let go. Arrays under ``min_bytes``
-    come from the allocator as usual: the heap serves those without faults and
-    faster than a look-up here.
-    """
-
-    def __init__(self, keep_calls=4, min_bytes=1 << 16):
-        self.keep_calls, self.min_bytes = keep_calls, min_bytes
-        self.calls = 0
-        self._entries = {}  # (backend, shape, dtype) -> [[array, last call], ...]
-
-    def next_call(self):
-        self.calls += 1
-        if self.calls % self.keep_calls:
-            return
-        for key, entries in list(self._entries.items()):
-            kept = [e for e in entries if self.calls - e[1] <= self.keep_calls or not _is_free(e)]
-            if kept:
-                self._entries[key] = kept
-            else:
-                del self._entries[key]
-
-    def empty(self, xp, shape, dtype):
-        """An array of this shape and dtype (a dtype object) with arbitrary
-        contents that nobody else holds."""
-        if math.prod(shape) * dtype.itemsize < self.min_bytes:
-            return xp.empty(shape, dtype=dtype)
-        key = (xp.__name__, shape, dtype)
-        entries = self._entries.get(key)
-        if entries is None:
-            entries = self._entries[key] = []
-        for e in entries:
-            if _is_free(e):
-                e[1] = self.calls
-                return e[0]
-        a = xp.empty(shape, dtype=dtype)
-        entries.append([a, self.calls])
-        return a
-
-    def zeros(self, xp, shape, dtype):
-        a = self.empty(xp, shape, dtype)
-        a.fill(0)
-        return a
-
-    def clear(self):
-        """Let go of every array (those a caller still holds stay valid)."""
-        self._entries.clear()
-
-    @property
-    def nbytes(self):
-        return sum(e[0].nbytes for entries in self._entries.values() for e in entries)
-
-
-def _refs(entry):
-    return sys.getrefcount(entry[0])
-
-
-_FREE_REFS = _refs([object(), 0])  # held by its entry alone (and getrefcount's argument)
-
-
-def _is_free(entry):
-    return _refs(entry) <= _FREE_REFS
 
 
 # --------------------------------------------------------------------------- rewrites
@@ -528,16 +546,16 @@ def _slice_label(plabel, lo, hi, g, parent):
     return f"{plabel}[{lead}{'' if lo == 0 else lo}:{hi}]"
 
 
-def fuse_matmuls(g, kind):
+def fuse_matmuls(g, timing):
     """Join matmuls that share a left operand and have static right operands."""
     changed = False
     for left in list(g.nodes):
-        if left not in g or kind(g, left) == STATIC:
+        if left not in g or timing(g, left) == STATIC:
             continue
         group = [m for m in g.successors(left)
                  if g.nodes[m].get("op") is not None and g.nodes[m]["op"].packs_columns
                  and g.nodes[m]["args"][0] == left
-                 and g.nodes[m]["args"][1] != left and kind(g, g.nodes[m]["args"][1]) == STATIC]
+                 and g.nodes[m]["args"][1] != left and timing(g, g.nodes[m]["args"][1]) == STATIC]
         if len(group) < 2:
             continue
         group.sort()
@@ -559,12 +577,12 @@ def fuse_matmuls(g, kind):
     return changed
 
 
-def fuse_elementwise(g, kind):
+def fuse_elementwise(g, timing):
     """Join one elementwise op applied to adjacent column slices of the same operands."""
     groups = {}
     for n in g.nodes:
         a = g.nodes[n]
-        if a.get("op") is None or not a["op"].elementwise or kind(g, n) == STATIC:
+        if a.get("op") is None or not a["op"].elementwise or timing(g, n) == STATIC:
             continue
         key, ok = [(type(a["op"]), tuple(a["op"].attrs().items()))], True
         for p in a["args"]:
@@ -651,10 +669,10 @@ def compile_cell(cell, fuse=True) -> Plan:
         g.nodes[n].update(dict(g.nodes[n]))
     keep = set(cell.updates.values()) | {cell.output_node}
     if fuse:
-        kind = Kinds()  # kinds never change under these rewrites; new nodes are classified lazily
-        while fuse_matmuls(g, kind):
+        timing = Timings()  # timings never change under these rewrites; new nodes are classified lazily
+        while fuse_matmuls(g, timing):
             pass
-        while fuse_elementwise(g, kind):
+        while fuse_elementwise(g, timing):
             pass
         _prune(g, keep)
     plan = Plan(cell, g)

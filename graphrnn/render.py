@@ -401,7 +401,7 @@ class _Builder:
 
 def _source(cell, compiled):
     plan = compile_cell(cell, fuse=bool(compiled))  # fuse=False: the graph as declared, with its kinds
-    return plan.graph, plan.kind, plan
+    return plan.graph, plan.timing, plan
 
 
 def diagram_graph(cell, *, unroll=None, backward=False, shapes=True, compiled=True, grad=None) -> nx.DiGraph:

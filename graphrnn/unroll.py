@@ -17,8 +17,9 @@ import numpy as np
 
 from . import anomaly, backend, emit
 from .graph import GraphError
-from .plan import HOISTED, compile_cell
+from .plan import HOISTED, LoopEnv, buffer_name, compile_cell
 from .primitives import fmt_shape
+from .workspace import workspace_for
 
 
 class Grads:
@@ -196,19 +197,24 @@ class Run:
     ``hs`` (N, T, output size) and ``state`` (final value of each state) are the
     results; ``backward(dhs, dstate)`` runs BPTT for these inputs. ``engine``
     names the loops that ran (``"numpy"`` or ``"native"``).
+
+    The loops see one ``LoopEnv``: exactly the buffers the plan lists
+    (``plan.forward_buffers``, and for BPTT ``plan.backward_buffers``), made
+    here, by the plan's names; they never see the run.
     """
 
     def __init__(self, plan, xp, params, xs, s0, n, t, dtype, loops=None):
         self.plan, self.xp, self.n, self.t, self.dtype = plan, xp, n, t, dtype
         self.loops = loops or emit.loops_for(plan, "numpy", xp, dtype, n, t)
-        self.engine = self.loops.name
         self.xs_shape = xs.shape
-        ws = plan.workspace
+        ws = self.workspace = workspace_for(plan)
         ws.next_call()
         # A run whose per-step buffers are all small skips the workspace look-ups:
         # the heap serves those at least as fast (the tiny sizes are all overhead).
         self.pooled = (t + 1) * n * plan.max_width * dtype.itemsize >= ws.min_bytes
         self._empty = ws.empty if self.pooled else _heap_empty
+        # each buffer's leading axes (plan.ROLES) at this call's sizes
+        self._leads = {("T+1", "N"): (t + 1, n), ("T", "N"): (t, n), ("N",): (n,)}
         self.sv = self._static_values(params)
         self.hv = self._hoisted_values(xs)
         self._recurrent_forward(s0)
@@ -218,8 +224,9 @@ class Run:
         from .render import svg_or_none
         return svg_or_none(self.plan.cell, unroll=self.t)
 
-    def _buffer(self, node, lead):
-        return self._empty(self.xp, lead + self.plan.shape[node][1:], self.dtype)
+    def _new(self, b):
+        """A fresh array for buffer ``b``: its leading axes, then the node's width."""
+        return self._empty(self.xp, self._leads[b.lead] + self.plan.shape[b.node][1:], self.dtype)
 
     # ------------------------------------------------------------------ forward phases
     def _static_values(self, params):
@@ -230,7 +237,7 @@ class Run:
             sv[node] = xp.asarray(value, dtype=dtype)
         for node in plan.static_ops:
             op, args = plan.info[node]
-            out = None if op.window is not None else plan.workspace.empty(xp, plan.shape[node], dtype)
+            out = None if op.window is not None else self.workspace.empty(xp, plan.shape[node], dtype)
             sv[node] = op.forward(xp, *[sv[p] for p in args], out=out)
         return sv
 
@@ -242,46 +249,41 @@ class Run:
         hv = {plan.input_node: x_tm.reshape(t * n, -1)}
         for node in plan.hoisted_ops:
             op, args = plan.info[node]
-            out = None if op.window is not None else self._buffer(node, (t * n,))
+            out = None if op.window is not None else self._empty(xp, (t * n,) + plan.shape[node][1:], self.dtype)
             hv[node] = op.forward(xp, *[hv[p] if p in hv else sv[p] for p in args], out=out)
         return hv
 
     def _recurrent_forward(self, s0):
         """The per-step loop, writing into time-major buffers (states: T+1 rows)."""
         plan, t, n = self.plan, self.t, self.n
-        E, S, B = {}, {}, {}
-        for name, snode, _ in plan.states:
-            buf = self._buffer(snode, (t + 1, n))
-            buf[0] = 0 if s0[name] is None else s0[name]
-            S[snode] = E[f"S{snode}"] = buf
-        for snode, unode in plan.inplace_update.items():
-            B[unode] = S[snode][1:]
-        for node in plan.stored:
-            if node not in B:
-                B[node] = self._buffer(node, (t, n))
-        for node, buf in B.items():
-            E[f"B{node}"] = buf
-        self._loop_inputs(E)
-        self.loops.forward(self, E)
-        self.S, self.B = S, B
+        first = {snode: s0[name] for name, snode, _ in plan.states}
+        arrays = {}
+        for b in plan.forward_buffers:
+            role = b.role
+            if role == "state":
+                a = self._new(b)
+                a[0] = 0 if first[b.node] is None else first[b.node]
+            elif role == "update":
+                a = arrays[b.of][1:]  # the node writes the next state in place
+            elif role == "kept":
+                a = self._new(b)
+            elif role == "hoisted":
+                a = self.hv[b.node].reshape(t, n, -1)
+            else:
+                a = self.sv[b.node]
+            arrays[b.name] = a
+        self.env = LoopEnv(self.xp, t, n, self.dtype, arrays)
+        self.engine = self.loops.forward(self.env)
 
         out = plan.output_node
-        if out in S:
-            hs_tm = S[out][:-1]
-        elif out in B:
-            hs_tm = B[out]
+        if out in plan.states_by_node:
+            hs_tm = arrays[plan.step_buffer[out]][:-1]
+        elif out in plan.step_buffer:
+            hs_tm = arrays[plan.step_buffer[out]]
         else:
             hs_tm = self.hv[out].reshape(t, n, -1)
         self.hs = hs_tm.transpose(1, 0, 2)
-        self.state = {name: S[snode][t].copy() for name, snode, _ in plan.states}
-
-    def _loop_inputs(self, E):
-        """The hoisted values the loops read per step, and the static ones."""
-        t, n = self.t, self.n
-        for p in self.plan.boundary:
-            E[f"H{p}"] = self.hv[p].reshape(t, n, -1)
-        for p in self.plan.loop_statics:
-            E[f"v{p}"] = self.sv[p]
+        self.state = {name: arrays[plan.step_buffer[snode]][t].copy() for name, snode, _ in plan.states}
 
     # ------------------------------------------------------------------ backward
     def backward(self, dhs=None, dstate=None, *, need_xs=True):
@@ -291,20 +293,19 @@ class Run:
         dL/d(final state); either may be None. With ``need_xs=False`` the input
         gradient is skipped (one GEMM less for data inputs).
         """
-        E = self._backward_inputs(dhs, dstate)
-        per_step = self._gradient_buffers(E, need_xs, dhs is not None)
-        carries = self.loops.backward(self, E, bool(need_xs), dhs is not None)
-        acc = self._after_loop(need_xs, per_step)
+        env, buffers = self._backward_environment(dhs, dstate, need_xs)
+        carries = self.loops.backward(env, bool(need_xs), dhs is not None)
+        acc = self._after_loop(need_xs, env, buffers)
         return self._gradients(acc, need_xs, carries)
 
-    def _backward_inputs(self, dhs, dstate):
-        """dL/dhs time-major and each state's incoming carry, checked."""
+    def _backward_environment(self, dhs, dstate, need_xs):
+        """The forward's buffers and those BPTT adds (dL/dhs time-major, each
+        state's incoming carry, checked; the per-step gradient buffers, one
+        array where the plan shares them, zeroed where no step writes them)."""
         plan, xp, n, t, dtype = self.plan, self.xp, self.n, self.t, self.dtype
         width, cname = plan.width, plan.cell.name
-        E = {"N": n, "DT": dtype, "DHS": None}
         if dhs is not None:
             dhs = _check_array(xp, dhs, lambda: f"cell {cname!r}: dhs", (n, t, width[plan.output_node]), dtype)
-            E["DHS"] = dhs.transpose(1, 0, 2)
         if dstate is not None and not isinstance(dstate, Mapping):
             raise GraphError(f"cell {cname!r}: dstate must be a dict state name -> (N, size) array, "
                              f"got {type(dstate).__name__}")
@@ -312,46 +313,39 @@ class Run:
         for k in dstate:
             if k not in plan.cell.states:
                 raise GraphError(f"cell {cname!r}: dstate names unknown state {k!r}")
-        for name, snode, _ in plan.states:
-            zero = xp.zeros((n, width[snode]), dtype=dtype)
-            E[f"Z{snode}"] = zero
-            d = dstate.get(name)
-            E[f"c{snode}"] = zero if d is None else _check_array(
-                xp, d, lambda: f"cell {cname!r}: dstate[{name!r}]", (n, width[snode]), dtype)
-            E[f"S{snode}"] = self.S[snode]
-        for node, buf in self.B.items():
-            E[f"B{node}"] = buf
-        self._loop_inputs(E)
-        return E
+        names = plan.states_by_node
+        buffers = plan.backward_buffers(need_xs, dhs is not None)
+        arrays = dict(self.env.arrays)
+        for b in buffers:
+            role = b.role
+            if role == "dhs":
+                a = dhs.transpose(1, 0, 2)
+            elif role == "zero":
+                a = xp.zeros((n, width[b.node]), dtype=dtype)
+            elif role == "carry":
+                name = names[b.node]
+                d = dstate.get(name)
+                a = arrays[buffer_name("zero", b.node)] if d is None else _check_array(
+                    xp, d, lambda: f"cell {cname!r}: dstate[{name!r}]", (n, width[b.node]), dtype)
+            elif b.of is not None:
+                a = arrays[b.of]
+            else:
+                a = self._new(b)
+                if b.zero:
+                    a.fill(0)
+            arrays[b.name] = a
+        return LoopEnv(xp, t, n, dtype, arrays), buffers
 
-    def _gradient_buffers(self, E, need_xs, has_dhs):
-        """Per-step gradient buffers of the hoisted boundary (DH) and of deferred
-        nodes (DB), one array where the plan shares them; zeroed where no step
-        writes them. Returns ``(dH, dB)``: node -> (T, N, width) buffer."""
-        plan, t, n = self.plan, self.t, self.n
-        req = plan.requires[bool(need_xs)]
-        written, shared = plan.written(need_xs, has_dhs)
-        targets = [(f"DH{p}", p) for p in plan.boundary if req[p]] + [(f"DB{d}", d) for d in plan.deferred]
-        for name, node in targets:
-            if name not in shared:
-                buf = E[name] = self._empty(self.xp, (t, n, plan.width[node]), self.dtype)
-                if node not in written:  # no step writes it: its gradient is zero
-                    buf.fill(0)
-        for name, _ in targets:
-            if name in shared:
-                E[name] = E[shared[name]]
-        return ({p: E[f"DH{p}"] for p in plan.boundary if req[p]},
-                {d: E[f"DB{d}"] for d in plan.deferred})
-
-    def _after_loop(self, need_xs, per_step):
+    def _after_loop(self, need_xs, env, buffers):
         """The static gradients of per-step nodes, then the hoisted and static
         part: one batched call per node over all T*N rows."""
         plan, xp, t, n, dtype = self.plan, self.xp, self.t, self.n, self.dtype
-        dH, dB = per_step
-        ws, slices, sv, hv = plan.workspace, plan.outer_slices, self.sv, self.hv
+        dH = {b.node: env.arrays[b.name] for b in buffers if b.role == "hoisted_grad"}
+        dB = {b.node: env.arrays[b.name] for b in buffers if b.role == "deferred_grad"}
+        ws, slices, sv, hv = self.workspace, plan.outer_slices, self.sv, self.hv
 
         def grad_shape(p):
-            return (t * n,) + tuple(plan.shape[p][1:]) if plan.kind[p] == HOISTED else plan.shape[p]
+            return (t * n,) + tuple(plan.shape[p][1:]) if plan.timing[p] == HOISTED else plan.shape[p]
         acc = _Acc(lambda p: ws.empty(xp, grad_shape(p), dtype),
                    lambda p: ws.zeros(xp, grad_shape(p), dtype), slices)
 
@@ -408,14 +402,14 @@ class Run:
 
     def _stacked(self, p):
         """A node's value over all steps as (T*N, width) rows (static values as they are)."""
-        t, n = self.t, self.n
+        t, n, arrays = self.t, self.n, self.env.arrays
         if p in self.plan.views:
             parent, lo, hi = self.plan.views[p]
             return self._stacked(parent)[..., lo:hi]
-        if p in self.S:
-            return self.S[p][:-1].reshape(t * n, -1)
-        if p in self.B:
-            return self.B[p].reshape(t * n, -1)
+        name = self.plan.step_buffer.get(p)
+        if name is not None:
+            a = arrays[name]
+            return (a[:-1] if p in self.plan.states_by_node else a).reshape(t * n, -1)
         if p in self.hv:
             return self.hv[p]
         return self.sv[p]

@@ -1,5 +1,9 @@
 """The benchmark's baselines compute what graphrnn computes, and the runner
 produces its table. No timing is asserted: speed is reported, not tested."""
+import os
+import shutil
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -7,12 +11,11 @@ import pytest
 
 import graphrnn as gr
 from graphrnn import bench
+from graphrnn.contenders import cells as contenders
 
-contenders = bench.contenders_module("cell_contenders")
 
-
-def _case(kind, N=3, T=5, D=4, H=6):
-    cell = gr.cells.get(kind)(D, H)
+def _case(cell_name, N=3, T=5, D=4, H=6):
+    cell = gr.cells.get(cell_name)(D, H)
     params = cell.init_params(seed=1, dtype=np.float64)
     rng = np.random.default_rng(2)
     # nonzero biases and larger weights so every gate term matters
@@ -23,12 +26,12 @@ def _case(kind, N=3, T=5, D=4, H=6):
 
 
 @pytest.mark.parametrize("layer_cls", [contenders.TimeLayer, contenders.HoistedLayer])
-@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm", "mgu"])
-def test_textbook_and_hand_hoisted_layers_match_graphrnn_forward_and_backward_in_float64(kind, layer_cls):
-    cell, params, xs, dhs = _case(kind)
+@pytest.mark.parametrize("cell_name", ["rnn", "gru", "lstm", "mgu"])
+def test_textbook_and_hand_hoisted_layers_match_graphrnn_forward_and_backward_in_float64(cell_name, layer_cls):
+    cell, params, xs, dhs = _case(cell_name)
     run = gr.unroll(cell, params, xs)
     g = run.backward(dhs, need_xs=True)
-    layer = layer_cls(kind, params)
+    layer = layer_cls(cell_name, params)
     hs = layer.forward(xs)
     dxs = layer.backward(dhs)
     np.testing.assert_allclose(hs, run.hs, rtol=1e-12, atol=1e-12)
@@ -90,6 +93,25 @@ def test_bench_writes_json_and_markdown_table(tmp_path):
         assert "mgu vs JAX, tiny >= 1x" in md
 
 
+def test_bench_command_runs_from_a_package_with_no_repository_around_it(tmp_path):
+    """The package copied alone (as a wheel installs it: no benchmarks/, tests/
+    or tasks/ beside it) and the command run from an empty folder."""
+    site, work = tmp_path / "site", tmp_path / "work"
+    shutil.copytree(os.path.dirname(gr.__file__), site / "graphrnn",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site))
+    where = subprocess.run([sys.executable, "-c", "import graphrnn; print(graphrnn.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(site))
+    p = subprocess.run([sys.executable, "-m", "graphrnn.cli", "bench", "--quick", "--sizes", "tiny",
+                        "--cells", "rnn", "--rounds", "1", "--no-torch", "--out", str(work / "out")],
+                       cwd=work, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    md = (work / "out" / "bench_quick.md").read_text()
+    assert "| tiny (1,8,2,16) | rnn | graphrnn |" in md and "| tiny (1,8,2,16) | rnn | textbook |" in md
+
+
 def test_bench_rejects_unknown_cell(tmp_path):
     from graphrnn.errors import UsageError
     args = types.SimpleNamespace(quick=True, out=str(tmp_path), cells=["nope"], sizes=None, rounds=None,
@@ -128,7 +150,7 @@ def test_torch_lm_contender_computes_the_same_loss_as_graphrnn():
     cell = "lstm"
     torch = pytest.importorskip("torch")
     from graphrnn.models import RNNLM
-    lm = bench.contenders_module("lm_contenders")
+    from graphrnn.contenders import lm
     V, H, layers = 13, 5, 2
     ours = RNNLM(V, H, H, cell=cell, layers=layers, tie_weights=True, seed=3, dtype=np.float64)
     rng = np.random.default_rng(0)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import graphrnn as gr
 from graphrnn.emit import cuda_kernels
+from graphrnn.emit.native_layout import stages
 from graphrnn.testing import check_engines, random_cells, random_inputs, scaled_examples, unroll_args
 from graphrnn.unroll import Run, _prepare
 
@@ -42,7 +43,7 @@ def test_kernels_are_cuda_c_with_one_launch_per_region(name, dtype):
         assert leftover not in cuda
     assert cuda.count("{") == cuda.count("}")
     kernels = [ln for ln in cuda.splitlines() if ln.startswith('extern "C" __global__ void ')]
-    regions = [s for s in plan.stages if s[0] == "region"]
+    regions = [s for s in stages(plan) if s[0] == "region"]
     forward = [k for k in kernels if "forward_staged_" in k]
     assert 1 <= len(forward) <= len(regions) + 1  # at most one launch per region per step (+ state copies)
     ctype = "float" if dtype == np.float32 else "double"
@@ -96,11 +97,12 @@ class _Loops:
     def __init__(self, ns):
         self.ns = ns
 
-    def forward(self, run, E):
-        self.ns["forward_staged"](run.t, run.n, E, run.hv, run.sv)
+    def forward(self, env):
+        self.ns["forward_staged"](env.T, env.N, env.arrays)
+        return self.name
 
-    def backward(self, run, E, need_xs, has_dhs):
-        return self.ns[f"backward_staged_{int(need_xs)}{int(has_dhs)}"](run.t, run.n, E, run.hv, run.sv)
+    def backward(self, env, need_xs, has_dhs):
+        return self.ns[f"backward_staged_{int(need_xs)}{int(has_dhs)}"](env.T, env.N, env.arrays)
 
 
 def _cuda_run(cell, params, xs, state0, folder):

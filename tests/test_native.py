@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphrnn as gr
+from checked import compared_every_gradient
 from graphrnn.emit import numba_loops, numba_runtime, scalar
 from graphrnn.primitives import BUILTIN, PRIMITIVES, Tanh
 from graphrnn.testing import check_engines, random_cells, random_inputs, scaled_examples, unroll_args
@@ -120,6 +121,7 @@ def test_on_cupy_a_primitive_without_a_native_form_also_falls_back_to_the_numpy_
     assert loops.name == "numpy"
 
 
+
 # --------------------------------------------------------------------------- native == numpy
 
 def _native(cell, params, xs, state0, form):
@@ -143,8 +145,9 @@ def test_builtin_cells_native_loops_equal_numpy_loops_for_every_gradient_request
     assert native_run.engine == "native"
     for dhs, dstate in ((None, None), (None, False), (False, None)):
         for need_xs in (True, False):
-            assert check_engines(cell, params, xs, s0, dhs=dhs, dstate=dstate, need_xs=need_xs,
-                                 runs=(numpy_run, native_run)).ok
+            report = check_engines(cell, params, xs, s0, dhs=dhs, dstate=dstate, need_xs=need_xs,
+                                   runs=(numpy_run, native_run))
+            assert compared_every_gradient(report, cell, xs=need_xs)
     # a second backward of the same run gives the same bits (nothing it reads was overwritten)
     dhs = np.cos(numpy_run.hs)
     g1, g2 = native_run.backward(dhs), native_run.backward(dhs)
@@ -167,7 +170,8 @@ def test_a_conditional_rule_summed_with_other_gradients_keeps_them(form):
     params, xs, s0 = random_inputs(cell, np.random.default_rng(3), batch=2, steps=2)
     assert (s0["s"] < 0).any()
     a = gr.unroll(cell, params, xs, s0, engine="numpy")
-    assert check_engines(cell, params, xs, s0, runs=(a, _native(cell, params, xs, s0, form))).ok
+    assert compared_every_gradient(check_engines(cell, params, xs, s0, runs=(a, _native(cell, params, xs, s0, form))),
+                                    cell)
 
 
 def test_scalar_expressions_compose_inside_sums():
@@ -188,8 +192,9 @@ def test_random_cells_native_loops_equal_numpy_loops(data, cell):
     a = gr.unroll(cell, params, xs, state0, engine="numpy")
     b = _native(cell, params, xs, state0, form)
     seed = data.draw(st.integers(0, 2 ** 16), label="loss seed")
-    assert check_engines(cell, params, xs, state0, dhs=dhs, dstate=dstate, need_xs=need_xs,
-                         seed=seed, runs=(a, b)).ok
+    report = check_engines(cell, params, xs, state0, dhs=dhs, dstate=dstate, need_xs=need_xs,
+                           seed=seed, runs=(a, b))
+    assert compared_every_gradient(report, cell, xs=need_xs)
 
 
 @needs_numba
@@ -206,10 +211,10 @@ def test_random_cells_truncated_bptt_agrees_across_engines_chunk_by_chunk(data, 
         second = first
     a1 = gr.unroll(cell, params, first, state0, engine="numpy")
     b1 = _native(cell, params, first, state0, form)
-    assert check_engines(cell, params, first, state0, runs=(a1, b1)).ok
+    assert compared_every_gradient(check_engines(cell, params, first, state0, runs=(a1, b1)), cell)
     a2 = gr.unroll(cell, params, second, a1.state, engine="numpy")
     b2 = _native(cell, params, second, b1.state, form)
-    assert check_engines(cell, params, second, a1.state, runs=(a2, b2)).ok
+    assert compared_every_gradient(check_engines(cell, params, second, a1.state, runs=(a2, b2)), cell)
 
 
 @needs_numba
@@ -220,7 +225,7 @@ def test_random_cells_in_float32_agree_within_float32_rounding(data, cell):
     a = gr.unroll(cell, params, xs, state0, engine="numpy")
     b = _native(cell, params, xs, state0, "fused")
     assert b.hs.dtype == np.float32
-    assert check_engines(cell, params, xs, state0, runs=(a, b)).ok
+    assert compared_every_gradient(check_engines(cell, params, xs, state0, runs=(a, b)), cell)
 
 
 @needs_numba

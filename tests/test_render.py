@@ -40,7 +40,7 @@ def test_cell_svg_names_every_primitive_parameter_and_state(name, tmp_path):
     g = plan.graph
     # Every op is labelled by its name, except a slice of a parameter, which reads Wh[:, H:2H].
     ops = [n for n in g.nodes if g.nodes[n]["kind"] == "op"
-           and not (plan.kind[n] == STATIC and g.nodes[n]["opname"] == "slice")]
+           and not (plan.timing[n] == STATIC and g.nodes[n]["opname"] == "slice")]
     for opname in sorted({g.nodes[n]["opname"] for n in ops}):
         want = sum(g.nodes[n]["opname"] == opname for n in ops)
         got = sum(t.split(" = ")[-1].split(" ")[0] == opname for t in texts)

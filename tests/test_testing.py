@@ -447,7 +447,7 @@ def test_random_cells_reach_the_shapes_compiler_bugs_hide_in():
                           if m in plan.info and plan.info[m][0].window)
             seen["overlapping slices of a parameter"] += any(a[1] > b[0] for a, b in zip(wins, wins[1:]))
         seen["hoisted fan-out"] += any(
-            sum(plan.kind[m] == "hoisted" for m in g.successors(n)) >= 2 for n in plan.hoisted_ops)
+            sum(plan.timing[m] == "hoisted" for m in g.successors(n)) >= 2 for n in plan.hoisted_ops)
         read_by_updates = set().union(*(nx.ancestors(g, u) | {u} for _, _, u in plan.states))
         seen["output-only ops"] += plan.output_node not in read_by_updates
         for n in plan.ops:  # the two shapes issue 18's planted bugs hid in

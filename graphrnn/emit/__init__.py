@@ -1,17 +1,26 @@
-"""Emitters: each turns a finished ``Plan`` into loops for one kind of machine.
+"""Emitters: each turns a finished ``Plan`` into loops for one machine.
 
 - ``numpy_loops``: Python source over the array module in force (numpy, cupy).
-- ``numba_loops``: native per-step loops compiled with numba, cached on disk.
+- ``numba_loops``: native per-step loops compiled with numba, cached on disk
+  (``native_layout`` places values, ``numba_runtime`` compiles and chooses).
 - ``cuda_kernels``: the fused elementwise regions as CuPy kernel source.
 
-None of them decides what is computed or stored; they read the plan.
+None of them decides what is computed or stored; they read the plan. Loops
+(``NumpyLoops`` and its like) are the seam to the scheduler: ``forward(env)``
+returns the engine that ran, ``backward(env, need_xs, has_dhs)`` each state's
+gradient at step 0; ``env`` is the ``plan.LoopEnv`` holding the buffers the
+plan lists, by the plan's names. What an emitter makes for a plan it keeps
+itself (per plan, weakly: it goes when the plan goes), never on the plan.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 
 from . import numpy_loops
+
+_loops = weakref.WeakKeyDictionary()  # plan -> {(engine, xp, dtype, n): loops}
 
 ENGINES = ("numpy", "native", "auto")
 
@@ -37,12 +46,18 @@ class NumpyLoops:
 
     def __init__(self, plan):
         self.plan = plan
+        self._forward = numpy_loops.loop(plan, "forward")
+        self._backward = {}
 
-    def forward(self, run, E):
-        numpy_loops.loop(self.plan, "forward")(run.xp, run.t, E)
+    def forward(self, env):
+        self._forward(env)
+        return self.name
 
-    def backward(self, run, E, need_xs, has_dhs):
-        return numpy_loops.loop(self.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
+    def backward(self, env, need_xs, has_dhs):
+        fn = self._backward.get((need_xs, has_dhs))
+        if fn is None:
+            fn = self._backward[(need_xs, has_dhs)] = numpy_loops.loop(self.plan, "backward", need_xs, has_dhs)
+        return fn(env)
 
 
 def engine_setting(engine=None, default="auto") -> str:
@@ -62,8 +77,11 @@ def loops_for(plan, engine, xp, dtype, n, t):
     name = engine_setting(engine)
     # T is not in the key: the choice depends on the batch only, and a task
     # that unrolls sequences of many lengths (dinosaurs) must not rebuild loops
-    key = ("loops", name, xp, dtype, n)  # a backend switch must not find native loops
-    loops = plan.compiled.get(key)
+    key = (name, xp, dtype, n)  # a backend switch must not find native loops
+    made = _loops.get(plan)
+    if made is None:
+        made = _loops[plan] = {}
+    loops = made.get(key)
     if loops is None:
         if name == "native" and getattr(xp, "__name__", "") == "cupy":
             # the fused regions as CUDA kernels; asked for by name only until
@@ -78,10 +96,10 @@ def loops_for(plan, engine, xp, dtype, n, t):
             from . import numba_runtime
             loops = numba_runtime.loops(plan, name, xp, dtype, n, t)
         if loops is None:
-            loops = plan.compiled.get("numpy-loops")
+            loops = made.get("numpy")
             if loops is None:
-                loops = plan.compiled["numpy-loops"] = NumpyLoops(plan)
-        plan.compiled[key] = loops
+                loops = made["numpy"] = NumpyLoops(plan)
+        made[key] = loops
     return loops
 
 

@@ -172,8 +172,9 @@ class CudaLoops:
         import cupy
         self.ns = load(plan, dtype, cupy, cupy_launcher(plan, dtype))
 
-    def forward(self, run, E):
-        self.ns["forward_staged"](run.t, run.n, E, run.hv, run.sv)
+    def forward(self, env):
+        self.ns["forward_staged"](env.T, env.N, env.arrays)
+        return self.name
 
-    def backward(self, run, E, need_xs, has_dhs):
-        return self.ns[f"backward_staged_{int(need_xs)}{int(has_dhs)}"](run.t, run.n, E, run.hv, run.sv)
+    def backward(self, env, need_xs, has_dhs):
+        return self.ns[f"backward_staged_{int(need_xs)}{int(has_dhs)}"](env.T, env.N, env.arrays)

@@ -1,15 +1,46 @@
 """Where the native loops keep each value and gradient: the plan's buffers
-(``S``, ``B``, ``H``, ``DB``, ``DH``), windows onto them (slices are views),
-and scratch rows for what lives within one step. Shared by the native
-emitters (numba, and through it CUDA); decided from the plan and its
+(``plan.forward_buffers`` and ``backward_buffers``, by the plan's names),
+windows onto them (slices are views), and scratch rows for what lives within
+one step; and the forward step cut into stages (``stages``). Shared by the
+native emitters (numba, and through it CUDA); decided from the plan and its
 backward flow, never re-deciding them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..plan import HOISTED, STATIC, GradStep
+from ..plan import HOISTED, RECURRENT, STATIC, GradStep, buffer_name
 from . import scalar
+
+
+def stages(plan):
+    """The forward step as alternating stages, for emitters that fuse:
+    ``("region", [ops])``, every op that can run before the next matmul
+    (in topological order), and ``("matmul", node)``. Taking all ready
+    non-matmul ops first gives the fewest regions."""
+    done = {n for n in plan.graph.nodes if plan.timing[n] != RECURRENT or plan.node_kind[n] != "op"}
+    todo = list(plan.recurrent_ops)
+    out = []
+    while todo:
+        region = []
+        progress = True
+        while progress:
+            progress = False
+            for n in todo:
+                op, args = plan.info[n]
+                if op.native_form() != "matmul" and n not in region and all(p in done for p in args):
+                    region.append(n)
+                    done.add(n)
+                    progress = True
+        if region:
+            out.append(("region", [n for n in todo if n in region]))
+            todo = [n for n in todo if n not in region]
+        ready = [n for n in todo if all(p in done for p in plan.info[n][1])]
+        for n in ready:
+            out.append(("matmul", n))
+            done.add(n)
+        todo = [n for n in todo if n not in ready]
+    return out
 
 
 class NotNative(Exception):
@@ -73,11 +104,15 @@ class Layout:
         self._array(name, source, width)
         return Loc(name, mode, off, width if lw is None else lw, width)
 
+    def _env_loc(self, name, mode, width):
+        """A buffer of the loop environment (one the plan lists), by its name."""
+        return self._loc(name, mode, ("E", name), width)
+
     def static(self, p):
         """A static value: through its static windows to the array that holds it."""
         plan, off = self.plan, 0
         w = plan.width.get(p, 1)
-        while p in plan.outer_slices and plan.kind[p] == STATIC:
+        while p in plan.outer_slices and plan.timing[p] == STATIC:
             p, lo, _ = plan.outer_slices[p]
             off += lo
         if p in plan.consts and not plan.shape[p]:  # a scalar; a constant array is held like a parameter
@@ -88,7 +123,7 @@ class Layout:
         mode = {0: "s0", 1: "s1", 2: "s2"}.get(len(shape))
         if mode is None:
             raise NotNative(f"static value {plan.graph.nodes[p]['label']!r} of shape {shape}")
-        return self._loc(f"V{p}", mode, ("static", p), shape[-1] if shape else 1, off, w)
+        return self._loc(buffer_name("static", p), mode, ("static", p), shape[-1] if shape else 1, off, w)
 
     def hoisted(self, p):
         """A hoisted value at step t: through hoisted windows to the buffer that holds it."""
@@ -96,7 +131,8 @@ class Layout:
         while p in plan.outer_slices:
             p, lo, _ = plan.outer_slices[p]
             off += lo
-        return self._loc(f"H{p}", "t", ("hoisted", p), plan.width[p], off, w)
+        name = buffer_name("hoisted", p)
+        return self._loc(name, "t", ("E", name), plan.width[p], off, w)
 
     def value(self, p, scratch=True):
         """Node p's value at step t. Per-step values nobody keeps get a scratch
@@ -106,24 +142,24 @@ class Layout:
             parent, lo, hi = plan.views[p]
             if p not in plan.stored:
                 return self.value(parent, scratch).shifted(lo, hi - lo)
-        k, w = plan.kind[p], plan.width.get(p, 1)
+        k, w = plan.timing[p], plan.width.get(p, 1)
         if k == STATIC:
             return self.static(p)
         if k == HOISTED:
             return self.hoisted(p)
         if plan.node_kind[p] == "state":
-            return self._loc(f"S{p}", "t", ("E", f"S{p}"), w)
+            return self._env_loc(buffer_name("state", p), "t", w)
         for s, u in plan.inplace_update.items():
             if u == p:
-                return self._loc(f"S{s}", "t1", ("E", f"S{s}"), w)
+                return self._env_loc(buffer_name("state", s), "t1", w)
         if p in plan.stored:
-            return self._loc(f"B{p}", "t", ("E", f"B{p}"), w)
+            return self._env_loc(buffer_name("kept", p), "t", w)
         if not scratch:
             raise NotNative(f"node {plan.graph.nodes[p]['label']!r} is read by BPTT but not kept")
         return self._loc(f"W{p}", "row", ("scratch", w), w)
 
 
-class Grads:
+class GradPlaces:
     """Where each gradient of one reverse step lives, decided from the flow
     before any text is written: a target buffer (``DB``/``DH``, as the plan
     says), the location of the one gradient it equals (no copy), its columns
@@ -144,13 +180,13 @@ class Grads:
             n, w = s.node, plan.width[s.node]
             target = s.target and flow.shared.get(s.target, s.target)
             if s.form == "alias":  # the run hands over one array for both names
-                self.place[n] = ("same", layout._loc(target, "t", ("E", target), w))
+                self.place[n] = ("same", layout._env_loc(target, "t", w))
             elif s.form == "into":  # the tile-formed gradient is made in this target
-                loc = layout._loc(target, "t", ("E", target), w)
+                loc = layout._env_loc(target, "t", w)
                 self.place[s.fulls[0][1]] = ("loc", loc)
                 self.place[n] = ("same", loc)
             elif target:
-                self.place[n] = ("loc", layout._loc(target, "t", ("E", target), w))
+                self.place[n] = ("loc", layout._env_loc(target, "t", w))
             elif s.form == "one" and s.fulls[0][0] != "result":
                 self.place[n] = ("as", s.fulls[0])
             elif n in states:  # formed where the next step reads it: no copy
@@ -176,7 +212,7 @@ class Grads:
     def source_loc(self, src, width):
         """A source that is an array element (not an expression): its location."""
         if src[0] == "dhs":
-            return self.layout._loc("DHS", "t", ("dhs",), width)
+            return self.layout._loc(buffer_name("dhs", None), "t", ("dhs",), width)
         if src[0] == "carry":
             return self.layout._loc(f"C{src[1]}", "row", ("carry", src[1]), width)
         if src[0] == "grad":

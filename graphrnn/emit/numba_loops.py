@@ -15,8 +15,9 @@ and the plain-Python drivers that call them. Two forms of the same loops:
   backwards), each a single pass over the rows. For sizes where the matmuls
   are worth BLAS.
 
-The kernels read and write the buffers the plan names, in the same places
-the numpy loops do (``S``, ``B``, ``H``, ``DB``, ``DH``), and form every
+The drivers take the call's loop environment (``T``, ``N`` and its arrays,
+the buffers the plan lists, by the plan's names, parameters included); the
+kernels read and write them in the same places the numpy loops do, and form every
 gradient as the plan's ``BackwardFlow`` says; only values that live within
 one step (the numpy loops' temporaries) get scratch rows of their own.
 Each primitive brings its scalar forms (``native_forward`` /
@@ -31,9 +32,9 @@ import hashlib
 
 import numpy as np
 
-from ..plan import STATIC, GradStep
+from ..plan import STATIC, GradStep, buffer_name
 from . import scalar
-from .native_layout import Grads, Layout, NotNative  # noqa: F401  (NotNative: raised from here too)
+from .native_layout import GradPlaces, Layout, NotNative, stages  # noqa: F401  (NotNative: raised from here too)
 
 FUNCTIONS = {"exp": "math.exp", "tanh": "math.tanh", "sqrt": "math.sqrt", "log": "math.log",
              "sin": "math.sin", "cos": "math.cos", "floor": "math.floor", "pow": "math.pow"}
@@ -140,7 +141,7 @@ def _forward_op(plan, layout, k, n, ind, fused):
         return
     if form == "elementwise":
         for p in args:
-            if plan.kind[p] != STATIC and len(plan.shape[p]) != 2:
+            if plan.timing[p] != STATIC and len(plan.shape[p]) != 2:
                 raise NotNative(f"node {plan.graph.nodes[n]['label']!r}: operand of shape {plan.shape[p]}")
         _elementwise_forward(plan, layout, k, n, out, ind)
         return
@@ -173,7 +174,7 @@ def _forward_op(plan, layout, k, n, ind, fused):
 def _state_copies(plan, layout, k, ind):
     for _, s, u in plan.states:
         if plan.inplace_update.get(s) != u:
-            dst = layout._loc(f"S{s}", "t1", ("E", f"S{s}"), plan.width[s])
+            dst = layout._env_loc(buffer_name("state", s), "t1", plan.width[s])
             _copy(k, dst, layout.value(u), plan.width[s], ind)
 
 
@@ -281,6 +282,7 @@ class ModuleText:
         self.plan, self.dtype = plan, np.dtype(dtype)
         self.layout = Layout(plan, dtype)
         self.layout.consts.add(0.0)
+        self.stages = stages(plan)
         self.kernels = []   # _Kernel
         self.drivers = []   # lines
         self.schedules = {}  # driver name -> (calls, reverse, flow)
@@ -305,7 +307,7 @@ class ModuleText:
             self._driver(name, [("call", k)], reverse=False)
             return
         calls = []
-        stages = plan.stages
+        stages = self.stages
         for i, (what, body) in enumerate(stages):
             if what == "matmul":
                 calls.append(("matmul", body))
@@ -332,7 +334,7 @@ class ModuleText:
     def _backward(self, form, key):
         plan, layout = self.plan, self.layout
         flow = plan.backward_flow(*key)
-        grads = Grads(plan, layout, flow)
+        grads = GradPlaces(plan, layout, flow)
         name = f"backward_{form}_{int(key[0])}{int(key[1])}"
         matmul_calls = [s for s in flow.steps if not isinstance(s, GradStep)
                         and plan.info[s.node][0].native_form() == "matmul"]
@@ -389,8 +391,9 @@ class ModuleText:
             if source[0] in ("scratch", "carry-out"):
                 k.prologue.append(f"{a} = np.empty((N, {width}), DT)")
             elif source[0] == "carry":
-                k.params.append(f"c{source[1]}")
-                k.prologue.append(f"{a} = c{source[1]}.copy()")
+                name = self.layout._array(buffer_name("carry", source[1]), ("carry-in", source[1]), width)
+                k.params.append(name)
+                k.prologue.append(f"{a} = {name}.copy()")
             elif source[0] == "transposed":
                 base = f"V{source[1]}"
                 if base not in k.params:
@@ -418,7 +421,7 @@ class ModuleText:
         for c in calls:
             if c[0] == "call":
                 used += [a for a in c[1].params if a not in used]
-        lines = [f"def {name}(T, N, E, HV, SV):"]
+        lines = [f"def {name}(T, N, E):"]
         needed = set(used)
         for c in calls:
             if c[0] == "matmul":
@@ -476,29 +479,27 @@ class ModuleText:
         return f"np.matmul({g.step_view()}, {wv.step_view()}.T, out=R{m})"
 
     def _fetch(self, a):
-        if a.startswith("c"):  # a carry handed to a fused kernel, which copies it
-            return f"_c(E[{a!r}])"
         source, width = self.layout.arrays[a]
-        kind = source[0]
-        if kind == "E":
+        how = source[0]
+        if how == "E":
             return f"E[{source[1]!r}]"
-        if kind == "hoisted":
-            return f"HV[{source[1]}].reshape(T, N, -1)"
-        if kind == "static":
+        if how == "carry-in":  # a carry handed to a fused kernel, which copies it
+            return f"_c(E[{a!r}])"
+        if how == "static":
             p = source[1]
             nd = len(self.plan.shape[p])
-            return f"_c(SV[{p}])" if nd else f"_c(SV[{p}]).reshape(1)"
-        if kind == "transposed":
-            return f"_c(SV[{source[1]}].T)"
-        if kind == "scratch":
+            return f"_c(E[{a!r}])" if nd else f"_c(E[{a!r}]).reshape(1)"
+        if how == "transposed":
+            return f"_c(E[{buffer_name('static', source[1])!r}].T)"
+        if how == "scratch":
             return f"np.empty((N, {width}), DT)"
-        if kind == "dhs":
-            return "_c(E['DHS'])"
-        if kind == "carry":
-            return f"E['c{source[1]}'].copy()"
-        if kind == "carry-out":
+        if how == "dhs":
+            return f"_c(E[{a!r}])"
+        if how == "carry":
+            return f"E[{buffer_name('carry', source[1])!r}].copy()"
+        if how == "carry-out":
             return f"np.empty((N, {width}), DT)"
-        raise AssertionError(kind)
+        raise AssertionError(how)
 
     # text ------------------------------------------------------------------
     def source(self) -> str:
@@ -532,10 +533,10 @@ class ModuleText:
         return types
 
     def _ndim(self, a):
-        if a.startswith("c"):
-            return 2
         source, _ = self.layout.arrays[a]
-        if source[0] in ("E", "hoisted", "dhs"):
+        if source[0] == "carry-in":
+            return 2
+        if source[0] in ("E", "dhs"):
             return 3
         if source[0] == "static":
             return max(1, len(self.plan.shape[source[1]]))

@@ -54,10 +54,11 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 
 import numpy as np
 
-from . import numba_loops, numpy_loops, scalar
+from . import native_layout, numba_loops, numpy_loops, scalar
 
 BUILD_AT_EXIT_S = 0.5   # seconds a plan ran on the numpy loops for its kernels to be built at exit
 BUILD_AFTER_S = 10.0    # ... before auto builds them while the run goes on
@@ -75,6 +76,27 @@ _BUILDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build_kern
 log = logging.getLogger("graphrnn.native")
 _warned = set()
 _numba_ok = None
+
+
+class _PlanNative:
+    """What this module keeps for one plan: its per-step costs (made on first
+    use), why it has no native form (None while it may have one), and its
+    ``Kernels`` per dtype name."""
+
+    def __init__(self):
+        self.costs = None
+        self.unsupported = None
+        self.kernels = {}
+
+
+_plans = weakref.WeakKeyDictionary()  # plan -> _PlanNative; goes when the plan goes
+
+
+def _state(plan):
+    st = _plans.get(plan)
+    if st is None:
+        st = _plans[plan] = _PlanNative()
+    return st
 
 
 def numba_available() -> bool:
@@ -127,7 +149,8 @@ STAGED_TRANSCENDENTALS_PER_OP = 250
 def step_costs(plan):
     """Per batch row and step: (matmul multiply-adds, transcendental entries,
     elementwise ops the numpy loops call)."""
-    macs = sum(plan.width[plan.info[m][1][0]] * plan.width[m] for what, m in plan.stages if what == "matmul")
+    macs = sum(plan.width[plan.info[m][1][0]] * plan.width[m]
+               for what, m in native_layout.stages(plan) if what == "matmul")
     trans = ops = 0
     for n in plan.recurrent_ops:
         op = plan.info[n][0]
@@ -140,10 +163,10 @@ def step_costs(plan):
 
 def choose_form(plan, n, t):
     """``"fused"``, ``"staged"`` or None (numpy) for a run of this size."""
-    costs = plan.compiled.get("native-costs")
-    if costs is None:
-        costs = plan.compiled["native-costs"] = step_costs(plan)
-    macs, trans, ops = costs
+    st = _state(plan)
+    if st.costs is None:
+        st.costs = step_costs(plan)
+    macs, trans, ops = st.costs
     if n <= FUSED_MAX_ROWS and n * macs <= FUSED_MAX_MACS:
         return "fused"
     if n * trans <= STAGED_TRANSCENDENTALS_PER_OP * ops:
@@ -169,6 +192,8 @@ class Kernels:
         self.runs = self.numpy_runs = 0
         self.next_check = 0.0    # loop seconds at which auto looks at the disk again
         self.history = None      # what the last process recorded, once read
+        self.auto = {}           # form -> AutoLoops
+        self.loops = {}          # (form, compile_missing) -> NativeLoops
         self.lock = threading.Lock()
 
     def _generated(self):
@@ -346,10 +371,11 @@ class NativeLoops:
         self._forward = getattr(kernels.module, f"forward_{form}")
         self._backward = {}
 
-    def forward(self, run, E):
-        self._forward(run.t, run.n, E, run.hv, run.sv)
+    def forward(self, env):
+        self._forward(env.T, env.N, env.arrays)
+        return self.name
 
-    def backward(self, run, E, need_xs, has_dhs):
+    def backward(self, env, need_xs, has_dhs):
         fn = self._backward.get((need_xs, has_dhs))
         if fn is None:
             name = backward_driver(self.form, need_xs, has_dhs)
@@ -357,10 +383,10 @@ class NativeLoops:
                 if not self.compile_missing:
                     self.kernels.wanted.add(name)
                     _advance(self.kernels, self.form)
-                    return numpy_loops.loop(self.kernels.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
+                    return numpy_loops.loop(self.kernels.plan, "backward", need_xs, has_dhs)(env)
                 self.kernels.compile([name], say=True)
             fn = self._backward[(need_xs, has_dhs)] = getattr(self.kernels.module, name)
-        return fn(run.t, run.n, E, run.hv, run.sv)
+        return fn(env.T, env.N, env.arrays)
 
 
 class AutoLoops:
@@ -375,25 +401,25 @@ class AutoLoops:
         self.native = None
         self._forward_driver = f"forward_{form}"
 
-    def forward(self, run, E):
+    def forward(self, env):
         self.kernels.runs += 1
         native = self.native
         if native is None:
             native = self._poll()
         if native is not None:
-            run.engine = "native"
-            return native.forward(run, E)
+            return native.forward(env)
         self.kernels.numpy_runs += 1
         t0 = time.perf_counter()
-        numpy_loops.loop(self.kernels.plan, "forward")(run.xp, run.t, E)
+        numpy_loops.loop(self.kernels.plan, "forward")(env)
         self.kernels.loop_seconds += time.perf_counter() - t0
+        return "numpy"
 
-    def backward(self, run, E, need_xs, has_dhs):
+    def backward(self, env, need_xs, has_dhs):
         if self.native is not None:
-            return self.native.backward(run, E, need_xs, has_dhs)
+            return self.native.backward(env, need_xs, has_dhs)
         self.kernels.wanted.add(backward_driver(self.form, need_xs, has_dhs))
         t0 = time.perf_counter()
-        carries = numpy_loops.loop(self.kernels.plan, "backward", need_xs, has_dhs)(run.xp, run.t, E)
+        carries = numpy_loops.loop(self.kernels.plan, "backward", need_xs, has_dhs)(env)
         self.kernels.loop_seconds += time.perf_counter() - t0
         return carries
 
@@ -409,10 +435,10 @@ class AutoLoops:
 
 
 def _kernels(plan, dtype):
-    key = ("native-kernels", np.dtype(dtype).name)
-    k = plan.compiled.get(key)
+    made = _state(plan).kernels
+    k = made.get(np.dtype(dtype).name)
     if k is None:
-        k = plan.compiled[key] = Kernels(plan, dtype)
+        k = made[np.dtype(dtype).name] = Kernels(plan, dtype)
     return k
 
 
@@ -426,7 +452,7 @@ def loops(plan, engine, xp, dtype, n, t):
             _warn_once(("no-numba",), "graphrnn: numba is not installed; engine='native' runs the numpy "
                                       "loops (pip install numba)")
         return None
-    if ("native-unsupported",) in plan.compiled:
+    if _state(plan).unsupported is not None:
         return None
     kernels = _kernels(plan, dtype)
     if engine == "native" and not _generates(kernels):
@@ -453,21 +479,22 @@ def loops(plan, engine, xp, dtype, n, t):
             log.warning("cell %r: loading native kernels failed: %s", plan.cell.name, exc)
             kernels.failed.add(forward)
     kernels.wanted.add(f"forward_{form}")
-    auto = plan.compiled.get(("native-auto", kernels.dtype.name, form))
+    auto = kernels.auto.get(form)
     if auto is None:
-        auto = plan.compiled[("native-auto", kernels.dtype.name, form)] = AutoLoops(kernels, form)
+        auto = kernels.auto[form] = AutoLoops(kernels, form)
     return auto
 
 
 def _generates(kernels):
     """Can this plan be emitted natively? Says once where it cannot."""
     plan = kernels.plan
-    if ("native-unsupported",) in plan.compiled:
+    st = _state(plan)
+    if st.unsupported is not None:
         return False
     try:
         kernels.path
     except numba_loops.NotNative as exc:
-        plan.compiled[("native-unsupported",)] = str(exc)
+        st.unsupported = str(exc)
         _warn_once(("not-native", id(plan)), f"graphrnn: cell {plan.cell.name!r} runs on the numpy loops: {exc}")
         return False
     return True
@@ -555,8 +582,7 @@ def _end_build(kernels):
 
 
 def _native(kernels, form, compile_missing):
-    key = (kernels.dtype.name, form, compile_missing)
-    loops = kernels.plan.compiled.get(("native-loops", key))
+    loops = kernels.loops.get((form, compile_missing))
     if loops is None:
-        loops = kernels.plan.compiled[("native-loops", key)] = NativeLoops(kernels, form, compile_missing)
+        loops = kernels.loops[(form, compile_missing)] = NativeLoops(kernels, form, compile_missing)
     return loops

@@ -9,9 +9,12 @@ is kept and how each gradient is formed come from the plan.
 """
 from __future__ import annotations
 
-from ..plan import HOISTED, RECURRENT, GradStep
+import weakref
+
+from ..plan import HOISTED, RECURRENT, GradStep, buffer_name
 
 NAME = "numpy"
+_made = weakref.WeakKeyDictionary()  # plan -> {(which, *key): compiled loop}
 
 
 def value(plan, p):
@@ -19,50 +22,61 @@ def value(plan, p):
     if p in plan.views:
         parent, lo, hi = plan.views[p]
         return f"{value(plan, parent)}[..., {lo}:{hi}]"
-    k = plan.kind[p]
+    k = plan.timing[p]
     if plan.node_kind[p] == "state":
-        return f"S{p}[t]"
+        return f"{buffer_name('state', p)}[t]"
     if k == RECURRENT:
-        return f"B{p}[t]"
+        return f"{buffer_name('kept', p)}[t]"
     if k == HOISTED:
-        return f"H{p}[t]"
+        return f"{buffer_name('hoisted', p)}[t]"
     return f"v{p}"
 
 
+def _reads(plan, buffers, head):
+    """``head``'s lines binding the buffers these loops read to locals named
+    like them (a static value to its node's local, ``v<node>``). Hoisted and
+    static values are read as the plan computed them, not through the arrays
+    their slices view: only those the loop reads are bound."""
+    read = set(plan.boundary) | set(plan.loop_statics)
+    for b in buffers:
+        if b.role in ("hoisted", "static") and b.node not in read:
+            continue
+        local = f"v{b.node}" if b.role == "static" else b.name
+        head.append(f"    {local} = E[{b.name!r}]")
+
+
 def forward_source(plan) -> str:
-    head, body = ["def _forward(xp, T, E):"], []
-    head += [f"    v{p} = E['v{p}']" for p in plan.loop_statics]
-    head += [f"    S{s} = E['S{s}']" for _, s, _ in plan.states]
-    head += [f"    H{p} = E['H{p}']" for p in plan.boundary]
-    body += [f"        v{s} = S{s}[t]" for _, s, _ in plan.states]
-    body += [f"        v{p} = H{p}[t]" for p in plan.boundary]
+    head = ["def _forward(env):", "    xp = env.xp", "    T = env.T", "    E = env.arrays"]
+    _reads(plan, plan.forward_buffers, head)
+    body = []
+    body += [f"        v{s} = {buffer_name('state', s)}[t]" for _, s, _ in plan.states]
+    body += [f"        v{p} = {buffer_name('hoisted', p)}[t]" for p in plan.boundary]
     for n in plan.recurrent_ops:
         op, args = plan.info[n]
-        if n in plan.stored:
-            head.append(f"    B{n} = E['B{n}']")
+        kept = buffer_name("kept", n)
         if op.window is not None:
             lo, hi = op.window
             expr = f"v{args[0]}[..., {lo}:{hi}]"
             if n in plan.stored:
-                body += [f"        B{n}[t] = {expr}", f"        v{n} = B{n}[t]"]
+                body += [f"        {kept}[t] = {expr}", f"        v{n} = {kept}[t]"]
             else:
                 body.append(f"        v{n} = {expr}")
             continue
         head.append(f"    op{n} = OPS[{n}]")
         call = f"op{n}(xp, {', '.join(f'v{p}' for p in args)}"
-        body.append(f"        v{n} = {call}, out=B{n}[t])" if n in plan.stored else f"        v{n} = {call})")
+        body.append(f"        v{n} = {call}, out={kept}[t])" if n in plan.stored else f"        v{n} = {call})")
     for _, s, u in plan.states:
         if plan.inplace_update.get(s) != u:
-            body.append(f"        S{s}[t + 1] = v{u}")
+            body.append(f"        {buffer_name('state', s)}[t + 1] = v{u}")
     return "\n".join(head + ["    for t in range(T):"] + body + ["        pass"]) + "\n"
 
 
 def _source_text(src):
     """A gradient source (see ``BackwardFlow``) as an expression at step t."""
     if src[0] == "dhs":
-        return "DHS[t]"
+        return f"{buffer_name('dhs', None)}[t]"
     if src[0] == "carry":
-        return f"c{src[1]}"
+        return buffer_name("carry", src[1])
     if src[0] == "grad":
         return f"g{src[1]}"
     return f"r{src[1]}[{src[2]}]"
@@ -101,35 +115,31 @@ def _call_lines(plan, step):
     n = step.node
     op, args = plan.info[n]
     xs = ", ".join(value(plan, p) if i in step.saved else "None" for i, p in enumerate(args))
-    y = f"B{n}[t]" if "y" in step.saved else "None"
+    y = f"{buffer_name('kept', n)}[t]" if "y" in step.saved else "None"
     return [f"        r{n} = op{n}(xp, g{n}, ({xs},), {y}, {step.needs})"]
 
 
-def _backward_head(plan, req, flow):
-    head = ["def _backward(xp, T, E):", "    N = E['N']", "    DT = E['DT']", "    DHS = E['DHS']"]
-    head += [f"    S{s} = E['S{s}']" for _, s, _ in plan.states]
-    head += [f"    c{s} = E['c{s}']" for _, s, _ in plan.states]
-    head += [f"    Z{s} = E['Z{s}']" for _, s, _ in plan.states]
-    head += [f"    H{p} = E['H{p}']" for p in plan.boundary]
-    head += [f"    DH{p} = E['DH{p}']" for p in plan.boundary if req[p]]
-    head += [f"    DB{n} = E['DB{n}']" for n in plan.deferred]
-    head += [f"    B{n} = E['B{n}']" for n in sorted(plan.stored)]
-    head += [f"    v{p} = E['v{p}']" for p in plan.loop_statics]
+def _backward_head(plan, flow, need_xs, has_dhs):
+    head = ["def _backward(env):", "    xp = env.xp", "    T = env.T", "    N = env.N", "    DT = env.dtype",
+            "    E = env.arrays"]
+    _reads(plan, plan.forward_buffers + plan.backward_buffers(need_xs, has_dhs), head)
     head += [f"    op{step.node} = OPS[{step.node}]" for step in flow.steps if not isinstance(step, GradStep)]
     return head
 
 
 def backward_source(plan, need_xs=True, has_dhs=True) -> str:
     flow = plan.backward_flow(need_xs, has_dhs)
-    head = _backward_head(plan, plan.requires[bool(need_xs)], flow)
+    head = _backward_head(plan, flow, need_xs, has_dhs)
     body = []
     for step in flow.steps:
         if isinstance(step, GradStep):
             body += _grad_lines(plan, step)
         else:
             body += _call_lines(plan, step)
-    body += [f"        c{s} = g{s}" if has else f"        c{s} = Z{s}" for s, has in flow.carries]
-    ret = ", ".join(f"c{s}" for s, _ in flow.carries)
+    carry = {s: buffer_name("carry", s) for s, _ in flow.carries}
+    body += [f"        {carry[s]} = g{s}" if has else f"        {carry[s]} = {buffer_name('zero', s)}"
+             for s, has in flow.carries]
+    ret = ", ".join(carry[s] for s, _ in flow.carries)
     return "\n".join(head + ["    for t in range(T - 1, -1, -1):"] + body
                      + ["        pass", f"    return ({ret},)"]) + "\n"
 
@@ -137,14 +147,17 @@ def backward_source(plan, need_xs=True, has_dhs=True) -> str:
 def loop(plan, which, *key):
     """The compiled loop function (``"forward"`` or ``"backward"``), made once per plan.
 
-    Called as ``fn(xp, T, E)`` with E the dict of buffers the plan names; the
-    backward returns the carries (each state's gradient at step 0)."""
-    k = (NAME, which, *key)
-    fn = plan.compiled.get(k)
+    Called as ``fn(env)`` with ``env`` the call's ``LoopEnv``; the backward
+    returns the carries (each state's gradient at step 0)."""
+    k = (which, *key)
+    made = _made.get(plan)
+    if made is None:
+        made = _made[plan] = {}
+    fn = made.get(k)
     if fn is None:
         src = forward_source(plan) if which == "forward" else backward_source(plan, *key)
         # the ops' bound methods are fixed for the plan's life: bound once, here
         namespace = {"OPS": {n: getattr(plan.info[n][0], which) for n in plan.recurrent_ops}}
         exec(compile(src, f"<graphrnn plan {plan.cell.name} {which}>", "exec"), namespace)
-        fn = plan.compiled[k] = namespace["_" + which]
+        fn = made[k] = namespace["_" + which]
     return fn

@@ -66,15 +66,14 @@ def loss_fn(cell):
     import jax.numpy as jnp
     from jax import lax
 
-    import graphrnn as gr
-    from graphrnn.plan import HOISTED, RECURRENT, STATIC
+    from ..plan import HOISTED, RECURRENT, STATIC, compile_cell
 
-    plan = gr.compile_cell(cell, fuse=False)  # the graph as declared, with its kinds
-    g, kind, ops = plan.graph, plan.kind, _ops(jnp, jax)
+    plan = compile_cell(cell, fuse=False)  # the graph as declared, with its timings
+    g, timing, ops = plan.graph, plan.timing, _ops(jnp, jax)
     order = [n for n in plan.ops]
-    static = [n for n in order if kind[n] == STATIC]
-    hoisted = [n for n in order if kind[n] == HOISTED]
-    recurrent = [n for n in order if kind[n] == RECURRENT]
+    static = [n for n in order if timing[n] == STATIC]
+    hoisted = [n for n in order if timing[n] == HOISTED]
+    recurrent = [n for n in order if timing[n] == RECURRENT]
     states = plan.states
     out = plan.output_node
 
@@ -93,7 +92,7 @@ def loss_fn(cell):
         h[plan.input_node] = jnp.swapaxes(xs, 0, 1).reshape(T * N, D)
         evaluate(hoisted, h)
         per_step = {n: h[n].reshape(T, N, -1) for n in hoisted + [plan.input_node]
-                    if any(kind[m] == RECURRENT for m in g.successors(n)) or n == out
+                    if any(timing[m] == RECURRENT for m in g.successors(n)) or n == out
                     or any(n == u for _, _, u in states)}
 
         def step(carry, xt):

@@ -13,8 +13,8 @@
 
 The numpy ones use graphrnn's parameter layouts, so ``tests/test_bench.py``
 checks in float64 that they compute what graphrnn computes. They are
-competitors, not part of the library: the harness (``graphrnn/bench.py``)
-loads this file from the repository with ``bench.contenders_module``.
+competitors, not part of the engine: only the harness (``graphrnn/bench.py``)
+imports them.
 """
 from __future__ import annotations
 
@@ -167,9 +167,9 @@ class TimeLayer:
     Starts from a zero state (not stateful) and returns dxs from ``backward``.
     """
 
-    def __init__(self, kind, params):
-        self.kind = kind
-        self.cell_cls = TEXTBOOK_CELLS[kind]
+    def __init__(self, cell_name, params):
+        self.cell_name = cell_name
+        self.cell_cls = TEXTBOOK_CELLS[cell_name]
         self.names = ("Wx", "Wh", "b")
         self.params = [params[k] for k in self.names]
         self.grads = [np.zeros_like(p) for p in self.params]
@@ -185,7 +185,7 @@ class TimeLayer:
         self.layers = []
         for t in range(T):
             layer = self.cell_cls(self.params, self.grads)
-            if self.kind == "lstm":
+            if self.cell_name == "lstm":
                 h, c = layer.forward(xs[:, t, :], h, c)
             else:
                 h = layer.forward(xs[:, t, :], h)
@@ -203,7 +203,7 @@ class TimeLayer:
         dh, dc = 0, 0
         for t in reversed(range(T)):
             layer = self.layers[t]
-            if self.kind == "lstm":
+            if self.cell_name == "lstm":
                 dx, dh, dc = layer.backward(dhs[:, t, :] + dh, dc)
             else:
                 dx, dh = layer.backward(dhs[:, t, :] + dh)
@@ -226,8 +226,8 @@ class TimeLayer:
 class HoistedLayer:
     """Forward+backward of rnn/gru/lstm/mgu over (N, T, D), hoisted by hand."""
 
-    def __init__(self, kind, params):
-        self.kind = kind
+    def __init__(self, cell_name, params):
+        self.cell_name = cell_name
         self.Wx, self.Wh, self.b = params["Wx"], params["Wh"], params["b"]
 
     def forward(self, xs):
@@ -236,8 +236,8 @@ class HoistedLayer:
         self.X = np.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(T * N, D)
         A = (self.X @ self.Wx + self.b).reshape(T, N, -1)  # pre-activations, gates filled in place
         Hs = np.zeros((T + 1, N, H), dt)
-        step = getattr(self, "_fwd_" + self.kind)
-        self.aux = np.zeros((T + 1, N, H), dt) if self.kind == "lstm" else np.empty((T, N, H), dt)
+        step = getattr(self, "_fwd_" + self.cell_name)
+        self.aux = np.zeros((T + 1, N, H), dt) if self.cell_name == "lstm" else np.empty((T, N, H), dt)
         for t in range(T):
             step(t, A[t], Hs, self.aux)
         self.A, self.Hs = A, Hs
@@ -250,14 +250,14 @@ class HoistedLayer:
         DA = np.empty_like(self.A)
         dh = np.zeros((N, H), dhs.dtype)
         dc = np.zeros((N, H), dhs.dtype)
-        step = getattr(self, "_bwd_" + self.kind)
+        step = getattr(self, "_bwd_" + self.cell_name)
         for t in range(T - 1, -1, -1):
             dh, dc = step(t, dH[t] + dh, dc, DA[t])
         DA = DA.reshape(T * N, -1)
         Hp = self.Hs[:T].reshape(T * N, H)
         dWh = np.empty_like(self.Wh)
-        if self.kind in ("gru", "mgu"):  # the last block's product reads (gate * h), not h
-            k = 2 * H if self.kind == "gru" else H
+        if self.cell_name in ("gru", "mgu"):  # the last block's product reads (gate * h), not h
+            k = 2 * H if self.cell_name == "gru" else H
             np.matmul(Hp.T, DA[:, :k], out=dWh[:, :k])
             np.matmul(self.aux.reshape(T * N, H).T, DA[:, k:], out=dWh[:, k:])
         else:
@@ -352,10 +352,10 @@ class HoistedLayer:
 class TorchFused:
     """PyTorch's CPU kernel (``nn.RNN``/``nn.GRU``/``nn.LSTM``) with autograd."""
 
-    def __init__(self, kind, D, H, dtype, seed=0):
+    def __init__(self, cell_name, D, H, dtype, seed=0):
         import torch
         torch.manual_seed(seed)
-        cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[kind]
+        cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell_name]
         self.torch = torch
         self.module = cls(D, H, batch_first=True).to(_torch_dtype(dtype))
 
