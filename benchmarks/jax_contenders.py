@@ -25,6 +25,7 @@ def available():
 
 
 def _ops(jnp, jax):
+    from jax import lax
     return {
         "matmul": lambda op, a, b: a @ b,
         "add": lambda op, a, b: a + b,
@@ -37,6 +38,25 @@ def _ops(jnp, jax):
         "exp": lambda op, a: jnp.exp(a),
         "slice": lambda op, a: a[..., op.start:op.stop],
         "concat": lambda op, *xs: jnp.concatenate(xs, axis=-1),
+        "div": lambda op, a, b: a / b,
+        "pow": lambda op, a: a ** op.k,
+        "sqrt": lambda op, a: jnp.sqrt(a),
+        "log": lambda op, a: jnp.log(a),
+        "abs": lambda op, a: jnp.abs(a),
+        "sin": lambda op, a: jnp.sin(a),
+        "cos": lambda op, a: jnp.cos(a),
+        "maximum": lambda op, a, b: jnp.maximum(a, b),
+        "minimum": lambda op, a, b: jnp.minimum(a, b),
+        "gt": lambda op, a, b: lax.stop_gradient((a > b).astype(jnp.result_type(a, b))),
+        "lt": lambda op, a, b: lax.stop_gradient((a < b).astype(jnp.result_type(a, b))),
+        "ge": lambda op, a, b: lax.stop_gradient((a >= b).astype(jnp.result_type(a, b))),
+        "le": lambda op, a, b: lax.stop_gradient((a <= b).astype(jnp.result_type(a, b))),
+        "where": lambda op, m, a, b: jnp.where(m > 0, a, b),
+        "floor": lambda op, a: jnp.floor(a),
+        "mod": lambda op, a: jnp.mod(a, op.k),
+        "sum": lambda op, a: jnp.sum(a, axis=-1, keepdims=True),
+        "mean": lambda op, a: jnp.mean(a, axis=-1, keepdims=True),
+        "transpose": lambda op, a: a.T,
     }
 
 

@@ -5,7 +5,7 @@ const or op), ``shape`` (first entry ``"N"`` for per-example values), ``label``
 (a short readable expression such as ``Wh[:, 4:8]``, or the name the user gave
 the value) and, for ops, ``op`` (a primitive instance) and ``args`` (the ordered
 input node ids; the edges hold the same information without order). A value
-named with ``CellBuilder.name`` (or a ``name=`` keyword) also carries ``vname``
+named with ``CellBuilder.named`` (or a ``name=`` keyword) also carries ``vname``
 and keeps its expression in ``expr``. Shapes are checked as each value is made.
 
 Shapes below are written with ``N`` for the batch (unknown until run time),
@@ -113,8 +113,84 @@ class Value:
             if other == 0:
                 raise GraphError(f"cell {self.builder.cell_name!r}: {self.label} / 0: division by zero")
             return _op("mul", self, 1.0 / other)
-        raise GraphError(f"cell {self.builder.cell_name!r}: {self.label}: only division by a "
-                         "Python number is supported")
+        return _op("div", self, other)
+
+    def __rtruediv__(self, other):
+        return _op("div", other, self)
+
+    def __pow__(self, k):
+        if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
+            raise GraphError(f"cell {self.builder.cell_name!r}: {self.label} ** {_what(k)}: the exponent "
+                             "must be a Python number (for a value exponent use gr.exp(b * gr.log(a)))")
+        return _op("pow", self, attrs=(k,))
+
+    def __rpow__(self, base):
+        raise GraphError(f"cell {self.builder.cell_name!r}: {base!r} ** {self.label}: a value as exponent "
+                         "is written gr.exp(v * math.log(base))")
+
+    def __mod__(self, k):
+        if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
+            raise GraphError(f"cell {self.builder.cell_name!r}: {self.label} % {_what(k)}: the divisor "
+                             "must be a Python number")
+        return _op("mod", self, attrs=(k,))
+
+    def __abs__(self):
+        return _op("abs", self)
+
+    def __gt__(self, other):
+        return _op("gt", self, other)
+
+    def __lt__(self, other):
+        return _op("lt", self, other)
+
+    def __ge__(self, other):
+        return _op("ge", self, other)
+
+    def __le__(self, other):
+        return _op("le", self, other)
+
+    __hash__ = object.__hash__  # values stay usable as dict keys (== is identity)
+
+    @property
+    def T(self):
+        """The transpose of a 2-D value of parameters or constants (``W - W.T``),
+        computed once per call like every static node.
+
+        >>> W = gr.CellBuilder("demo").param("W", (3, 3))
+        >>> W - W.T
+        <Value W - W.T (3, 3)>
+        """
+        return _op("transpose", self)
+
+    def sum(self, axis=-1, keepdims=True):
+        """The sum over the last axis, as a column: (N, H) -> (N, 1), (H,) -> (1,);
+        it broadcasts back in expressions (``v - v.mean()``).
+
+        >>> c = gr.CellBuilder("demo")
+        >>> c.input("x", 3).sum(axis=-1, keepdims=True), c.param("b", 4).sum()
+        (<Value x.sum(-1) (N, 1)>, <Value b.sum(-1) (1,)>)
+        """
+        self._check_reduction("sum", axis, keepdims)
+        return _op("sum", self)
+
+    def mean(self, axis=-1, keepdims=True):
+        """The mean over the last axis, as a column (see ``sum``): a layer norm is
+        ``(a - m) / gr.sqrt(((a - m) ** 2).mean(axis=-1, keepdims=True) + eps)``.
+
+        >>> x = gr.CellBuilder("demo").input("x", 3)
+        >>> x - x.mean(axis=-1, keepdims=True)
+        <Value x - x.mean(-1) (N, 3)>
+        """
+        self._check_reduction("mean", axis, keepdims)
+        return _op("mean", self)
+
+    def _check_reduction(self, what, axis, keepdims):
+        where = f"cell {self.builder.cell_name!r}: {self.label}.{what}"
+        if axis not in (-1, len(self.shape) - 1):
+            raise GraphError(f"{where}(axis={axis!r}): only the last axis (axis=-1) is reduced")
+        if keepdims is not True:
+            raise GraphError(f"{where}(keepdims={keepdims!r}): the result keeps its axis "
+                             "(keepdims=True), so that it broadcasts against the value")
 
     def __getitem__(self, key):
         where = f"cell {self.builder.cell_name!r}, slice of {self.label} {fmt_shape(self.shape)}"
@@ -123,7 +199,63 @@ class Value:
 
     def __bool__(self):
         raise GraphError(f"cell {self.builder.cell_name!r}: {self.label}: a symbolic value has no truth value "
-                         "(use gr.relu or gates instead of Python if/else)")
+                         "(use a mask: gr.where(a > b, x, y), or gr.maximum / gr.relu, "
+                         "instead of Python if/else)")
+
+    def __iter__(self):
+        raise GraphError(f"cell {self.builder.cell_name!r}: {self.label}: a symbolic value cannot be "
+                         "iterated; take columns with slices (v[:, i:j])")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        hint = _SPELLINGS.get(name)
+        raise _Unsupported(f"cell {self.builder.cell_name!r}: {self.label}: a Value has no {name!r}"
+                           + (f"; use {hint}" if hint else _SEE))
+
+    # numpy functions called on values run the primitive (np.tanh(v)) or name the spelling
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        fn = _UFUNCS.get(ufunc.__name__) if method == "__call__" and not kwargs else None
+        if fn is None:
+            hint = _SPELLINGS.get(ufunc.__name__)
+            raise GraphError(f"numpy's {ufunc.__name__} on a symbolic value ({self.label}) is not "
+                             + (f"supported; use {hint}" if hint else "supported" + _SEE))
+        return fn(*inputs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        hint = _SPELLINGS.get(func.__name__)
+        raise GraphError(f"numpy's {func.__name__} on a symbolic value ({self.label}) is not supported"
+                         + (f"; use {hint}" if hint else _SEE))
+
+
+class _Unsupported(GraphError, AttributeError):
+    """An attribute a Value does not have: a GraphError, and an AttributeError for hasattr()."""
+
+
+_SEE = " (see docs/cells.md for the operations a cell can use)"
+
+# what a reader might reach for -> how a cell writes it
+_SPELLINGS = {
+    "maximum": "gr.maximum(a, b)", "fmax": "gr.maximum(a, b)", "minimum": "gr.minimum(a, b)",
+    "fmin": "gr.minimum(a, b)", "clip": "gr.clip(v, lo, hi)", "where": "gr.where(mask, a, b)",
+    "abs": "gr.abs(v) or abs(v)", "absolute": "gr.abs(v) or abs(v)", "sqrt": "gr.sqrt(v)",
+    "log": "gr.log(v)", "exp": "gr.exp(v)", "tanh": "gr.tanh(v)", "sin": "gr.sin(v)", "cos": "gr.cos(v)",
+    "floor": "gr.floor(v)", "mod": "v % k", "remainder": "v % k", "power": "v ** k",
+    "square": "v ** 2", "sign": "v > 0 (a 0/1 mask) or v / abs(v)", "mean": "v.mean(axis=-1, keepdims=True)",
+    "sum": "v.sum(axis=-1, keepdims=True)", "var": "((v - m) ** 2).mean(axis=-1, keepdims=True)",
+    "std": "gr.sqrt(((v - m) ** 2).mean(axis=-1, keepdims=True))", "transpose": "v.T",
+    "dot": "a @ b", "matmul": "a @ b", "concatenate": "gr.concat([a, b])", "reshape": "slices and gr.concat",
+    "divide": "a / b", "true_divide": "a / b", "sigmoid": "gr.sigmoid(v)", "relu": "gr.relu(v)",
+    "round": "a user primitive (docs/cells.md: a straight-through round)", "rint": "a user primitive",
+    "softmax": "gr.exp(v - m) / gr.exp(v - m).sum(axis=-1, keepdims=True)",
+    "logaddexp": "gr.log(gr.exp(a) + gr.exp(b))", "tan": "gr.sin(v) / gr.cos(v)",
+    "greater": "a > b", "less": "a < b", "greater_equal": "a >= b", "less_equal": "a <= b",
+    "equal": "a >= b and a <= b as masks: (a >= b) * (a <= b)",
+}
+
+
+def _what(k):
+    return k.label if isinstance(k, Value) else repr(k)
 
 
 def _fmt_key(key):
@@ -181,29 +313,24 @@ def _fmt_slice(label, start, stop, ndim):
     return f"{label}[{lead}{lo}:{stop}]"
 
 
-_PREC = {"matmul": 3, "mul": 3, "add": 2, "sub": 2}
+def precedence(attrs) -> int:
+    """How tightly a node's label binds when it is an operand: a name binds fully.
+
+    >>> c = gr.CellBuilder("demo")
+    >>> x = c.input("x", 3)
+    >>> [precedence(c.graph.nodes[v.node]) for v in (x, x + 1, x * 2, gr.tanh(x))]
+    [9, 2, 3, 9]
+    """
+    op = attrs.get("op")
+    return 9 if attrs.get("vname") or op is None else op.precedence
 
 
-def _wrap(label, prec, mine):
-    return f"({label})" if prec < mine else label
-
-
-def _expr_label(name, args, attrs):
+def _expr_label(op, args):
+    """The label of ``op`` applied to ``args``: the primitive's own expression printer."""
     g = [a.builder.graph.nodes[a.node] for a in args]
-    labels = [x["label"] for x in g]
-    precs = [9 if x.get("vname") else _PREC.get(x.get("opname"), 9) for x in g]
-    if name == "matmul":
-        return f"{_wrap(labels[0], precs[0], 3)} @ {_wrap(labels[1], precs[1], 4)}"
-    if name in ("add", "sub", "mul"):
-        sym = {"add": "+", "sub": "-", "mul": "*"}[name]
-        mine = _PREC[name]
-        right_mine = mine + (name == "sub")
-        return f"{_wrap(labels[0], precs[0], mine)} {sym} {_wrap(labels[1], precs[1], right_mine)}"
-    if name == "neg":
-        return f"-{_wrap(labels[0], precs[0], 9)}"
-    if name == "slice":
-        return _fmt_slice(_wrap(labels[0], precs[0], 9), attrs[0], attrs[1], len(g[0]["shape"]))
-    return f"{name}({', '.join(labels)})"
+    ndim = len(g[0]["shape"]) if g else 0
+    return op.expression([x["label"] for x in g], [precedence(x) for x in g],
+                         lambda lo, hi: _fmt_slice("", lo, hi, ndim))
 
 
 def _op(name, *args, attrs=()):
@@ -220,7 +347,7 @@ def _op(name, *args, attrs=()):
 
 
 def _named(value, name):
-    return value if name is None else value.builder.name(value, name)
+    return value if name is None else value.builder.named(value, name)
 
 
 def matmul(a, b, *, name=None):
@@ -241,7 +368,7 @@ def matmul(a, b, *, name=None):
 
 def sigmoid(x, *, name=None):
     """The logistic function 1 / (1 + e⁻ˣ), elementwise; the shape is kept.
-    ``name`` names the result, as ``CellBuilder.name`` does (diagrams show it).
+    ``name`` names the result, as ``CellBuilder.named`` does (diagrams show it).
 
     Backward: ``dx = dy·y(1−y)``.
 
@@ -306,6 +433,147 @@ def concat(values, axis=-1, *, name=None):
         if axis != nd - 1:
             raise GraphError(f"concat: only the last axis is supported, got axis={axis}")
     return _named(_op("concat", *values), name)
+
+
+def _unary(opname, doc):
+    def fn(x, *, name=None):
+        return _named(_op(opname, x), name)
+    fn.__name__ = fn.__qualname__ = opname
+    fn.__doc__ = doc
+    return fn
+
+
+sqrt = _unary("sqrt", """√x, elementwise. Backward: ``dx = dy / (2y)``: infinite at x = 0
+    (put an eps under it, as a layer norm does: ``gr.sqrt(var + 1e-5)``), nan below.
+
+    >>> c = gr.CellBuilder("demo")
+    >>> gr.sqrt(c.input("x", 3) ** 2 + 1.0)
+    <Value sqrt(x ** 2 + 1) (N, 3)>
+    """)
+log = _unary("log", """ln x, elementwise. Backward: ``dx = dy / x`` (x = 0: -inf; x < 0: nan).
+
+    >>> gr.log(gr.exp(gr.CellBuilder("demo").input("x", 3)))
+    <Value log(exp(x)) (N, 3)>
+    """)
+abs = _unary("abs", """|x|, elementwise (also ``abs(v)``). Backward: ``dx = dy·sign(x)``, 0 at x = 0.
+
+    >>> x = gr.CellBuilder("demo").input("x", 3)
+    >>> x / (1 + abs(x))
+    <Value x / (1 + abs(x)) (N, 3)>
+    """)
+sin = _unary("sin", """sin x, elementwise. Backward: ``dx = dy·cos x``.
+
+    >>> gr.sin(gr.CellBuilder("demo").input("x", 3) * 2.0)
+    <Value sin(x * 2) (N, 3)>
+    """)
+cos = _unary("cos", """cos x, elementwise. Backward: ``dx = −dy·sin x``.
+
+    >>> gr.cos(gr.CellBuilder("demo").input("x", 3))
+    <Value cos(x) (N, 3)>
+    """)
+floor = _unary("floor", """⌊x⌋, elementwise. Backward: ``dx = 0`` (flat between integers, 0 at the jumps).
+
+    >>> x = gr.CellBuilder("demo").input("x", 3)
+    >>> x - gr.floor(x), x % 1.0
+    (<Value x - floor(x) (N, 3)>, <Value x % 1 (N, 3)>)
+    """)
+
+
+def maximum(a, b, *, name=None):
+    """The larger of a and b, elementwise, broadcasting like ``+``; either may be a
+    Python number. Backward: ``da = dy·[a ≥ b]``, ``db = dy·[a < b]`` (a tie's
+    gradient goes to a).
+
+    >>> c = gr.CellBuilder("demo")
+    >>> gr.maximum(c.input("x", 3), 0.0)
+    <Value maximum(x, 0) (N, 3)>
+    """
+    return _named(_op("maximum", a, b), name)
+
+
+def minimum(a, b, *, name=None):
+    """The smaller of a and b, elementwise (see ``maximum``; a tie's gradient goes to a).
+
+    >>> gr.minimum(1.0, gr.CellBuilder("demo").input("x", 3))
+    <Value minimum(1, x) (N, 3)>
+    """
+    return _named(_op("minimum", a, b), name)
+
+
+def clip(v, lo, hi, *, name=None):
+    """v limited to [lo, hi]: ``minimum(maximum(v, lo), hi)``; the gradient is dy
+    inside and 0 outside (at a bound, dy: the tie goes to v).
+
+    >>> gr.clip(gr.CellBuilder("demo").input("x", 3), -1.0, 1.0)
+    <Value minimum(maximum(x, -1), 1) (N, 3)>
+    """
+    return _named(minimum(maximum(v, lo), hi), name)
+
+
+def where(mask, a, b, *, name=None):
+    """a where mask > 0, else b, elementwise with broadcasting (a mask is the
+    0/1 value a comparison gives: ``gr.where(x > 0, x, 0.1 * x)``). The mask
+    gets no gradient; ``da = dy·[m > 0]``, ``db = dy·[m ≤ 0]``.
+
+    >>> c = gr.CellBuilder("demo")
+    >>> x = c.input("x", 3)
+    >>> gr.where(x > 0, x, 0.1 * x)
+    <Value where(x > 0, x, 0.1 * x) (N, 3)>
+    """
+    return _named(_op("where", mask, a, b), name)
+
+
+def register_primitive(cls):
+    """Add a user's primitive to the table and return the function that applies it.
+
+    ``cls`` subclasses ``gr.Primitive`` (or ``gr.Elementwise``) and declares
+    ``name``, ``arity``, ``shape`` (Elementwise: the input's), ``forward``,
+    ``backward``, ``saves`` and ``rule`` exactly as the built-in ones do (and
+    ``surrogate``: inputs whose gradient is deliberately not the derivative).
+    Check it with ``graphrnn.testing.check_primitive(cls, shapes)``; the
+    diagrams draw it with its name and rule. Registering a name twice, a
+    wrong arity or a backward that returns wrong shapes is a ``GraphError``.
+
+    >>> class Cube(gr.Elementwise):
+    ...     "y = x^3;  dx = dy * 3x^2"
+    ...     name, rule, saves = "cube_doc", ("dx = dy·3x²",), (0,)
+    ...     def forward(self, xp, x, out=None):
+    ...         return xp.multiply(x * x, x, out=out)
+    ...     def backward(self, xp, dy, xs, y, needs):
+    ...         return (3 * dy * xs[0] * xs[0],)
+    >>> cube = gr.register_primitive(Cube)
+    >>> cube(gr.CellBuilder("demo").input("x", 2))
+    <Value cube_doc(x) (N, 2)>
+    """
+    from .primitives import register
+    register(cls)
+    opname = cls.name
+
+    def apply(*values, name=None):
+        return _named(_op(opname, *values), name)
+    apply.__name__ = apply.__qualname__ = opname
+    apply.__doc__ = cls.__doc__
+    return apply
+
+
+def _power(a, k):
+    if isinstance(a, Value):
+        return a ** k
+    raise GraphError(f"numpy's power with a symbolic exponent ({_what(k)}) is not supported; "
+                     "write gr.exp(v * math.log(base))")
+
+
+# numpy ufunc name -> what it runs on values
+_UFUNCS = {
+    "add": lambda a, b: _op("add", a, b), "subtract": lambda a, b: _op("sub", a, b),
+    "multiply": lambda a, b: _op("mul", a, b), "divide": lambda a, b: _op("div", a, b),
+    "true_divide": lambda a, b: _op("div", a, b), "negative": lambda a: _op("neg", a),
+    "matmul": lambda a, b: _op("matmul", a, b), "power": _power,
+    "tanh": tanh, "exp": exp, "log": log, "sqrt": sqrt, "absolute": abs, "sin": sin, "cos": cos,
+    "floor": floor, "maximum": maximum, "minimum": minimum,
+    "greater": lambda a, b: _op("gt", a, b), "less": lambda a, b: _op("lt", a, b),
+    "greater_equal": lambda a, b: _op("ge", a, b), "less_equal": lambda a, b: _op("le", a, b),
+}
 
 
 _INIT_RE = re.compile(r"^\s*(uniform|normal)\s*\(([^)]*)\)\s*$")
@@ -461,28 +729,64 @@ class CellBuilder:
         self._params[name] = v.node
         return v
 
-    def const(self, value) -> Value:
-        """A constant scalar, shape (). Python numbers in expressions become
-        constants by themselves (``1 - z``); call this only to hold one apart.
+    def const(self, value, name=None) -> Value:
+        """A constant: a Python number (shape ()), or an array of 1 or 2 axes that
+        is not trained (a permutation, a DFT matrix), usable wherever a parameter
+        is, the right operand of ``@`` included. Python numbers in expressions
+        become constants by themselves (``1 - z``). ``name`` labels an array.
 
-        >>> gr.CellBuilder("demo").const(0.5)
-        <Value 0.5 ()>
+        >>> c = gr.CellBuilder("demo")
+        >>> c.const(0.5), c.const(np.eye(3), name="P")
+        (<Value 0.5 ()>, <Value P (3, 3)>)
         """
+        if isinstance(value, Value):
+            raise GraphError(f"cell {self.cell_name!r}: {value.label} is already a value of the cell")
+        if isinstance(value, (list, tuple, np.ndarray)) or hasattr(value, "__array__"):
+            try:
+                a = np.array(value, dtype=np.float64)  # an own copy: later edits of theirs change nothing
+            except (TypeError, ValueError):
+                raise GraphError(f"cell {self.cell_name!r}: cannot make a constant of {type(value).__name__}; "
+                                 "use an array of numbers") from None
+            if a.ndim == 0:
+                value = float(a)
+            else:
+                return self._const_array(a, name)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
             raise GraphError(f"cell {self.cell_name!r}: cannot use {value!r} ({type(value).__name__}) "
-                             "in a cell; only symbolic values and Python numbers")
+                             "in a cell; only symbolic values, Python numbers and arrays (c.const)")
         value = float(value)
         if not math.isfinite(value):
             raise GraphError(f"cell {self.cell_name!r}: the constant {value} is not finite")
         node = self._new_node(kind="const", name=None, shape=(), label=f"{value:g}", value=value)
         return Value(self, node)
 
+    def _const_array(self, a, name):
+        if a.ndim > 2 or 0 in a.shape:
+            raise GraphError(f"cell {self.cell_name!r}: a constant array must have 1 or 2 non-empty "
+                             f"axes, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise GraphError(f"cell {self.cell_name!r}: the constant array {fmt_shape(a.shape)} holds inf or nan")
+        if name is not None and (not isinstance(name, str) or not name.isidentifier() or name in self._names):
+            raise GraphError(f"cell {self.cell_name!r}: constant name {name!r} must be a new identifier")
+        a.setflags(write=False)
+        node = self._new_node(kind="const", name=name, shape=a.shape,
+                              label=name or f"const{fmt_shape(a.shape)}", value=a)
+        if name:
+            self._names[name] = node
+        return Value(self, node)
+
     # -- ops
     def _add_op(self, name, args, attrs):
         if self._built:
             raise GraphError(f"cell {self.cell_name!r} is already built")
-        op = PRIMITIVES[name](*attrs)
-        label = _cap(_expr_label(name, args, attrs))
+        cls = PRIMITIVES.get(name)
+        if cls is None:
+            raise GraphError(f"cell {self.cell_name!r}: no primitive named {name!r} is registered")
+        if cls.arity is not None and len(args) != cls.arity:
+            raise GraphError(f"cell {self.cell_name!r}: {name} takes {cls.arity} value"
+                             f"{'s' if cls.arity != 1 else ''}, got {len(args)}")
+        op = cls(*attrs)
+        label = _cap(_expr_label(op, args))
         where = f"cell {self.cell_name!r}, {name} node ({label})"
         shape = op.check(where, *[a.shape for a in args])
         node = self._new_node(kind="op", name=None, opname=name, op=op,
@@ -491,7 +795,7 @@ class CellBuilder:
             self.graph.add_edge(a.node, node)
         return Value(self, node)
 
-    def name(self, value, name: str) -> Value:
+    def named(self, value, name: str) -> Value:
         """Give ``value`` a name the reader knows (``"z"``, ``"h~"``, ``"c'"``) and
         return it. Diagrams label the value and the gradient that flows into it
         by this name (``dL/dz``), and expressions and errors read it
@@ -501,9 +805,12 @@ class CellBuilder:
 
         >>> c = gr.CellBuilder("demo")
         >>> x, h, W = c.input("x", 3), c.state("h", 4), c.param("W", (3, 4))
-        >>> z = c.name(gr.sigmoid(x @ W), "z")
+        >>> z = c.named(gr.sigmoid(x @ W), "z")
         >>> (1 - z) * h
         <Value (1 - z) * h (N, 4)>
+
+        (``Cell.name`` is the cell's name, a string; this was ``c.name(value,
+        name)`` before, which still works.)
         """
         value = self._own(value, f"name {name!r}")
         if self._built:
@@ -525,6 +832,15 @@ class CellBuilder:
         self._names[name] = value.node
         a.update(vname=name, expr=a["label"], label=name)
         return value
+
+    def name(self, value, name: str) -> Value:
+        """The former spelling of ``named`` (kept for existing callers): ``c.name(v, "z")``.
+
+        >>> c = gr.CellBuilder("demo")
+        >>> c.name(gr.tanh(c.input("x", 3)), "a")
+        <Value a (N, 3)>
+        """
+        return self.named(value, name)
 
     # -- wiring
     def update(self, **states):

@@ -566,7 +566,7 @@ def fuse_elementwise(g, kind):
         a = g.nodes[n]
         if a.get("op") is None or not a["op"].elementwise or kind(g, n) == STATIC:
             continue
-        key, ok = [type(a["op"])], True
+        key, ok = [(type(a["op"]), tuple(a["op"].attrs().items()))], True
         for p in a["args"]:
             pa = g.nodes[p]
             if _window(g, p) and len(pa["shape"]) == 2:
@@ -618,10 +618,10 @@ def fuse_elementwise(g, kind):
                                             _slice_label(g.nodes[parent]["label"], lo, hi, g, parent)))
             else:
                 new_args.append(p)
-        op = type(g.nodes[head]["op"])()
-        opname = g.nodes[head]["opname"]
+        op = type(g.nodes[head]["op"])(*g.nodes[head]["op"].attrs().values())
         lbls = [g.nodes[a]["label"] for a in new_args]
-        label = (f"{opname}({', '.join(lbls)})" if len(lbls) == 1 else f"{opname}({lbls[0]}, {lbls[1]})")
+        label = op.expression(lbls, [9 if g.nodes[a].get("vname") or g.nodes[a].get("op") is None
+                                     else g.nodes[a]["op"].precedence for a in new_args])
         fused = _new_op(g, op, new_args, label[:39] + "…" if len(label) > 40 else label)
         for span, n in run:
             _make_slice_of(g, n, fused, span[0] - lo, span[1] - lo)

@@ -24,7 +24,8 @@ none of them tests for a type or a name:
 - ``packs_columns``: y's column j reads only the right operand's column j, so
   products sharing a left operand may be packed into one over joined columns.
 - ``window``: for a column slice, the ``(start, stop)`` it views; else None.
-- ``native``: the form native emitters give it: ``"elementwise"`` (then
+- ``native``: the form native emitters give it: ``"reduce"`` (a sum over
+  the row times ``native_scale``), ``"elementwise"`` (then
   ``native_forward``, a scalar expression over the inputs ``x`` or ``a, b``,
   and ``native_backward``, one scalar expression per input over ``dy``, the
   inputs and ``y``), ``"matmul"``, ``"window"`` or ``"join"``; None where the
@@ -98,11 +99,36 @@ def _each_reads_the_other(needs):
 
 
 class Primitive:
+    """One primitive: the rule table's row for it, and its shape rule, forward and backward.
+
+    A subclass (built-in, or a user's through ``gr.register_primitive``) declares:
+
+    - ``name`` (a unique identifier) and ``arity`` (the number of inputs; None: any);
+    - ``shape(where, *in_shapes)`` -> the output shape, raising a ``GraphError``
+      that starts with ``where`` when the inputs do not fit;
+    - ``forward(xp, *xs, out=None)`` -> y (into ``out`` where given and possible);
+    - ``backward(xp, dy, xs, y, needs)`` -> one gradient per input, of that
+      input's shape (None where ``needs`` is false); ``xs`` and ``y`` hold only
+      what ``saved_for(needs)`` names (None elsewhere);
+    - ``saves`` (input positions and/or ``"y"``) and, where some gradients read
+      less, ``saved_for(needs)``;
+    - ``rule``: the backward, one short line per input, drawn in diagrams;
+    - ``surrogate``: input positions whose gradient is deliberately not the
+      derivative (a straight-through estimator): the checker skips and names them.
+
+    And what printers ask (one printer, ``expression``, serves graph labels,
+    diagrams and the plan): ``symbol`` (an infix operator such as ``"+"``; empty:
+    written ``name(args)``), ``precedence`` (how tightly that form binds), and
+    ``operands``, the names its native scalar texts give the inputs.
+    """
     name = ""
     arity = 1
     rule: tuple = ()  # the local backward, one line per input (see the module docstring)
     saves: tuple = ()
-    linear = False  # backward is the transpose of forward and needs no saved value
+    surrogate: tuple = ()  # inputs whose gradient is a chosen surrogate, not the derivative
+    symbol = ""        # infix symbol ("+", "@"); empty: the call form name(args)
+    precedence = 9     # 9: an atom or a call; lower binds looser (see expression)
+    operands = ("x",)  # the inputs' names in native_forward / native_backward
     writes_gradients = False  # backward_into computes into its destinations (no copy)
     elementwise = False
     packs_columns = False
@@ -133,6 +159,22 @@ class Primitive:
     def saved_for(self, needs) -> set:
         """Which saved values (input positions, ``"y"``) ``backward`` reads for these needs."""
         return set(self.saves)
+
+    def expression(self, texts, precs, subscript=None) -> str:
+        """This op applied to operands written ``texts`` (binding as tightly as
+        ``precs``): ``a + b``, ``(a + b) * c``, ``tanh(x)``. ``subscript(start,
+        stop)`` writes a column window (graph labels use numbers, diagrams H)."""
+        def wrap(i, mine):
+            return f"({texts[i]})" if precs[i] < mine else texts[i]
+        if self.symbol and len(texts) == 2:
+            mine = self.precedence
+            # a - (b - c), a / (b * c), a @ (b @ c): the right operand binds tighter
+            return f"{wrap(0, mine)} {self.symbol} {wrap(1, mine + (not self.associative))}"
+        if self.symbol and len(texts) == 1:
+            return f"{self.symbol}{wrap(0, 9)}"
+        return f"{self.name}({', '.join(texts)})"
+
+    associative = False  # for expression: (a + b) + c prints as a + b + c
 
     @classmethod
     def native_form(cls):
@@ -189,12 +231,16 @@ class Elementwise(Primitive):
 
 
 class Binary(Primitive):
+    """An elementwise op over broadcast operands (numpy's rules; N stays N)."""
     arity = 2
     elementwise = True
+    operands = ("a", "b")
 
-    def shape(self, where, a, b):
-        out = broadcast_shapes(a, b, where)
-        self._broadcast = (tuple(a) != out, tuple(b) != out)  # known once, not per step
+    def shape(self, where, *shapes):
+        out = shapes[0]
+        for s in shapes[1:]:
+            out = broadcast_shapes(out, s, where)
+        self._broadcast = tuple(tuple(s) != out for s in shapes)  # known once, not per step
         return out
 
     def reduce(self, xp, g, i):
@@ -206,6 +252,7 @@ class Binary(Primitive):
 
 class MatMul(Primitive):
     """y = a @ w;  da = dy @ wᵀ,  dw = aᵀ dy   (rows of a are independent)"""
+    symbol, precedence = "@", 3
     name = "matmul"
     arity = 2
     rule = ("da = dy Wᵀ", "dW = aᵀ dy")
@@ -256,9 +303,9 @@ class MatMul(Primitive):
 
 class Add(Binary):
     """y = a + b;  da = dy,  db = dy   (summed over broadcast axes)"""
+    symbol, precedence, associative = "+", 2, True
     name = "add"
     rule = ("da = dy", "db = dy")
-    linear = True
     native = "elementwise"
     native_forward = "a + b"
     native_backward = ("dy", "dy")
@@ -276,9 +323,9 @@ class Add(Binary):
 
 class Sub(Binary):
     """y = a - b;  da = dy,  db = -dy"""
+    symbol, precedence = "-", 2
     name = "sub"
     rule = ("da = dy", "db = −dy")
-    linear = True
     native = "elementwise"
     native_forward = "a - b"
     native_backward = ("dy", "-dy")
@@ -296,9 +343,9 @@ class Sub(Binary):
 
 class Neg(Elementwise):
     """y = -x;  dx = -dy"""
+    symbol, precedence = "-", 8
     name = "neg"
     rule = ("dx = −dy",)
-    linear = True
     native = "elementwise"
     native_forward = "-x"
     native_backward = ("-dy",)
@@ -314,7 +361,6 @@ class Slice(Primitive):
     """y = x[..., start:stop];  dx = zeros with dy placed at [..., start:stop]"""
     name = "slice"
     rule = ("dx[:, i:j] = dy",)
-    linear = True
     native = "window"
 
     def __init__(self, start: int, stop: int):
@@ -336,6 +382,10 @@ class Slice(Primitive):
                              f"the last axis of {fmt_shape(x)}")
         return tuple(x[:-1]) + (self.stop - self.start,)
 
+    def expression(self, texts, precs, subscript=None):
+        sub = subscript or (lambda lo, hi: f"[:, {lo or ''}:{hi}]")
+        return (f"({texts[0]})" if precs[0] < 9 else texts[0]) + sub(self.start, self.stop)
+
     def forward(self, xp, x, out=None):
         return x[..., self.start:self.stop]
 
@@ -350,7 +400,6 @@ class Concat(Primitive):
     name = "concat"
     arity = None  # any number of inputs
     rule = ("dxₖ = dy[:, xₖ's columns]",)  # one line for every input
-    linear = True
     native = "join"
 
     def shape(self, where, *shapes):
@@ -380,6 +429,7 @@ class Concat(Primitive):
 
 class Mul(Binary):
     """y = a * b;  da = dy * b,  db = dy * a"""
+    symbol, precedence, associative = "*", 3, True
     name = "mul"
     rule = ("da = dy·b", "db = dy·a")
     saves = (0, 1)
@@ -484,6 +534,466 @@ class Exp(Elementwise):
         return (dy * y,)
 
 
+# --------------------------------------------------------------------------- for the literature
+#
+# Conventions where a derivative is not defined, stated once here and on each
+# class: the gradient at a kink is the one-sided value named in its rule (relu:
+# 0 at 0; abs: 0 at 0; maximum/minimum: the tie goes to a); steps (floor, %,
+# comparisons) have gradient 0 where they are flat (and at their jumps). Near
+# a division by zero, log(0) or sqrt(0) the values and gradients are numpy's
+# (±inf, nan), never clipped silently: add an eps where a cell may reach one
+# (a layer norm divides by sqrt(var + eps)).
+
+
+class Div(Binary):
+    """y = a / b;  da = dy / b,  db = -dy * y / b   (b = 0: numpy's inf / nan)"""
+    name = "div"
+    symbol, precedence = "/", 3
+    rule = ("da = dy / b", "db = −dy·y / b")
+    saves = (1, "y")
+    native = "elementwise"
+    native_forward = "a / b"
+    native_backward = ("dy / b", "-dy * y / b")
+
+    def saved_for(self, needs):
+        return ({1} if any(needs) else set()) | ({"y"} if needs[1] else set())
+
+    def forward(self, xp, a, b, out=None):
+        return xp.divide(a, b, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        b = xs[1]
+        return (self.reduce(xp, dy / b, 0) if needs[0] else None,
+                self.reduce(xp, -(dy * y) / b, 1) if needs[1] else None)
+
+
+class Pow(Elementwise):
+    """y = xᵏ for a Python number k;  dx = dy * k * xᵏ⁻¹
+    (a k that is not an integer needs x >= 0; x = 0 with k < 1: numpy's inf)"""
+    name = "pow"
+    symbol, precedence = "**", 6
+    rule = ("dx = dy·k·xᵏ⁻¹",)
+    saves = (0,)
+    native = "elementwise"
+
+    def __init__(self, k: float):
+        super().__init__()
+        self.k = float(k)
+
+    def attrs(self):
+        return {"k": self.k}
+
+    def expression(self, texts, precs, subscript=None):
+        base = f"({texts[0]})" if precs[0] < 9 else texts[0]
+        return f"{base} ** {self.k:g}"
+
+    @property
+    def native_forward(self):
+        return f"x * x" if self.k == 2 else f"pow(x, {self.k!r})"
+
+    @property
+    def native_backward(self):
+        return (f"dy * 2.0 * x",) if self.k == 2 else (f"dy * {self.k!r} * pow(x, {self.k - 1!r})",)
+
+    def forward(self, xp, x, out=None):
+        if self.k == 2:
+            return xp.multiply(x, x, out=out)
+        return xp.power(x, const(xp, self.k, _dtype(x)), out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        x = xs[0]
+        if self.k == 2:
+            return (dy * (x + x),)
+        return (dy * const(xp, self.k, _dtype(x)) * xp.power(x, const(xp, self.k - 1, _dtype(x))),)
+
+
+class Sqrt(Elementwise):
+    """y = √x;  dx = dy / (2y)   (x = 0: dx = inf·dy; x < 0: nan — add an eps under it)"""
+    name = "sqrt"
+    rule = ("dx = dy / (2y)",)
+    saves = ("y",)
+    native = "elementwise"
+    native_forward = "sqrt(x)"
+    native_backward = ("dy / (2 * y)",)
+
+    def forward(self, xp, x, out=None):
+        return xp.sqrt(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy / (y + y),)
+
+
+class Log(Elementwise):
+    """y = ln x;  dx = dy / x   (x = 0: -inf and inf·dy; x < 0: nan)"""
+    name = "log"
+    rule = ("dx = dy / x",)
+    saves = (0,)
+    native = "elementwise"
+    native_forward = "log(x)"
+    native_backward = ("dy / x",)
+
+    def forward(self, xp, x, out=None):
+        return xp.log(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy / xs[0],)
+
+
+class Abs(Elementwise):
+    """y = |x|;  dx = dy * sign(x)   (at x = 0 the gradient is 0, as sign(0) = 0)"""
+    name = "abs"
+    rule = ("dx = dy·sign(x)",)
+    saves = (0,)
+    native = "elementwise"
+    native_forward = "x if x >= 0 else -x"
+    native_backward = ("dy if x > 0 else (-dy if x < 0 else 0)",)
+
+    def forward(self, xp, x, out=None):
+        return xp.abs(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy * xp.sign(xs[0]),)
+
+
+class Sin(Elementwise):
+    """y = sin x;  dx = dy * cos x"""
+    name = "sin"
+    rule = ("dx = dy·cos x",)
+    saves = (0,)
+    native = "elementwise"
+    native_forward = "sin(x)"
+    native_backward = ("dy * cos(x)",)
+
+    def forward(self, xp, x, out=None):
+        return xp.sin(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy * xp.cos(xs[0]),)
+
+
+class Cos(Elementwise):
+    """y = cos x;  dx = -dy * sin x"""
+    name = "cos"
+    rule = ("dx = −dy·sin x",)
+    saves = (0,)
+    native = "elementwise"
+    native_forward = "cos(x)"
+    native_backward = ("-dy * sin(x)",)
+
+    def forward(self, xp, x, out=None):
+        return xp.cos(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (-(dy * xp.sin(xs[0])),)
+
+
+class Maximum(Binary):
+    """y = max(a, b);  da = dy * [a >= b],  db = dy * [a < b]   (a tie's gradient goes to a)"""
+    name = "maximum"
+    rule = ("da = dy·[a≥b]", "db = dy·[a<b]")
+    saves = (0, 1)
+    native = "elementwise"
+    native_forward = "a if a >= b else b"
+    native_backward = ("dy if a >= b else 0", "0 if a >= b else dy")
+
+    def forward(self, xp, a, b, out=None):
+        return xp.maximum(a, b, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        first = xp.greater_equal(*xs)
+        return (self.reduce(xp, dy * first, 0) if needs[0] else None,
+                self.reduce(xp, dy * ~first, 1) if needs[1] else None)
+
+
+class Minimum(Binary):
+    """y = min(a, b);  da = dy * [a <= b],  db = dy * [a > b]   (a tie's gradient goes to a)"""
+    name = "minimum"
+    rule = ("da = dy·[a≤b]", "db = dy·[a>b]")
+    saves = (0, 1)
+    native = "elementwise"
+    native_forward = "a if a <= b else b"
+    native_backward = ("dy if a <= b else 0", "0 if a <= b else dy")
+
+    def forward(self, xp, a, b, out=None):
+        return xp.minimum(a, b, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        first = xp.less_equal(*xs)
+        return (self.reduce(xp, dy * first, 0) if needs[0] else None,
+                self.reduce(xp, dy * ~first, 1) if needs[1] else None)
+
+
+def _dtype(*xs):
+    """The float dtype of a result over these operands (Python numbers are 0-d arrays here)."""
+    return next((x.dtype for x in xs if getattr(x, "ndim", 0)), None) or xs[0].dtype
+
+
+class Compare(Binary):
+    """y = [a ⊙ b] as 0.0 or 1.0 (a mask);  da = db = 0: a mask carries no gradient"""
+    rule = ("da = 0·dy", "db = 0·dy")
+    precedence = 1
+    native = "elementwise"
+    native_backward = ("0", "0")
+    test = ""  # the numpy ufunc's name
+
+    @property
+    def native_forward(self):
+        return f"1 if a {self.symbol} b else 0"
+
+    def forward(self, xp, a, b, out=None):
+        mask = getattr(xp, self.test)(a, b)
+        if out is not None:
+            out[...] = mask
+            return out
+        return mask.astype(_dtype(a, b))
+
+    def backward(self, xp, dy, xs, y, needs):
+        zero = xp.zeros_like(dy)
+        return tuple(self.reduce(xp, zero, i) if need else None for i, need in enumerate(needs))
+
+
+class Greater(Compare):
+    """y = [a > b];  da = db = 0"""
+    name, symbol, test = "gt", ">", "greater"
+
+
+class Less(Compare):
+    """y = [a < b];  da = db = 0"""
+    name, symbol, test = "lt", "<", "less"
+
+
+class GreaterEqual(Compare):
+    """y = [a >= b];  da = db = 0"""
+    name, symbol, test = "ge", ">=", "greater_equal"
+
+
+class LessEqual(Compare):
+    """y = [a <= b];  da = db = 0"""
+    name, symbol, test = "le", "<=", "less_equal"
+
+
+class Where(Binary):
+    """y = a where m > 0, else b;  dm = 0,  da = dy * [m > 0],  db = dy * [m <= 0]"""
+    name = "where"
+    arity = 3
+    operands = ("m", "a", "b")
+    rule = ("dm = 0·dy", "da = dy·[m>0]", "db = dy·[m≤0]")
+    saves = (0,)
+    native = "elementwise"
+    native_forward = "a if m > 0 else b"
+    native_backward = ("0", "dy if m > 0 else 0", "0 if m > 0 else dy")
+
+    def saved_for(self, needs):
+        return {0} if needs[1] or needs[2] else set()
+
+    def forward(self, xp, m, a, b, out=None):
+        y = xp.where(m > 0, a, b)
+        if out is not None:
+            out[...] = y
+            return out
+        return y.astype(_dtype(m, a, b), copy=False)
+
+    def backward(self, xp, dy, xs, y, needs):
+        m = xs[0]
+        on = m > 0 if needs[1] or needs[2] else None
+        return (self.reduce(xp, xp.zeros_like(dy), 0) if needs[0] else None,
+                self.reduce(xp, dy * on, 1) if needs[1] else None,
+                self.reduce(xp, dy * ~on, 2) if needs[2] else None)
+
+
+class Floor(Elementwise):
+    """y = ⌊x⌋;  dx = 0   (flat between integers; at the jumps 0 too)"""
+    name = "floor"
+    rule = ("dx = 0·dy",)
+    native = "elementwise"
+    native_forward = "floor(x)"
+    native_backward = ("0",)
+
+    def forward(self, xp, x, out=None):
+        return xp.floor(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (xp.zeros_like(dy),)
+
+
+class Mod(Elementwise):
+    """y = x mod k = x - k⌊x/k⌋ for a Python number k ≠ 0 (the sign of k, as
+    Python's % and numpy's);  dx = dy   (at the jumps, x/k an integer, dy too)"""
+    name = "mod"
+    symbol, precedence = "%", 3
+    rule = ("dx = dy",)
+    native = "elementwise"
+    native_backward = ("dy",)
+
+    def __init__(self, k: float):
+        super().__init__()
+        self.k = float(k)
+
+    def attrs(self):
+        return {"k": self.k}
+
+    def shape(self, where, x):
+        if self.k == 0:
+            raise GraphError(f"{where}: % 0 is not defined (the divisor must be a non-zero number)")
+        return x
+
+    def expression(self, texts, precs, subscript=None):
+        return f"{f'({texts[0]})' if precs[0] < 3 else texts[0]} % {self.k:g}"
+
+    @property
+    def native_forward(self):
+        return f"x - {self.k!r} * floor(x / {self.k!r})"
+
+    def passes_gradient(self):
+        return (True,)
+
+    def forward(self, xp, x, out=None):
+        return xp.mod(x, const(xp, self.k, _dtype(x)), out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy,)
+
+
+class Sum(Primitive):
+    """y = Σⱼ x[..., j] over the last axis, kept as a column of width 1;  dx = dy on every column"""
+    name = "sum"
+    rule = ("dx = dy (every column)",)
+    native = "reduce"  # native emitters: a sum over the row, times native_scale
+
+    @property
+    def native_scale(self):
+        return 1.0
+
+    def shape(self, where, x):
+        if len(x) == 0:
+            raise GraphError(f"{where}: a scalar has no last axis to reduce")
+        return tuple(x[:-1]) + (1,)
+
+    def expression(self, texts, precs, subscript=None):
+        return f"{f'({texts[0]})' if precs[0] < 9 else texts[0]}.{self.name}(-1)"
+
+    def forward(self, xp, x, out=None):
+        return xp.sum(x, axis=-1, keepdims=True, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (xp.repeat(dy, self.in_shapes[0][-1], axis=-1),)
+
+
+class Mean(Sum):
+    """y = (1/n) Σⱼ x[..., j] over the last axis (n columns), as a column;  dx = dy / n on every column"""
+    name = "mean"
+    rule = ("dx = dy / n (every column)",)
+    native = "reduce"
+
+    @property
+    def native_scale(self):
+        return 1.0 / self.in_shapes[0][-1]
+
+    def forward(self, xp, x, out=None):
+        return xp.mean(x, axis=-1, keepdims=True, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        n = self.in_shapes[0][-1]
+        return (xp.repeat(dy * const(xp, 1.0 / n, dy.dtype), n, axis=-1),)
+
+
+class Transpose(Primitive):
+    """y = xᵀ for a 2-D value of parameters (static: computed once per call);  dx = dyᵀ"""
+    name = "transpose"
+    rule = ("dx = dyᵀ",)
+
+    def shape(self, where, x):
+        if len(x) != 2 or N in x:
+            raise GraphError(f"{where}: .T is for a 2-D value of parameters and constants, got "
+                             f"{fmt_shape(x)} (a per-example value is not transposed)")
+        return (x[1], x[0])
+
+    def expression(self, texts, precs, subscript=None):
+        return f"{f'({texts[0]})' if precs[0] < 9 else texts[0]}.T"
+
+    def forward(self, xp, x, out=None):
+        if out is None:
+            return xp.ascontiguousarray(x.T)
+        out[...] = x.T
+        return out
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (xp.ascontiguousarray(dy.T),)
+
+
 PRIMITIVES = {cls.name: cls for cls in (
     MatMul, Add, Sub, Neg, Mul, Slice, Concat, Tanh, Sigmoid, Relu, Exp,
+    Div, Pow, Sqrt, Log, Abs, Sin, Cos, Maximum, Minimum, Greater, Less, GreaterEqual, LessEqual,
+    Where, Floor, Mod, Sum, Mean, Transpose,
 )}
+BUILTIN = frozenset(PRIMITIVES)  # the table as shipped; gr.register_primitive adds a user's
+
+
+def register(cls):
+    """Add a user's primitive class to ``PRIMITIVES`` after checking what can be
+    checked without its shapes (``graphrnn.graph.register_primitive`` is the public
+    door): a GraphError of one line for each thing wrong."""
+    import inspect
+    what = getattr(cls, "__name__", repr(cls))
+    if not (isinstance(cls, type) and issubclass(cls, Primitive)):
+        raise GraphError(f"register_primitive: {what} is not a subclass of gr.Primitive")
+    name = cls.__dict__.get("name", cls.name)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise GraphError(f"register_primitive: {what}.name must be an identifier, got {name!r}")
+    if name in PRIMITIVES:
+        raise GraphError(f"register_primitive: a primitive named {name!r} is already registered "
+                         f"({PRIMITIVES[name].__name__}); choose another name")
+    if not isinstance(cls.arity, int) or isinstance(cls.arity, bool) or cls.arity < 1:
+        raise GraphError(f"register_primitive: {name}: arity must be a positive integer, got {cls.arity!r}")
+    for member in ("forward", "backward"):
+        if _owner(cls, member) is Primitive:
+            raise GraphError(f"register_primitive: {name} does not define {member}")
+    if _owner(cls, "shape") is Primitive:
+        raise GraphError(f"register_primitive: {name} does not define shape (or subclass gr.Elementwise)")
+    sig = inspect.signature(cls.forward)
+    takes = [p for p in list(sig.parameters.values())[2:] if p.name != "out"
+             and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()) and len(takes) != cls.arity:
+        raise GraphError(f"register_primitive: {name}: arity {cls.arity} but forward takes "
+                         f"{len(takes)} input{'s' if len(takes) != 1 else ''} ({', '.join(p.name for p in takes)})")
+    if len(cls.rule) not in (0, cls.arity):
+        raise GraphError(f"register_primitive: {name}: rule has {len(cls.rule)} lines for {cls.arity} inputs "
+                         "(one line per input)")
+    bad = [s for s in cls.saves if s != "y" and not (isinstance(s, int) and 0 <= s < cls.arity)]
+    if bad:
+        raise GraphError(f"register_primitive: {name}: saves names {bad}; use input positions "
+                         f"0..{cls.arity - 1} and 'y'")
+    _probe(cls, name)
+    PRIMITIVES[name] = cls
+    return cls
+
+
+def _probe(cls, name):
+    """Run the rule once on small inputs (each (2, 3), when its shape rule takes
+    them and it needs no constructor arguments): a backward that returns the
+    wrong number or shapes of gradients is refused here, not in a training run."""
+    import numpy as np
+    try:
+        op = cls()
+        out = op.check(f"register_primitive: {name}", *[(N, 3)] * cls.arity)
+    except (TypeError, GraphError):
+        return  # needs attributes or other shapes: check_primitive tests it on the user's shapes
+    rng = np.random.default_rng(0)
+    xs = [rng.uniform(0.1, 0.9, (2, 3)) for _ in range(cls.arity)]
+    y = np.asarray(op.forward(np, *xs))
+    want = tuple(2 if d == N else d for d in out)
+    if y.shape != want:
+        raise GraphError(f"register_primitive: {name}: forward returned shape {y.shape} where its shape "
+                         f"rule says {fmt_shape(want)} for inputs (2, 3)")
+    needs = (True,) * cls.arity
+    saved = op.saved_for(needs)
+    grads = op.backward(np, np.ones_like(y), [x if i in saved else None for i, x in enumerate(xs)],
+                        y if "y" in saved else None, needs)
+    if not isinstance(grads, (tuple, list)) or len(grads) != cls.arity:
+        raise GraphError(f"register_primitive: {name}: backward must return a tuple of {cls.arity} "
+                         f"gradient{'s' if cls.arity != 1 else ''}, one per input, got {type(grads).__name__}"
+                         + (f" of {len(grads)}" if isinstance(grads, (tuple, list)) else ""))
+    for i, g in enumerate(grads):
+        if np.shape(g) != (2, 3):
+            raise GraphError(f"register_primitive: {name}: backward returned a gradient of shape "
+                             f"{np.shape(g)} for input {i} of shape (2, 3)")

@@ -30,10 +30,11 @@ from pathlib import Path
 
 import graphviz
 import networkx as nx
+import numpy as np
 
 from . import files
 from .plan import HOISTED, STATIC, compile_cell
-from .primitives import GraphError
+from .primitives import GraphError, fmt_shape
 
 FORMATS = ("svg", "png", "pdf", "dot")
 LINE_MAX = 28        # characters per label line (Theano's max_label_size idea)
@@ -177,7 +178,7 @@ def _lines(*lines):
 
 
 def _num(v):
-    return f"{v:g}"
+    return f"{v:g}" if np.ndim(v) == 0 else f"const{fmt_shape(np.shape(v))}"
 
 
 _FOLD_SYMBOLS = {"add": "+", "sub": "−", "mul": "×"}
@@ -186,15 +187,11 @@ _FOLD_SYMBOLS = {"add": "+", "sub": "−", "mul": "×"}
 def _folds_const(g, n):
     """True when the op's one constant operand is written into its label instead of drawn."""
     a = g.nodes[n]
-    consts = [g.nodes[p]["kind"] == "const" for p in a["args"]]
+    consts = [g.nodes[p]["kind"] == "const" and g.nodes[p]["shape"] == () for p in a["args"]]
     return a.get("opname") in _FOLD_SYMBOLS and len(consts) == 2 and sum(consts) == 1
 
 
 # ------------------------------------------------------------------------- names
-
-_PREC = {"matmul": 3, "mul": 3, "add": 2, "sub": 2}
-_OP_SYMBOLS = {"matmul": "@", "mul": "*", "add": "+", "sub": "-"}
-
 
 def _fused_parts(g, n):
     """The names of the columns of a fused op, left to right (``["z", "r"]``), when
@@ -219,7 +216,7 @@ def _display(g, n, dims, depth=0):
     if a["kind"] in ("input", "state", "param"):
         return a["name"]
     if a["kind"] == "const":
-        return _num(a["value"])
+        return a["label"]
     parts = _fused_parts(g, n)
     if parts:
         return "|".join(parts)
@@ -247,28 +244,15 @@ def _value_names(cell, g):
 
 
 def _expression(g, n, dims, depth):
+    """The op over its operands' display names, written by the primitive's own printer."""
     a = g.nodes[n]
-    name, args = a["opname"], a["args"]
+    args = a["args"]
     names = [_display(g, p, dims, depth + 1) for p in args]
-    precs = [_PREC.get(g.nodes[p].get("opname"), 9) if g.nodes[p]["kind"] == "op"
+    precs = [g.nodes[p]["op"].precedence if g.nodes[p]["kind"] == "op"
              and not g.nodes[p].get("vname") and p not in dims.names and not _fused_parts(g, p) else 9
              for p in args]
-
-    def wrap(i, mine):
-        return f"({names[i]})" if precs[i] < mine else names[i]
-    if name in _OP_SYMBOLS:
-        mine = _PREC[name]
-        # r * h @ W reads either way: brackets where a product meets a matmul
-        left = mine + (name in ("mul", "matmul") and g.nodes[args[0]].get("opname") not in (name, None)
-                       and precs[0] == mine)
-        return f"{wrap(0, left)} {_OP_SYMBOLS[name]} {wrap(1, mine + (name in ('sub', 'matmul')))}"
-    if name == "neg":
-        return f"-{wrap(0, 9)}"
-    if name == "slice":
-        return wrap(0, 9) + dims.slice(len(g.nodes[args[0]]["shape"]), a["op"].start, a["op"].stop)
-    return f"{name}({', '.join(names)})"
-
-
+    ndim = len(g.nodes[args[0]]["shape"]) if args else 0
+    return a["op"].expression(names, precs, lambda lo, hi: dims.slice(ndim, lo, hi))
 
 
 def _grad_of(name):
@@ -543,7 +527,7 @@ class _View:
                 b.node(nid, "param", _lines(a["name"], dims.shape(a["shape"])), tooltip="parameter")
             elif k == "const":
                 if not all(_folds_const(g, m) for m in g.successors(n)):
-                    b.node(nid, "const", _num(a["value"]))
+                    b.node(nid, "const", a["label"])
             elif kind[n] == STATIC:
                 b.node(nid, "static", _static_label(g, n, dims),
                        tooltip="computed from parameters only, once per call")
@@ -693,7 +677,7 @@ class _View:
             for p in self.args_of(n):
                 pa = g.nodes[p]
                 if pa["kind"] == "const":
-                    b.node(f"t{t}_n{p}", "const", _num(pa["value"]), cid)
+                    b.node(f"t{t}_n{p}", "const", pa["label"], cid)
                     b.edge(f"t{t}_n{p}", nid(n))
                     continue
                 grad = f"{pa['name']}{t - 1}" if pa["kind"] == "state" else None

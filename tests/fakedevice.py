@@ -218,7 +218,8 @@ class _Ufunc:
 UFUNCS = ("add", "subtract", "multiply", "divide", "true_divide", "negative", "tanh", "exp", "log", "sqrt",
           "maximum", "minimum", "reciprocal", "matmul", "isfinite", "isnan", "abs", "absolute", "power",
           "square", "sign", "greater", "less", "equal", "logical_and", "logical_or", "log1p", "expm1",
-          "floor", "ceil", "sin", "cos", "tan", "arctan", "exp2", "log2")
+          "floor", "ceil", "sin", "cos", "tan", "arctan", "exp2", "log2", "mod", "remainder",
+          "greater_equal", "less_equal")
 FUNCTIONS = ("concatenate", "stack", "take", "flatnonzero", "vdot", "dot", "sum", "mean", "max", "min",
              "argmax", "where", "clip", "zeros_like", "ones_like", "empty_like", "full_like", "transpose",
              "einsum", "outer", "cumsum", "sort", "argsort", "unique", "diff", "count_nonzero", "linspace",

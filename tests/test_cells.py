@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import graphrnn as gr
-from graphrnn.testing import cell_sizes, check_gradients, scaled_examples, unroll_args
+from graphrnn.testing import cell_sizes, check_engines, check_gradients, scaled_examples, unroll_args
 
 
 def sigmoid(a):
@@ -185,10 +185,6 @@ CASES = {
 }
 
 
-def test_every_builtin_cell_has_a_reference():
-    assert set(gr.cells.CELLS) <= set(CASES)
-
-
 def close(a, b, tol=1e-10):
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
@@ -251,3 +247,134 @@ def test_user_declared_cell_gradients_match_central_differences(seed):
     report = check_gradients(cell, batch=2, steps=3, seed=seed)
     assert report.ok
     assert [e.name for e in report.entries] == ["param 'W'", "param 'b'", "param 'p'", "xs", "state0['h']"]
+
+
+# --------------------------------------------------------------------------- cells from the literature
+# Forward references written from each paper's equations (numpy, float64); the
+# gradients are checked against central differences of the same cells below.
+
+def _ln(v, g, eps=1e-5):
+    m = v.mean(-1, keepdims=True)
+    return (v - m) / np.sqrt(((v - m) ** 2).mean(-1, keepdims=True) + eps) * g
+
+
+def peephole_step(p, x, s):
+    h, c = s["h"], s["c"]
+    H = h.shape[1]
+    a = x @ p["Wx"] + h @ p["Wh"] + p["b"]
+    f = sigmoid(a[:, :H] + p["p"][:H] * c)
+    i = sigmoid(a[:, 2 * H:3 * H] + p["p"][H:2 * H] * c)
+    cn = f * c + i * np.tanh(a[:, H:2 * H])
+    o = sigmoid(a[:, 3 * H:] + p["p"][2 * H:] * cn)
+    hn = o * np.tanh(cn)
+    return {"h": hn, "c": cn}, hn
+
+
+def cifg_step(p, x, s):
+    h, c = s["h"], s["c"]
+    H = h.shape[1]
+    a = x @ p["Wx"] + h @ p["Wh"] + p["b"]
+    g, i, o = np.tanh(a[:, :H]), sigmoid(a[:, H:2 * H]), sigmoid(a[:, 2 * H:])
+    cn = (1 - i) * c + i * g
+    hn = o * np.tanh(cn)
+    return {"h": hn, "c": cn}, hn
+
+
+def ln_lstm_step(p, x, s):
+    h, c = s["h"], s["c"]
+    H = h.shape[1]
+    a = _ln(x @ p["Wx"], p["gx"]) + _ln(h @ p["Wh"], p["gh"]) + p["b"]
+    f, g, i, o = sigmoid(a[:, :H]), np.tanh(a[:, H:2 * H]), sigmoid(a[:, 2 * H:3 * H]), sigmoid(a[:, 3 * H:])
+    cn = f * c + i * g
+    hn = o * np.tanh(_ln(cn, p["gc"]) + p["bc"])
+    return {"h": hn, "c": cn}, hn
+
+
+def indrnn_step(p, x, s):
+    hn = np.maximum(x @ p["W"] + p["b"] + p["u"] * s["h"], 0)
+    return {"h": hn}, hn
+
+
+def sru_step(p, x, s):
+    c = s["c"]
+    H = c.shape[1]
+    xw = x @ p["W"]
+    f = sigmoid(xw[:, H:2 * H] + p["v"][:H] * c + p["b"][:H])
+    r = sigmoid(xw[:, 2 * H:] + p["v"][H:] * c + p["b"][H:])
+    cn = f * c + (1 - f) * xw[:, :H]
+    skip = x if "P" not in p else x @ p["P"]
+    return {"c": cn}, r * cn + (1 - r) * skip
+
+
+FORWARD_CASES = {"peephole_lstm": peephole_step, "cifg_lstm": cifg_step, "ln_lstm": ln_lstm_step,
+                 "indrnn": indrnn_step, "sru": sru_step}
+
+
+def test_every_builtin_cell_has_a_reference_of_one_kind_or_the_other():
+    assert set(gr.cells.CELLS) <= set(CASES) | set(FORWARD_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD_CASES))
+@settings(max_examples=scaled_examples(5))
+@given(data=st.data(), sizes=cell_sizes())
+def test_literature_cells_follow_their_papers_equations(name, data, sizes):
+    cell = gr.cells.CELLS[name](*sizes)
+    params, xs, state0 = data.draw(unroll_args(cell), label="unroll args")
+    run = gr.unroll(cell, params, xs, state0)
+    s, outs = dict(state0), []
+    for k in range(xs.shape[1]):
+        s, out = FORWARD_CASES[name](params, xs[:, k], s)
+        outs.append(out)
+    close(run.hs, np.stack(outs, axis=1))
+    for k in s:
+        close(run.state[k], s[k])
+
+
+@pytest.mark.parametrize("name,sizes", [(n, (3, 4)) for n in sorted(FORWARD_CASES)]
+                         + [("sru", (4, 4))])  # sru: a projected and a plain highway
+def test_literature_cells_gradients_match_central_differences_and_the_native_engine(name, sizes):
+    cell = gr.cells.CELLS[name](*sizes)
+    report = check_gradients(cell, batch=2, steps=3, seed=3)
+    assert report.ok and report.max_abs < 1e-6
+    params, xs, state0 = gr.testing.random_inputs(cell, np.random.default_rng(1))
+    assert check_engines(cell, params, xs, state0).max_rel < 1e-10
+
+
+def test_layer_norm_of_the_input_product_is_hoisted_and_the_recurrent_one_runs_per_step():
+    plan = gr.compile_cell(gr.cells.ln_lstm(3, 4))
+    kinds = {plan.graph.nodes[n]["opname"]: set() for n in plan.ops}
+    for n in plan.ops:
+        kinds[plan.graph.nodes[n]["opname"]].add(plan.kind[n])
+    assert kinds["mean"] == {"hoisted", "recurrent"} and kinds["sqrt"] == {"hoisted", "recurrent"}
+    assert "hoisted" not in kinds["sigmoid"]
+
+
+def test_a_static_transpose_runs_once_per_call():
+    c = gr.CellBuilder("antisymmetric")  # Chang et al. 2019: h' = h + ε tanh(x V + h (W - Wᵀ - γI))
+    x, h = c.input("x", 2), c.state("h", 3)
+    W = c.param("W", (3, 3))
+    A = W - W.T - 0.1 * c.const(np.eye(3))
+    c.update(h=h + 0.5 * gr.tanh(x @ c.param("V", (2, 3)) + h @ A))
+    cell = c.build()
+    plan = gr.compile_cell(cell)
+    transposes = [n for n in plan.ops if plan.graph.nodes[n]["opname"] == "transpose"]
+    assert len(transposes) == 1 and plan.kind[transposes[0]] == "static"
+    assert check_gradients(cell, batch=2, steps=3).max_abs < 1e-6
+
+
+def test_the_tutorial_runs_as_written():
+    """docs/cells.md: its python blocks, in order, in one namespace."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "cells.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 5
+    ns = {}
+    try:
+        for block in blocks:
+            exec(compile(block, "docs/cells.md", "exec"), ns)
+    finally:
+        gr.primitives.PRIMITIVES.pop("round_st", None)
+    assert ns["report"].ok and ns["report"].max_abs < 1e-6
+    assert ns["run"].hs.shape == (2, 3, 4)
+    assert ns["check_primitive"](ns["RoundST"], [(2, 3)]).skipped

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from graphrnn.primitives import PRIMITIVES, GraphError
+import graphrnn as gr
+from graphrnn.primitives import BUILTIN, PRIMITIVES, GraphError
 from graphrnn.testing import GradientCheckError, check_primitive, make_primitive, scaled_examples
 
 dim = st.integers(1, 4)  # batch 1 and width 1 included
@@ -73,7 +74,37 @@ def concat(draw):
     return [lead + (draw(dim),) for _ in range(k)], ()
 
 
-# name -> (strategy of (shapes, attrs), element strategy)
+@st.composite
+def with_attr(draw, base, values):
+    shapes, _ = draw(base)
+    return shapes, (draw(st.sampled_from(values)),)
+
+
+@st.composite
+def ternary(draw):
+    """where(m, a, b): three operands, any of them a row or a Python scalar."""
+    n, w = draw(dim), draw(dim)
+    return [draw(st.sampled_from([(n, w), (w,), ()])) if i else (n, w) for i in range(3)], ()
+
+
+@st.composite
+def square_param(draw):
+    return [(draw(dim), draw(dim))], ()
+
+
+def off_grid(step, lo=-2.0, hi=2.0):
+    """Values at least 1% of ``step`` away from its multiples: central
+    differences must not straddle a jump of floor, % or a comparison."""
+    return values_in(lo, hi).filter(lambda v: abs(v / step - round(v / step)) > 0.01)
+
+
+def on_half_grid(parity):
+    """a on odd sixteenths, b on even ones: never a tie, so max/min and comparisons
+    are differentiable at every drawn point (ties are tested by hand below)."""
+    return st.integers(-16, 15).map(lambda k: (2 * k + parity) / 16)
+
+
+# name -> (strategy of (shapes, attrs), element strategy, or one per input)
 SPECS = {
     "matmul": (matmul(), values_in()),
     "add": (binary(), values_in()),
@@ -87,14 +118,34 @@ SPECS = {
     # the derivative jumps at 0: keep central differences off the kink
     "relu": (unary(), values_in(away_from_zero=1e-3)),
     "exp": (unary(), values_in(-2, 2)),
+    "div": (binary(), values_in(-2, 2, away_from_zero=0.3)),
+    "pow": (with_attr(unary(), [2, 3, 0.5, -1.0, 1.5]), values_in(0.3, 2)),
+    "sqrt": (unary(), values_in(0.2, 2)),
+    "log": (unary(), values_in(0.2, 2)),
+    "abs": (unary(), values_in(away_from_zero=1e-3)),
+    "sin": (unary(), values_in(-4, 4)),
+    "cos": (unary(), values_in(-4, 4)),
+    "maximum": (binary(), (on_half_grid(1), on_half_grid(0))),
+    "minimum": (binary(), (on_half_grid(1), on_half_grid(0))),
+    "gt": (binary(), (on_half_grid(1), on_half_grid(0))),
+    "lt": (binary(), (on_half_grid(1), on_half_grid(0))),
+    "ge": (binary(), (on_half_grid(1), on_half_grid(0))),
+    "le": (binary(), (on_half_grid(1), on_half_grid(0))),
+    "where": (ternary(), (st.sampled_from([-0.5, 0.5]), values_in(), values_in())),
+    "floor": (unary(), off_grid(1.0, -3, 3)),
+    "mod": (with_attr(unary(), [1.0, 0.5, -0.5, 2.0]), off_grid(0.25)),
+    "sum": (unary(), values_in()),
+    "mean": (unary(), values_in()),
+    "transpose": (square_param(), values_in()),
 }
 
 
 def draw_inputs(data, name):
     shapes_attrs, elements = SPECS[name]
     shapes, attrs = data.draw(shapes_attrs, label="shapes, attrs")
-    values = [data.draw(hnp.arrays(np.float64, s, elements=elements)) if s
-              else data.draw(elements, label="scalar") for s in shapes]
+    per_input = elements if isinstance(elements, tuple) else (elements,) * len(shapes)
+    values = [data.draw(hnp.arrays(np.float64, s, elements=el)) if s
+              else data.draw(el, label="scalar") for s, el in zip(shapes, per_input)]
     return shapes, attrs, values
 
 
@@ -107,12 +158,12 @@ def draw_checked_op(data, name, dtype=np.float64):
 
 
 def test_every_primitive_has_a_gradient_spec():
-    missing = sorted(set(PRIMITIVES) - set(SPECS))
+    missing = sorted(BUILTIN - set(SPECS))
     assert not missing, f"primitives without a gradient test spec: {missing}"
-    assert not set(SPECS) - set(PRIMITIVES), "specs for primitives that no longer exist"
+    assert not set(SPECS) - BUILTIN, "specs for primitives that no longer exist"
 
 
-@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 @settings(max_examples=scaled_examples(15))
 @given(data=st.data())
 def test_primitive_backward_matches_full_numeric_jacobian(name, data):
@@ -121,7 +172,7 @@ def test_primitive_backward_matches_full_numeric_jacobian(name, data):
     assert report.ok and report.max_abs < 1e-6
 
 
-@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 @settings(max_examples=scaled_examples(5))
 @given(data=st.data())
 def test_primitive_shape_rule_matches_forward(name, data):
@@ -132,7 +183,7 @@ def test_primitive_shape_rule_matches_forward(name, data):
     assert tuple(np.shape(y)) == tuple(out_shape)
 
 
-@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 @settings(max_examples=scaled_examples(5))
 @given(data=st.data())
 def test_primitive_backward_twice_is_bit_identical_and_leaves_its_arguments_alone(name, data):
@@ -164,10 +215,46 @@ def test_a_wrong_backward_is_caught_and_named():
 
 
 def test_a_backward_that_reads_an_undeclared_saved_value_is_caught():
+    op = make_primitive("tanh")
+    op.saves = ()  # tanh's backward reads y; pretend it keeps nothing
+    with pytest.raises(GradientCheckError, match="saved_for"):
+        check_primitive(op, [(2, 2)])
     op = make_primitive("mul")
-    op.saves = ()  # mul's backward needs both inputs; pretend it keeps none
-    with pytest.raises(TypeError):
+    op.saves = ()  # mul's saved_for still names both inputs: outside what it declares
+    with pytest.raises(GradientCheckError, match=r"within saves=\(\)"):
         check_primitive(op, [(2, 2), (2, 2)])
+
+
+@pytest.mark.parametrize("name,shapes", [("matmul", [(2, 3), (3, 2)]), ("mul", [(2, 3), (2, 3)]),
+                                         ("div", [(2, 3), (2, 3)]), ("where", [(2, 3)] * 3)])
+def test_a_wrong_saved_for_fails_the_primitive_check(name, shapes):
+    # The planner hands backward only saved_for(needs); the checker must too, for
+    # every combination of needs. Each input's gradient is made to read itself
+    # only (MatMul then has no w for da): the all-needs run still passes.
+    op = make_primitive(name)
+    op.saved_for = lambda needs: {i for i, need in enumerate(needs) if need} & set(op.saves)
+    values = [np.full(s, 0.75) for s in shapes]
+    with pytest.raises(GradientCheckError, match="saved_for"):
+        check_primitive(op, shapes, values=values)
+
+
+def test_ties_and_kinks_follow_the_stated_conventions():
+    def grads(name, *xs, attrs=()):
+        op = make_primitive(name, attrs)
+        op.check("t", *[np.shape(x) for x in xs])
+        xs = [np.asarray(x, dtype=np.float64) for x in xs]
+        y = op.forward(np, *xs)
+        return op.backward(np, np.ones_like(y), xs, y, (True,) * len(xs))
+    a, b = np.array([1.0, 2.0]), np.array([1.0, 3.0])
+    assert [g.tolist() for g in grads("maximum", a, b)] == [[1, 0], [0, 1]]  # the tie goes to a
+    assert [g.tolist() for g in grads("minimum", a, b)] == [[1, 1], [0, 0]]
+    assert grads("abs", np.array([0.0, -2.0, 3.0]))[0].tolist() == [0, -1, 1]
+    assert grads("relu", np.array([0.0, 1.0]))[0].tolist() == [0, 1]
+    assert grads("floor", np.array([1.0, 1.5]))[0].tolist() == [0, 0]
+    assert grads("mod", np.array([1.0, -0.25]), attrs=(0.5,))[0].tolist() == [1, 1]
+    assert all(np.all(g == 0) for g in grads("gt", a, b))
+    y = make_primitive("mod", (0.5,)).forward(np, np.array([-0.25, 1.25]))
+    assert y.tolist() == [0.25, 0.25]  # the divisor's sign, as Python's %
 
 
 def test_primitive_shape_errors_name_the_shapes():
@@ -214,7 +301,7 @@ def test_sigmoid_forms_are_accurate_and_never_overflow(dtype, tol, size):
     np.testing.assert_allclose(y, ref.astype(np.float64), rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @settings(max_examples=scaled_examples(3))
 @given(data=st.data())
@@ -228,7 +315,7 @@ def test_primitives_keep_the_dtype_forward_and_backward(name, dtype, data):
     assert all(g.dtype == dtype for g in grads if g is not None)
 
 
-@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 @settings(max_examples=scaled_examples(5))
 @given(data=st.data())
 def test_a_gradient_a_primitive_says_it_passes_through_is_dy_itself(name, data):
@@ -242,10 +329,139 @@ def test_a_gradient_a_primitive_says_it_passes_through_is_dy_itself(name, data):
             np.testing.assert_array_equal(g, dy)
 
 
-@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_every_primitive_states_its_local_rule_one_line_per_input(name):
     cls = PRIMITIVES[name]
     assert len(cls.rule) == (cls.arity or 1), "one line per input (concat: one line for all)"
     for line in cls.rule:
         lhs, _, rhs = line.partition(" = ")
         assert lhs.startswith("d") and "dy" in rhs and len(line) <= 28, line
+
+
+# --------------------------------------------------------------------------- user primitives
+
+class RoundST(gr.Elementwise):
+    """y = round(x);  dx = dy   (straight-through: a surrogate, not the derivative, 0 almost everywhere)"""
+    name = "round_st_test"
+    rule = ("dx = dy (straight-through)",)
+    surrogate = (0,)
+
+    def forward(self, xp, x, out=None):
+        return xp.round(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy,)
+
+
+class Softsign(gr.Elementwise):
+    """y = x / (1 + |x|);  dx = dy / (1 + |x|)²"""
+    name = "softsign_test"
+    rule = ("dx = dy / (1+|x|)²",)
+    saves = (0,)
+
+    def forward(self, xp, x, out=None):
+        return xp.divide(x, 1 + xp.abs(x), out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy / (1 + xp.abs(xs[0])) ** 2,)
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def register(cls):
+        fn = gr.register_primitive(cls)
+        names.append(cls.name)
+        return fn
+    yield register
+    for name in names:
+        PRIMITIVES.pop(name, None)
+
+
+def test_a_user_primitive_runs_in_a_cell_is_checked_and_drawn(registered):
+    round_st, softsign = registered(RoundST), registered(Softsign)
+    report = check_primitive(Softsign, [(2, 3)])
+    assert report.ok and not report.skipped
+    report = check_primitive(RoundST, [(2, 3)])
+    assert report.entries == [] and "surrogate" in report.skipped[0] and "surrogate" in str(report)
+    c = gr.CellBuilder("skip")
+    x, h = c.input("x", 2), c.state("h", 3)
+    a = x @ c.param("W", (2, 3)) + h @ c.param("U", (3, 3))
+    c.update(h=softsign(a) + 0.1 * round_st(gr.tanh(a)))
+    cell = c.build()
+    params, xs, state0 = gr.testing.random_inputs(cell, np.random.default_rng(0))
+    run = gr.unroll(cell, params, xs, state0)
+    naive = gr.unroll_naive(cell, params, xs, state0)
+    np.testing.assert_allclose(run.hs, naive.hs, rtol=1e-12)
+    dot = gr.render(cell).source
+    assert "softsign_test" in dot and "round_st_test" in dot
+
+
+def test_a_wrong_user_rule_is_named_by_the_checker(registered):
+    class Bad(Softsign):
+        name = "softsign_bad_test"
+
+        def backward(self, xp, dy, xs, y, needs):
+            return (dy / (1 + xp.abs(xs[0])),)  # forgot the square
+    with pytest.raises(GradientCheckError) as info:
+        check_primitive(Bad, [(2, 3)])
+    assert info.value.entry == "dy/d(input 0)"
+
+
+def test_user_primitive_mistakes_are_one_line_graph_errors(registered):
+    registered(Softsign)
+    with pytest.raises(GraphError, match="already registered"):
+        gr.register_primitive(Softsign)
+    with pytest.raises(GraphError, match="already registered"):
+        gr.register_primitive(type("T", (Softsign,), {"name": "tanh"}))
+
+    class TwoInputs(gr.Primitive):
+        name, arity = "two_test", 1
+
+        def shape(self, where, a, b):
+            return a
+
+        def forward(self, xp, a, b, out=None):
+            return a + b
+
+        def backward(self, xp, dy, xs, y, needs):
+            return dy, dy
+    with pytest.raises(GraphError, match="arity 1 but forward takes 2 inputs"):
+        gr.register_primitive(TwoInputs)
+
+    class Shape(Softsign):
+        name = "shape_test"
+
+        def backward(self, xp, dy, xs, y, needs):
+            return (dy.sum(axis=0),)
+    with pytest.raises(GraphError, match=r"gradient of shape \(3,\) for input 0 of shape \(2, 3\)"):
+        gr.register_primitive(Shape)
+    with pytest.raises(GraphError) as info:
+        gr.register_primitive(Shape)
+    assert "\n" not in str(info.value)
+    softsign = registered(type("S2", (Softsign,), {"name": "softsign2_test"}))
+    x = gr.CellBuilder("arity").input("x", 2)
+    with pytest.raises(GraphError, match="softsign2_test takes 1 value, got 2"):
+        softsign(x, x)
+
+
+def test_unsupported_operations_on_values_name_the_spelling():
+    c = gr.CellBuilder("errors")
+    x = c.input("x", 3)
+    with pytest.raises(GraphError, match=r"numpy's maximum.*use gr.maximum"):
+        np.maximum.reduce(x)
+    assert np.maximum(x, 0.0).label == "maximum(x, 0)"  # a ufunc with a primitive runs it
+    with pytest.raises(GraphError, match="use gr.where"):
+        np.where(x, x, x)
+    with pytest.raises(GraphError, match=r"has no 'std'; use gr.sqrt"):
+        x.std()
+    with pytest.raises(GraphError, match="numpy's round"):
+        np.round(x)
+    with pytest.raises(GraphError, match="exponent must be a Python number"):
+        x ** x
+    with pytest.raises(GraphError, match="keepdims=True"):
+        x.mean(axis=-1, keepdims=False)
+    with pytest.raises(GraphError, match=r"\.T is for a 2-D value of parameters"):
+        x.T
+    assert not hasattr(x, "no_such_thing")  # still an AttributeError for hasattr

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 import graphrnn as gr
 from graphrnn import testing
 from graphrnn.cli import main
-from graphrnn.primitives import PRIMITIVES, Primitive, Tanh
+from graphrnn.primitives import BUILTIN, PRIMITIVES, Primitive, Tanh
 from graphrnn.testing import (GradientCheckError, cell_sizes, check_gradients, random_cells,
                               rel_error, unroll_args)
 
@@ -113,11 +113,8 @@ def test_check_against_naive_names_the_compiled_vs_naive_check():
 
 
 def test_check_primitive_accepts_every_registered_name():
-    shapes = {"matmul": [(2, 3), (3, 2)], "concat": [(2, 1), (2, 2)], "slice": [(2, 3)]}
-    for name in PRIMITIVES:
-        attrs = (1, 3) if name == "slice" else ()
-        s = shapes.get(name, [(2, 3), (2, 3)] if PRIMITIVES[name].arity == 2 else [(2, 3)])
-        assert testing.check_primitive(name, s, attrs=attrs).ok
+    for name in sorted(BUILTIN):
+        assert testing.check_primitive(name, _inputs(name), attrs=_attrs(name), values=_values(name)).ok
     with pytest.raises(ValueError, match="unknown primitive"):
         testing.check_primitive("softmax", [(2, 3)])
 
@@ -223,21 +220,45 @@ def off_by(cls, input_index, factor=1.001, columns=None):
                 {"backward": backward, "backward_into": Primitive.backward_into, "writes_gradients": False})
 
 
-PRIMITIVE_SHAPES = {"matmul": [(2, 3), (3, 2)], "concat": [(2, 1), (2, 2)], "slice": [(2, 4)]}
+PRIMITIVE_SHAPES = {"matmul": [(2, 3), (3, 2)], "concat": [(2, 1), (2, 2)], "slice": [(2, 4)],
+                    "transpose": [(2, 3)]}
+PRIMITIVE_ATTRS = {"slice": (1, 3), "pow": (1.5,), "mod": (0.5,)}
+# inputs inside each rule's domain and away from its kinks and jumps
+PRIMITIVE_VALUES = {"sqrt": "positive", "log": "positive", "pow": "positive", "div": "positive",
+                    "maximum": "apart", "minimum": "apart", "gt": "apart", "lt": "apart", "ge": "apart",
+                    "le": "apart", "floor": "apart", "mod": "apart", "abs": "apart", "relu": "apart"}
+ZERO_GRADIENTS = {("gt", 0), ("gt", 1), ("lt", 0), ("lt", 1), ("ge", 0), ("ge", 1), ("le", 0), ("le", 1),
+                  ("where", 0), ("floor", 0)}  # a mask's or a step's gradient is 0: no factor changes it
 
 
 def _inputs(name):
     cls = PRIMITIVES[name]
-    return PRIMITIVE_SHAPES.get(name, [(2, 3), (2, 3)] if cls.arity == 2 else [(2, 3)])
+    return PRIMITIVE_SHAPES.get(name, [(2, 3)] * (cls.arity or 2))
 
 
-@pytest.mark.parametrize("name,i", [(n, i) for n in PRIMITIVES for i in range(len(_inputs(n)))])
+def _attrs(name):
+    return PRIMITIVE_ATTRS.get(name, ())
+
+
+def _values(name):
+    rng = np.random.default_rng(0)
+    shapes = _inputs(name)
+    how = PRIMITIVE_VALUES.get(name)
+    if how == "positive":
+        return [rng.uniform(0.3, 1.5, s) for s in shapes]
+    if how == "apart":  # odd and even sixteenths, off every multiple of 1/4
+        return [(2 * rng.integers(-8, 8, s) + (i == 0)) / 16 + 1 / 32 for i, s in enumerate(shapes)]
+    return [rng.uniform(-1, 1, s) for s in shapes]
+
+
+@pytest.mark.parametrize("name,i", [(n, i) for n in sorted(BUILTIN) for i in range(len(_inputs(n)))
+                                    if (n, i) not in ZERO_GRADIENTS])
 def test_check_primitive_catches_a_rule_off_by_one_part_in_a_thousand_in_any_input(name, i):
-    attrs = (1, 3) if name == "slice" else ()
-    assert testing.check_primitive(name, _inputs(name), attrs=attrs).ok  # the right rule passes
+    attrs, values = _attrs(name), _values(name)
+    assert testing.check_primitive(name, _inputs(name), attrs=attrs, values=values).ok  # the right rule passes
     wrong = off_by(PRIMITIVES[name], i)(*attrs)
     with pytest.raises(GradientCheckError) as info:
-        testing.check_primitive(wrong, _inputs(name))
+        testing.check_primitive(wrong, _inputs(name), values=values)
     assert info.value.entry == f"dy/d(input {i})"
     assert info.value.rel_err < 2e-3  # it really was a near miss
 
@@ -390,7 +411,7 @@ def test_checks_run_blas_on_one_thread_when_threadpoolctl_is_there(monkeypatch):
     def spy(f, x, indices, eps=testing.EPS):
         seen.extend(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
         return real(f, x, indices, eps)
-    monkeypatch.setattr(testing, "central_differences", spy)
+    monkeypatch.setattr(testing.checker, "central_differences", spy)  # where the checks look it up
     check_gradients(gr.cells.rnn(2, 3), seed=0)
     testing.check_function(lambda: 0.0, {"x": np.zeros(3)}, {"x": np.zeros(3)})
     assert seen and set(seen) == {1}
@@ -398,7 +419,9 @@ def test_checks_run_blas_on_one_thread_when_threadpoolctl_is_there(monkeypatch):
 
 def test_random_cells_reach_the_shapes_compiler_bugs_hide_in():
     """Offset gate blocks, overlapping slices of one parameter, hoisted fan-out,
-    output-only ops, exp/neg/relu: each drawn at least a few times in 300 cells."""
+    output-only ops, a hoisted slice read by a hoisted and a per-step op, per-step
+    slices with a gap, static transposes, constant arrays, reductions: each drawn
+    at least a few times in 300 cells; and every primitive at least once."""
     import collections
 
     import networkx as nx
@@ -427,7 +450,24 @@ def test_random_cells_reach_the_shapes_compiler_bugs_hide_in():
             sum(plan.kind[m] == "hoisted" for m in g.successors(n)) >= 2 for n in plan.hoisted_ops)
         read_by_updates = set().union(*(nx.ancestors(g, u) | {u} for _, _, u in plan.states))
         seen["output-only ops"] += plan.output_node not in read_by_updates
+        for n in plan.ops:  # the two shapes issue 18's planted bugs hid in
+            succ = list(g.successors(n))
+            if plan.info[n][0].window is not None and plan.kind[n] == "hoisted":
+                kinds = {plan.kind[m] for m in succ}
+                seen["hoisted slice read hoisted and per step"] += {"hoisted", "recurrent"} <= kinds
+            wins = sorted(plan.info[m][0].window for m in succ if m in plan.info and plan.info[m][0].window)
+            if plan.kind[n] == "recurrent" and len(wins) >= 2:
+                seen["per-step slices with a gap"] += any(a[1] < b[0] for a, b in zip(wins, wins[1:]))
+        seen["static transpose"] += any(plan.info[n][0].name == "transpose" and plan.kind[n] == "static"
+                                        for n in plan.ops)
+        seen["constant array"] += any(plan.shape[n] != () for n in plan.consts)
+        seen["hoisted reduction"] += any(plan.info[n][0].name in ("sum", "mean") for n in plan.hoisted_ops)
+        seen["per-step reduction"] += any(plan.info[n][0].name in ("sum", "mean") for n in plan.recurrent_ops)
     draw()
     for what in ("fused slice at an offset", "overlapping slices of a parameter", "hoisted fan-out",
-                 "output-only ops", "exp", "neg", "relu"):
+                 "output-only ops", "exp", "neg", "relu", "hoisted slice read hoisted and per step",
+                 "per-step slices with a gap", "static transpose", "constant array", "hoisted reduction",
+                 "per-step reduction"):
         assert seen[what] >= 5, (what, dict(seen))
+    missing = sorted(BUILTIN - set(seen))
+    assert not missing, f"primitives random_cells never draws: {missing}"

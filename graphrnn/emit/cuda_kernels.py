@@ -25,8 +25,9 @@ from . import numba_loops
 
 THREADS = 256
 _C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-_FUNCTIONS = {np.dtype(np.float32): {"math.exp": "expf", "math.tanh": "tanhf"},
-              np.dtype(np.float64): {"math.exp": "exp", "math.tanh": "tanh"}}
+_MATH = ("exp", "tanh", "sqrt", "log", "sin", "cos", "floor", "pow")  # numba_loops.FUNCTIONS' targets
+_FUNCTIONS = {np.dtype(np.float32): {f"math.{f}": f"{f}f" for f in _MATH},
+              np.dtype(np.float64): {f"math.{f}": f for f in _MATH}}
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Gt: ">", ast.Lt: "<",
         ast.GtE: ">=", ast.LtE: "<="}
 

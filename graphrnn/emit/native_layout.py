@@ -80,7 +80,7 @@ class Layout:
         while p in plan.outer_slices and plan.kind[p] == STATIC:
             p, lo, _ = plan.outer_slices[p]
             off += lo
-        if p in plan.consts:
+        if p in plan.consts and not plan.shape[p]:  # a scalar; a constant array is held like a parameter
             value = float(plan.consts[p])
             self.consts.add(value)
             return Loc(scalar.const_name(value), "const", 0, 1)

@@ -35,7 +35,8 @@ from ..plan import STATIC, GradStep
 from . import scalar
 from .native_layout import Grads, Layout, NotNative  # noqa: F401  (NotNative: raised from here too)
 
-FUNCTIONS = {"exp": "math.exp", "tanh": "math.tanh"}
+FUNCTIONS = {"exp": "math.exp", "tanh": "math.tanh", "sqrt": "math.sqrt", "log": "math.log",
+             "sin": "math.sin", "cos": "math.cos", "floor": "math.floor", "pow": "math.pow"}
 FORMS = ("fused", "staged")
 KEYS = [(need_xs, has_dhs) for need_xs in (True, False) for has_dhs in (True, False)]
 
@@ -87,7 +88,7 @@ def _operand(k, loc, width, out_width):
 
 def _elementwise_forward(plan, layout, k, n, out, ind):
     op, args = plan.info[n]
-    names = ("x",) if len(args) == 1 else ("a", "b")
+    names = op.operands
     w = plan.width[n]
     env = {name: _operand(k, layout.value(p), plan.width.get(p, 1), w) for name, p in zip(names, args)}
     _collect_numbers(layout, op.native_forward)
@@ -143,6 +144,16 @@ def _forward_op(plan, layout, k, n, ind, fused):
                 raise NotNative(f"node {plan.graph.nodes[n]['label']!r}: operand of shape {plan.shape[p]}")
         _elementwise_forward(plan, layout, k, n, out, ind)
         return
+    if form == "reduce":  # a sum (times a scale: a mean) over the row, into column 0
+        x, w = layout.value(args[0]), plan.width[args[0]]
+        k.use(out), k.use(x)
+        layout.consts |= {0.0, float(op.native_scale)}
+        k.add(ind, f"{out.at('0')} = K0")
+        k.add(ind, f"for j in range({w}):")
+        k.add(ind + 1, f"{out.at('0')} += {x.at('j')}")
+        if op.native_scale != 1:
+            k.add(ind, f"{out.at('0')} *= {scalar.const_name(op.native_scale)}")
+        return
     if form == "join":
         lo = 0
         for p in args:
@@ -181,7 +192,10 @@ def _source_expr(plan, layout, grads, k, src, width, pre, ind):
         return k.use(grads.loc(m).shifted(off, width)).at("j")
     if form == "matmul":
         return k.use(layout._loc(f"R{m}", "row", ("scratch", plan.width[args[0]]), plan.width[args[0]])).at("j")
-    names = ("x",) if len(args) == 1 else ("a", "b")
+    if form == "reduce":  # every column gets dy (times the mean's scale)
+        layout.consts.add(float(op.native_scale))
+        return f"({k.use(grads.loc(m)).at('0')} * {scalar.const_name(op.native_scale)})"
+    names = op.operands
     wm = plan.width[m]
     text = op.native_backward[i]
     _collect_numbers(layout, text)

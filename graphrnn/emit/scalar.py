@@ -18,8 +18,8 @@ def _parse(text):
 
 
 def names_read(text) -> set:
-    """The names an expression reads (``{"dy", "y"}``)."""
-    return {n.id for n in ast.walk(_parse(text)) if isinstance(n, ast.Name)}
+    """The names an expression reads (``{"dy", "y"}``), not the functions it calls."""
+    return {n.id for n in ast.walk(_parse(text)) if isinstance(n, ast.Name)} - calls(text)
 
 
 def calls(text) -> set:

@@ -1,31 +1,6 @@
-"""Public gradient checking for cells and primitives, and Hypothesis strategies.
-
-Three entry points for users and for the test suite:
-
-- ``check_gradients(cell, ...)``: the engine's BPTT (``gr.unroll(...).backward``)
-  against float64 central differences, for every parameter, the inputs and
-  the initial states. The loss weighs both the outputs and the final states
-  with random weights, so both gradient paths (dhs and dstate) are exercised.
-  Small arrays are checked entry by entry; large ones (a GRU at H=1000) at a
-  random sample of entries plus along random directions, so the cost grows
-  with the number of arrays, not their size.
-- ``check_primitive(name, shapes, ...)``: one primitive's hand-written backward
-  against its full numeric Jacobian.
-- ``check_against_naive(cell, ...)``: the compiled plan against the naive
-  step-by-step interpreter (differential testing of compiler passes).
-
-A failure raises ``GradientCheckError`` (an ``AssertionError``, so pytest shows
-it as a test failure) naming the check, the node, the element index, both
-values and a relative error that is defined at zero.
-
-Tolerances come from a per-dtype table and are *not* scaled by the size of the
-array (a gradient does not get less exact because the matrix is larger).
-Numeric differences are always taken in float64, whatever dtype is under test.
-
-The Hypothesis strategies (``cell_sizes``, ``unroll_args``, ``random_cells``)
-and profiles (``ci``, ``dev``, ``deep``) are importable from a user's own
-pytest suite; importing this module needs Hypothesis only for those.
-"""
+"""The gradient checker: tolerances, reports, central differences, and the
+checks of cells, functions, engines and primitives (``graphrnn.testing``
+re-exports every public name; see its docstring)."""
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backend, errors
-from .primitives import PRIMITIVES, Primitive
+from .. import backend, errors
+from ..primitives import PRIMITIVES, Primitive
 
 # --------------------------------------------------------------------------- tolerances
 
@@ -173,6 +148,7 @@ class GradCheckReport:
     entries: list = field(default_factory=list)
     seed: int | None = None
     evaluations: int = 0
+    skipped: list = field(default_factory=list)  # what was deliberately not compared, and why
 
     @property
     def ok(self) -> bool:
@@ -211,6 +187,7 @@ class GradCheckReport:
                f"rtol {self.rtol:g}{seed})",
                line.format(*head), line.format(*("-" * w for w in widths))]
         out += [line.format(*r).rstrip() for r in rows]
+        out += [f"skipped {s}" for s in self.skipped]
         return "\n".join(out)
 
     def raise_if_failed(self, reference="central difference"):
@@ -450,7 +427,7 @@ def check_gradients(cell, params=None, xs=None, state0=None, *, batch=2, steps=3
 
 def _check_gradients(cell, params, xs, state0, batch, steps, seed, atol, rtol, dtype, mode, directions,
                      sample, full_limit, fuse, kind, progress):
-    from .unroll import unroll
+    from ..unroll import unroll
 
     rng = np.random.default_rng(seed)
     if params is None:
@@ -560,7 +537,7 @@ def check_against_naive(cell, params, xs, state0=None, *, dhs=None, dstate=None,
                         seed=0, atol=1e-10, rtol=1e-10, raise_on_failure=True) -> GradCheckReport:
     """Compiled plan (``gr.unroll``) against ``gr.unroll_naive``: hs, final states and
     every gradient. ``dhs``/``dstate`` default to random weights drawn from ``seed``."""
-    from .unroll import unroll, unroll_naive
+    from ..unroll import unroll, unroll_naive
 
     xp = backend.xp()
     fast = unroll(cell, params, xs, state0, fuse=fuse)
@@ -599,7 +576,7 @@ def check_engines(cell, params, xs, state0=None, *, dhs=None, dstate=None, need_
     ``ENGINE_RTOL``: 1e-12 in float64, 1e-4 in float32. ``dhs``/``dstate`` default to
     random weights from ``seed``; pass None explicitly through ``dhs=False`` /
     ``dstate=False``. ``runs`` may hand in the two runs already made."""
-    from .unroll import unroll
+    from ..unroll import unroll
 
     xp = backend.xp()
     a, b = runs or [unroll(cell, params, xs, state0, engine=e) for e in engines]
@@ -644,28 +621,57 @@ def make_primitive(name_or_op, attrs=()) -> Primitive:
     return cls(*attrs)
 
 
-def primitive_jacobians(op, xs, eps=1e-6):
+def _all_needs(k):
+    """Every combination of needs with at least one gradient asked for, all of them first."""
+    combos = [tuple(bool(m >> i & 1) for i in range(k)) for m in range(2 ** k - 1, 0, -1)]
+    return combos
+
+
+def _saved(op, xs, y, needs):
+    """What the planner hands ``backward`` for these needs: ``saved_for(needs)``, None elsewhere."""
+    keep = op.saved_for(needs)
+    undeclared = set(keep) - set(op.saves)
+    if undeclared:
+        raise GradientCheckError("primitive", op.name, "saves", (), np.nan, np.nan, 0, 0,
+                                 reference=f"saved_for({needs}) within saves={op.saves} "
+                                           f"(it names {sorted(undeclared, key=str)})")
+    return [x if i in keep else None for i, x in enumerate(xs)], (y if "y" in keep else None)
+
+
+def primitive_jacobians(op, xs, eps=1e-6, needs=None):
     """(analytic, numeric) Jacobians of ``op`` at inputs ``xs`` (float64 arrays).
 
     The analytic Jacobian of input i is built row by row from ``op.backward``
-    with one-hot ``dy``; the backward receives only what ``op.saves`` declares
-    (other inputs are None), so a rule that reads an undeclared value fails.
-    The numeric one is built column by column by central differences. Each
-    Jacobian has shape ``y.shape + x.shape``: an index names the output element,
-    then the input element.
+    with one-hot ``dy`` and these ``needs`` (default: every input); the
+    backward receives only what ``op.saved_for(needs)`` names (other values are
+    None), as the planner hands it, so a rule that reads a value it did not
+    declare fails. The numeric one is built column by column by central
+    differences. Each Jacobian has shape ``y.shape + x.shape``: an index names
+    the output element, then the input element. Inputs not in ``needs`` get None.
     """
     xp = np
-    y = op.forward(xp, *xs)
-    y = np.array(y, dtype=np.float64)
-    saved_xs = [x if i in op.saves else None for i, x in enumerate(xs)]
-    saved_y = y if "y" in op.saves else None
-    needs = tuple(True for _ in xs)
-    analytic = [np.zeros((y.size, np.size(x))) for x in xs]
+    needs = tuple(True for _ in xs) if needs is None else tuple(needs)
+    y = np.array(op.forward(xp, *xs), dtype=np.float64)
+    saved_xs, saved_y = _saved(op, xs, y, needs)
+    analytic = [np.zeros((y.size, np.size(x))) if need else None for x, need in zip(xs, needs)]
     for k in range(y.size):
         dy = np.zeros(y.shape)
         dy.reshape(-1)[k] = 1.0
-        grads = op.backward(xp, dy, saved_xs, saved_y, needs)
+        try:
+            grads = op.backward(xp, dy, saved_xs, saved_y, needs)
+        except (TypeError, AttributeError) as exc:  # it read a None: a value saved_for did not keep
+            raise GradientCheckError("primitive", op.name, f"needs={needs}", (), np.nan, np.nan, 0, 0,
+                                     reference=f"a backward that reads only saved_for({needs}) = "
+                                               f"{sorted(op.saved_for(needs), key=str)} ({exc})") from None
+        if not isinstance(grads, (tuple, list)) or len(grads) != len(xs):
+            raise GradientCheckError("primitive", op.name, "backward", (), np.nan, np.nan, 0, 0,
+                                     reference=f"a tuple of {len(xs)} gradients")
         for i, gi in enumerate(grads):
+            if not needs[i]:
+                if gi is not None:
+                    raise GradientCheckError("primitive", op.name, f"input {i}", (), np.nan, np.nan, 0, 0,
+                                             reference=f"None for an input not in needs={needs}")
+                continue
             gi = np.asarray(gi, dtype=np.float64)
             if gi.shape != np.shape(xs[i]):
                 raise GradientCheckError("primitive", op.name, f"input {i}", (), np.nan, np.nan, 0, 0,
@@ -689,7 +695,8 @@ def primitive_jacobians(op, xs, eps=1e-6):
             flat[j] = old
             jac[:, j] = (yp - ym) / (2 * eps)
         numeric.append(jac.reshape(y.shape + x.shape))
-        analytic[i] = analytic[i].reshape(y.shape + x.shape)
+        if analytic[i] is not None:
+            analytic[i] = analytic[i].reshape(y.shape + x.shape)
     return analytic, numeric
 
 
@@ -697,12 +704,17 @@ def check_primitive(name_or_op, shapes, *, attrs=(), values=None, seed=0, atol=N
                     raise_on_failure=True) -> GradCheckReport:
     """Full-Jacobian float64 check of one primitive on inputs of concrete ``shapes``.
 
-    ``shapes`` holds one tuple per input (``()`` for a Python-scalar operand);
-    ``attrs`` are the primitive's constructor arguments (``(start, stop)`` for
+    ``name_or_op`` is a registered name, a primitive class (a user's too) or an
+    instance; ``shapes`` holds one tuple per input (``()`` for a Python-scalar
+    operand); ``attrs`` are the constructor arguments (``(start, stop)`` for
     slice); ``values`` optionally gives the inputs (else uniform [-1, 1] from
-    ``seed``). Also checks that ``backward`` honours ``needs`` (None where not
-    needed, the same values where needed). Entries are named ``dy/d(input i)``;
-    their index is the output element's index followed by the input element's.
+    ``seed``). The backward is run as the planner runs it: for every
+    combination of ``needs``, handed only ``saved_for(needs)``; each asked-for
+    gradient is compared with central differences and the others must be
+    None. Entries are named ``dy/d(input i)`` (all needs) and ``dy/d(input i)
+    with needs=...``; their index is the output element's index followed by
+    the input element's. Inputs listed in the primitive's ``surrogate``
+    (straight-through estimators) are not compared; the report says so.
     """
     op = make_primitive(name_or_op, attrs)
     atol, rtol = tolerance(np.float64, atol, rtol)
@@ -711,387 +723,20 @@ def check_primitive(name_or_op, shapes, *, attrs=(), values=None, seed=0, atol=N
     if values is None:
         values = [rng.uniform(-1, 1, s) if len(s) else float(rng.uniform(-1, 1)) for s in shapes]
     xs = [np.array(v, dtype=np.float64) if np.ndim(v) else np.float64(v) for v in values]
-    analytic, numeric = primitive_jacobians(op, xs, EPS)
     report = GradCheckReport("primitive", f"primitive {op!r} on {', '.join(_fmt_shape(s) for s in shapes)}",
                              "float64", atol, rtol)
-    for i, (a, n_) in enumerate(zip(analytic, numeric)):
-        report.entries.append(compare(f"dy/d(input {i})", a, n_, atol, rtol))
-    # needs: each input alone; the others must come back as None
-    y = op.forward(np, *xs)
-    dy = rng.uniform(-1, 1, np.shape(y))
-    saved_xs = [x if i in op.saves else None for i, x in enumerate(xs)]
-    full = op.backward(np, dy, saved_xs, y if "y" in op.saves else None, tuple(True for _ in xs))
-    if len(xs) > 1:
-        for i in range(len(xs)):
-            needs = tuple(j == i for j in range(len(xs)))
-            part = op.backward(np, dy, saved_xs, y if "y" in op.saves else None, needs)
-            for j, gj in enumerate(part):
-                if j != i and gj is not None:
-                    raise GradientCheckError("primitive", op.name, f"input {j}", (), np.nan, np.nan, 0, 0,
-                                             reference=f"None for an input not in needs={needs}")
-            report.entries.append(compare(f"needs only input {i}", part[i], full[i], 0.0, 0.0))
+    surrogate = set(getattr(op, "surrogate", ()))
+    numeric = None
+    for needs in _all_needs(len(xs)):
+        analytic, numeric_now = primitive_jacobians(op, xs, EPS, needs)
+        numeric = numeric or numeric_now
+        suffix = "" if all(needs) else f" with needs={tuple(int(n) for n in needs)}"
+        for i, a in enumerate(analytic):
+            if a is None or i in surrogate:
+                continue
+            report.entries.append(compare(f"dy/d(input {i}){suffix}", a, numeric[i], atol, rtol))
+    report.skipped = [f"dy/d(input {i}): a surrogate gradient (declared in {type(op).__name__}.surrogate), "
+                      "not compared" for i in sorted(surrogate)]
     if raise_on_failure:
         report.raise_if_failed()
     return report
-
-
-# --------------------------------------------------------------------------- CLI
-
-def gradcheck_main(args) -> int:
-    """``graphrnn gradcheck CELL``: a per-parameter table; exit status 1 on failure.
-
-    Options beyond the cell and its sizes are read with defaults, so that a
-    parser without ``--sample``, ``--directions`` or ``--full`` still works.
-    """
-    from .cells import from_spec
-
-    sample = getattr(args, "sample", SAMPLE)
-    directions = getattr(args, "directions", DIRECTIONS)
-    mode = "full" if getattr(args, "full", False) else "auto"
-    cell = from_spec(args.cell, args.input_size, args.hidden_size)
-    rng = np.random.default_rng(args.seed)
-    params = {k: v * 1.0 for k, v in cell.init_params(seed=args.seed, dtype=np.float64).items()}
-    # Non-zero biases: a zero-initialised bias would leave part of the rule untested.
-    for k, v in params.items():
-        if not np.any(backend.to_numpy(v)):
-            params[k] = backend.asarray(rng.uniform(-0.5, 0.5, v.shape))
-    report = check_gradients(cell, params, batch=args.batch, steps=args.steps, seed=args.seed,
-                             mode=mode, sample=sample, directions=directions, raise_on_failure=False)
-    print(report)
-    if report.sampled:
-        full = ", --full checks every element" if hasattr(args, "full") else ""
-        print(f"sampled: arrays over {FULL_LIMIT:,} elements were checked at {sample} random elements "
-              f"(spread over the last axis) and along {directions} random directions, drawn with "
-              f"seed {args.seed}; another --seed draws others{full}")
-    w = report.worst()
-    if report.ok:
-        print(f"ok: all {len(report.entries)} gradients of cell {cell.name!r} match central differences "
-              f"(worst rel err {report.max_rel:.2e}; {report.evaluations:,} forward passes)")
-        return 0
-    where = (f"along random direction {w.direction}" if w.direction is not None
-             else f"at index {w.worst_index}")
-    print(f"FAILED: {w.name} {where}: engine {w.got:.10g} vs central difference {w.expected:.10g}")
-    return 1
-
-
-# --------------------------------------------------------------------------- Hypothesis
-
-PROFILES = {
-    "ci": dict(derandomize=True, database=None, max_examples=15, deadline=None, print_blob=True),
-    "dev": dict(max_examples=8, deadline=None),
-    "deep": dict(max_examples=300, deadline=None),
-}
-
-
-def register_profiles():
-    """Register the ``ci``, ``dev`` and ``deep`` Hypothesis profiles (idempotent)."""
-    from hypothesis import HealthCheck, settings
-
-    for name, kw in PROFILES.items():
-        settings.register_profile(name, suppress_health_check=[HealthCheck.too_slow], **kw)
-
-
-def scaled_examples(n_ci: int) -> int:
-    """``n_ci`` examples under the ``ci`` profile, scaled for the profile in force
-    (for tests whose examples are expensive and set their own ``max_examples``)."""
-    from hypothesis import settings
-
-    ratio = settings.default.max_examples / PROFILES["ci"]["max_examples"]
-    return max(1, int(round(n_ci * ratio)))
-
-
-try:  # the strategies need Hypothesis; the checks above do not
-    from hypothesis import strategies as st
-    from hypothesis.extra import numpy as hnp
-except ImportError:  # pragma: no cover
-    st = None
-else:
-    register_profiles()
-
-
-def _elements(dtype, lo=-1.0, hi=1.0):
-    dtype = np.dtype(dtype)
-    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False,
-                     width=32 if dtype == np.float32 else 64)
-
-
-def cell_sizes(max_input=4, max_hidden=4):
-    """(input_size, hidden_size), each from 1."""
-    return st.tuples(st.integers(1, max_input), st.integers(1, max_hidden))
-
-
-@dataclass
-class UnrollArgs:
-    params: dict
-    xs: object
-    state0: dict
-
-    def __iter__(self):
-        return iter((self.params, self.xs, self.state0))
-
-
-def unroll_args(cell, dtype=np.float64, max_batch=3, max_steps=4, bound=1.0):
-    """``UnrollArgs(params, xs, state0)`` for ``cell``: batch 1..max_batch, T
-    1..max_steps, every value in [-bound, bound], no subnormals (so that a
-    flush-to-zero GPU and numpy agree). Unpacks as ``params, xs, state0 = args``."""
-    dtype = np.dtype(dtype)
-    el = _elements(dtype, -bound, bound)
-
-    @st.composite
-    def build(draw):
-        n = draw(st.integers(1, max_batch))
-        t = draw(st.integers(1, max_steps))
-        params = {k: backend.asarray(draw(hnp.arrays(dtype, s, elements=el)))
-                  for k, s in cell.param_shapes().items()}
-        xs = backend.asarray(draw(hnp.arrays(dtype, (n, t, cell.input_size), elements=el)))
-        state0 = {k: backend.asarray(draw(hnp.arrays(dtype, (n, s), elements=el)))
-                  for k, s in cell.state_sizes().items()}
-        return UnrollArgs(params, xs, state0)
-    return build()
-
-
-# Bounds on |value| keep random cells finite over a few steps: exp only of
-# values bounded by EXP_MAX, no value above VALUE_MAX (inputs, states and
-# params are taken to lie in [-1, 1]).
-EXP_MAX = 2.0
-VALUE_MAX = 30.0
-
-_UNARY = ("tanh", "sigmoid", "relu", "exp", "neg")
-_SQUASH = {"tanh": 1.0, "sigmoid": 1.0}
-
-
-def random_cells(max_ops=8, max_states=2, max_width=4):
-    """Random valid cells built from the primitives through ``CellBuilder``.
-
-    Random wiring with consistent shapes: one input, 1..max_states states and
-    parameters of random sizes; ops drawn from every primitive (matmul by a
-    parameter, by a parameter slice or by a block of adjacent slices of one
-    parameter, starting at any column, so that fusion has work to do; two
-    matmuls by overlapping slices of one parameter, which must not be fused;
-    add/sub/mul with another value, a bias row or a Python scalar on either
-    side; neg, tanh, sigmoid, relu, exp; slices at any offset; concat; static
-    ops on parameters; a value depending on the input only read by several
-    ops, so that the hoisted region has fan-out). Every state is updated
-    (through tanh, sigmoid or a gated mix, so states stay bounded; sometimes
-    one state simply takes another's old value, a shift register), every
-    parameter and the input are used, and sometimes the output is a separate
-    value (possibly hoisted, possibly a state before its update, possibly
-    ops of its own that no state update reads, one with a parameter only the
-    output uses); sometimes no update reads a state at all. For
-    compiler-pass writers: compare ``gr.unroll`` with ``gr.unroll_naive``
-    (``check_against_naive``) on what this draws.
-    """
-    import networkx as nx
-
-    from .graph import CellBuilder, concat, exp, relu, sigmoid, tanh
-
-    fns = {"tanh": tanh, "sigmoid": sigmoid, "relu": relu, "exp": exp, "neg": lambda v: -v}
-
-    @st.composite
-    def build(draw):
-        c = CellBuilder("random")
-        width = st.integers(1, max_width)
-        d = draw(width)
-        pool = []  # (value, bound) of per-example (N, w) values
-        x = c.input("x", d)
-        pool.append((x, 1.0))
-        states = []
-        n_states = draw(st.integers(1, max_states))
-        # Sometimes a shift register: one state takes another's old value
-        # unchanged (an update that is a state node, not an op).
-        shift = n_states > 1 and draw(st.integers(0, 3)) == 0
-        shared = draw(width)
-        for i in range(n_states):
-            s = c.state(f"s{i}", shared if shift else draw(width))
-            states.append(s)
-            pool.append((s, 1.0))
-        counter = [0]
-        dangling = {v.node: v for v, _ in pool}
-
-        def input_only(v):  # depends on the input and on no state: hoisted
-            return not any(c.graph.nodes[a]["kind"] == "state" for a in nx.ancestors(c.graph, v.node) | {v.node})
-        # Sometimes a state that no update has to read (h' = f(x) only): the
-        # engine must still carry it and give its initial value a zero gradient.
-        if draw(st.integers(0, 4)) == 0:
-            dangling.pop(states[0].node)
-
-        def new_param(shape, static_ok=True):
-            counter[0] += 1
-            p = c.param(f"p{counter[0]}", shape)
-            # sometimes a static op on the parameter: slice, scale, squash
-            if static_ok and draw(st.integers(0, 4)) == 0:
-                choice = draw(st.sampled_from(["scale", "tanh", "neg"]))
-                if choice == "scale":
-                    return p * 0.5
-                return tanh(p) if choice == "tanh" else -p
-            return p
-
-        def use(v):
-            dangling.pop(v.node, None)
-            return v
-
-        def add(v, b):
-            pool.append((v, b))
-            dangling[v.node] = v
-            return v
-
-        def matmul_to(v, b, m):
-            """v @ (a fresh param or a slice of a wider one), width m."""
-            w = v.shape[-1]
-            if draw(st.booleans()):
-                extra = draw(st.integers(1, 3))
-                lo = draw(st.integers(0, extra))
-                W = new_param((w, m + extra), static_ok=False)
-                return v @ W[:, lo:lo + m], b * w
-            return v @ new_param((w, m)), b * w
-
-        n_ops = draw(st.integers(1, max_ops))
-        for _ in range(n_ops):
-            op = draw(st.sampled_from(["matmul", "gates", "add", "sub", "mul", "bias", "scalar",
-                                       "unary", "slice", "concat", "overlap", "fanout"]))
-            i = draw(st.integers(0, len(pool) - 1))
-            v, b = pool[i]
-            w = v.shape[-1]
-            if op == "matmul":
-                out, ob = matmul_to(use(v), b, draw(width))
-            elif op == "gates":
-                # one parameter, 2-3 adjacent column blocks from any first column,
-                # one matmul + gate each (fusable)
-                k, m = draw(st.integers(2, 3)), draw(width)
-                lead, tail = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-                W = new_param((w, lead + k * m + tail), static_ok=False)
-                use(v)
-                gates = []
-                act = draw(st.sampled_from(["sigmoid", "tanh"]))
-                for j in range(k):
-                    gates.append(fns[act](v @ W[:, lead + j * m:lead + (j + 1) * m]))
-                out, ob = gates[0], 1.0
-                for gj in gates[1:]:
-                    if draw(st.booleans()):
-                        out = out * gj  # a product of gates stays within [-1, 1]
-                    else:
-                        out, ob = out + gj, ob + 1.0
-            elif op in ("add", "sub", "mul"):
-                same = [(u, ub) for u, ub in pool if u.shape[-1] == w]
-                u, ub = same[draw(st.integers(0, len(same) - 1))]
-                use(v)
-                use(u)
-                if draw(st.booleans()):
-                    v, u, b, ub = u, v, ub, b
-                if op == "add":
-                    out, ob = v + u, b + ub
-                elif op == "sub":
-                    out, ob = v - u, b + ub
-                else:
-                    out, ob = v * u, b * ub
-            elif op == "bias":
-                brow = new_param((w,))
-                use(v)
-                kind = draw(st.sampled_from(["add", "sub", "mul"]))
-                left = draw(st.booleans())
-                if kind == "add":
-                    out = v + brow if left else brow + v
-                    ob = b + 1.0
-                elif kind == "sub":
-                    out = v - brow if left else brow - v
-                    ob = b + 1.0
-                else:
-                    out = v * brow if left else brow * v
-                    ob = b
-            elif op == "scalar":
-                k = draw(st.sampled_from([0.5, 1.0, 2.0, -1.5]))
-                form = draw(st.sampled_from(["k+v", "v+k", "k-v", "v-k", "k*v", "v*k", "v/k"]))
-                use(v)
-                out = {"k+v": lambda: k + v, "v+k": lambda: v + k, "k-v": lambda: k - v,
-                       "v-k": lambda: v - k, "k*v": lambda: k * v, "v*k": lambda: v * k,
-                       "v/k": lambda: v / k}[form]()
-                ob = b * abs(k) if form in ("k*v", "v*k") else b / abs(k) if form == "v/k" else b + abs(k)
-            elif op == "unary":
-                name = draw(st.sampled_from(_UNARY))
-                if name == "exp" and b > EXP_MAX:
-                    name = "tanh"
-                use(v)
-                out = fns[name](v)
-                ob = _SQUASH.get(name, math.exp(b) if name == "exp" else b)
-            elif op == "slice":
-                if w < 2:
-                    continue
-                lo = draw(st.integers(0, w - 1))
-                hi = draw(st.integers(lo + 1, w))
-                out, ob = use(v)[:, lo:hi], b
-            elif op == "overlap":
-                # two products by overlapping column ranges of one parameter
-                m, o = draw(width), draw(st.integers(1, 2))
-                o = min(o, m)
-                W = new_param((w, 2 * m - o), static_ok=False)
-                same = [(u, ub) for u, ub in pool if u.shape[-1] == w]
-                u, ub = same[draw(st.integers(0, len(same) - 1))]
-                use(v)
-                use(u)
-                out = tanh(v @ W[:, :m]) * sigmoid(u @ W[:, m - o:])
-                ob = 1.0
-            elif op == "fanout":
-                # a value of the input alone read by several ops (inside the hoisted region)
-                hoisted = [(u, ub) for u, ub in pool if input_only(u)]
-                u, ub = hoisted[draw(st.integers(0, len(hoisted) - 1))]
-                use(u)
-                name = draw(st.sampled_from(["tanh", "sigmoid", "neg", "relu", "exp"]))
-                if name == "exp" and ub > EXP_MAX:
-                    name = "tanh"
-                first = fns[name](u)
-                second = u * draw(st.sampled_from([0.5, -1.0]))
-                out = first + second
-                ob = _SQUASH.get(name, math.exp(ub) if name == "exp" else ub) + ub
-                if draw(st.booleans()):  # and one more reader, per step
-                    out = out * use(v) if v.shape[-1] == u.shape[-1] else out
-                    ob = ob * b if v.shape[-1] == u.shape[-1] else ob
-            else:  # concat
-                j = draw(st.integers(0, len(pool) - 1))
-                u, ub = pool[j]
-                if u.shape[-1] + w > 2 * max_width:
-                    continue
-                out, ob = concat([use(v), use(u)]), max(b, ub)
-            if ob > VALUE_MAX:
-                # too large to stay finite through exp and time: squash it
-                out, ob = tanh(out), 1.0
-            add(out, ob)
-
-        # Optionally a separate output (may be hoisted: it need not depend on a state).
-        output = None
-        if draw(st.booleans()):
-            v, b = pool[draw(st.integers(0, len(pool) - 1))]
-            output = use(v)  # may be a state: the output is then the state before the step
-            tail = draw(st.sampled_from(["none", "tanh", "head", "gate"]))
-            if tail == "tanh":
-                output = tanh(output)
-            elif tail == "head":  # ops and a parameter that only the output reads
-                output = tanh(output @ new_param((output.shape[-1], draw(width)), static_ok=False))
-            elif tail == "gate":
-                output = sigmoid(output) * tanh(output)
-
-        # Fold every value nothing reads yet into the state updates, so that the
-        # input and every parameter reach an update.
-        rest = [v for k, v in dangling.items()]
-        folded = states
-        if shift:
-            dst = draw(st.integers(0, n_states - 1))
-            c.update(**{f"s{dst}": states[(dst + 1) % n_states]})
-            folded = [s for i, s in enumerate(states) if i != dst]
-        for si, s in enumerate(folded):
-            mine = rest[si::len(folded)] or [pool[draw(st.integers(0, len(pool) - 1))][0]]
-            h = s.shape[-1]
-            acc = None
-            for v in mine:
-                term = v if v.shape[-1] == h and draw(st.booleans()) else v @ new_param((v.shape[-1], h))
-                acc = term if acc is None else acc + term
-            squash = draw(st.sampled_from(["tanh", "sigmoid", "gru"]))
-            if squash == "gru":  # convex mix with the old state, as gated cells do
-                z = sigmoid(acc)
-                nxt = (1 - z) * s + z * tanh(acc)
-            else:
-                nxt = fns[squash](acc)
-            c.update(**{s.label: nxt})
-        if output is not None:
-            c.output(output)
-        return c.build()
-    return build()
