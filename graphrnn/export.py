@@ -189,9 +189,10 @@ class _Module:
     def __init__(self, cell):
         self.d = d = Derivation(cell)
         if d.unknown:
-            raise GraphError(f"cell {cell.name!r}: export does not know primitive "
-                             f"{sorted(set(d.unknown))[0]!r}; its numpy form must be added to "
-                             "graphrnn.explain.RULES")
+            # every built-in primitive is in RULES: what is left is a user's primitive (or a
+            # built-in's name with forward/backward replaced), whose numpy code only its class holds
+            raise GraphError(f"cell {cell.name!r}: export does not know primitive {sorted(set(d.unknown))[0]!r} "
+                             "(a user primitive: a self-contained numpy module cannot hold its class's code)")
         self.p = PythonPrinter(d)
         self.cell = cell
         self.states = list(cell.states)
