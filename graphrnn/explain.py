@@ -35,7 +35,10 @@ from .primitives import N, _owner
 # a, b) with sym in + - * @, ("mm", a, b) a product in a backward line, ("neg",
 # a), ("T", a), ("sq", a), ("pos", a) = [a > 0], ("fn", name, a), ("cols", a, lo,
 # hi), ("cat", [a, ...]), ("sumto", a, in_shape) (a summed over broadcast axes),
-# ("carry", state), ("dhs",).
+# ("carry", state), ("dhs",); and for the literature's primitives ("pow", a, k),
+# ("mod", a, k), ("mask", sym, a, b) = [a sym b] as 0/1 numbers, ("cmp", sym, a,
+# b) the same as a boolean factor, ("where", m, a, b), ("repeat", a, n) = a on
+# each of n columns, ("scale", a, n) = a / n, ("zero", a) = zeros of a's shape.
 
 
 def _unb(tree, op, i):
@@ -46,11 +49,9 @@ def _unb(tree, op, i):
 
 
 def _broadcast(shapes):
-    a, b = shapes
-    n = max(len(a), len(b))
-    a = (1,) * (n - len(a)) + tuple(a)
-    b = (1,) * (n - len(b)) + tuple(b)
-    return tuple(x if x != 1 else y for x, y in zip(a, b))
+    n = max(len(s) for s in shapes)
+    padded = [(1,) * (n - len(s)) + tuple(s) for s in shapes]
+    return tuple(next((d for d in col if d != 1), 1) for col in zip(*padded))
 
 
 def _binary(sym):
@@ -65,6 +66,47 @@ def _one_minus(t):
     return ("bin", "-", ("num", 1.0), t)
 
 
+def _times(dy, t):
+    return ("bin", "*", dy, t)
+
+
+def _pow_backward(i, dy, a, y, op):
+    """dx = dy·k·xᵏ⁻¹, as Pow.backward computes it (k = 2: dy·2x)."""
+    k = op.k
+    rest = a[0] if k == 2 else ("pow", a[0], k - 1)
+    return _times(_times(dy, ("num", k)), rest)
+
+
+def _mask(sym):
+    """A comparison's forward: [a ⊙ b] as 0.0 or 1.0 in the operands' dtype."""
+    return lambda args, op: ("mask", sym, args[0], args[1])
+
+
+def _no_gradient(i, dy, a, y, op):
+    """A step or a mask: gradient 0 (flat between jumps, and 0 at them too)."""
+    return ("zero", a[i])
+
+
+def _ties_to_a(first, second):
+    """maximum/minimum: da = dy·[a first b], db = dy·[a second b] (a tie's gradient goes to a)."""
+    return lambda i, dy, a, y, op: _unb(_times(dy, ("cmp", first if i == 0 else second, a[0], a[1])), op, i)
+
+
+def _where_backward(i, dy, a, y, op):
+    """dm = 0 (a mask), da = dy·[m > 0], db = dy·[m ≤ 0]."""
+    if i == 0:
+        return ("zero", a[0])
+    return _unb(_times(dy, ("cmp", ">" if i == 1 else "<=", a[0], ("num", 0.0))), op, i)
+
+
+def _columns(op):
+    return op.in_shapes[0][-1]
+
+
+# Each entry states the calculus of the primitive of that name as its class's
+# docstring and backward do (the same conventions at kinks and steps), in the
+# order of operations backward uses, so that export's lines agree with the
+# engine to rounding.
 RULES = {
     "matmul": (_binary("@"), lambda i, dy, a, y, op: ("mm", dy, ("T", a[1])) if i == 0 else ("mm", ("T", a[0]), dy)),
     "add": (_binary("+"), lambda i, dy, a, y, op: _unb(dy, op, i)),
@@ -79,6 +121,27 @@ RULES = {
     "sigmoid": (_unary("sigmoid"), lambda i, dy, a, y, op: ("bin", "*", ("bin", "*", dy, y), _one_minus(y))),
     "relu": (_unary("relu"), lambda i, dy, a, y, op: ("bin", "*", dy, ("pos", y))),
     "exp": (_unary("exp"), lambda i, dy, a, y, op: ("bin", "*", dy, y)),
+    # da = dy / b, db = −dy·y / b (= −dy·a / b²)
+    "div": (_binary("/"), lambda i, dy, a, y, op: _unb(("bin", "/", dy, a[1]), op, 0) if i == 0
+            else ("neg", _unb(("bin", "/", _times(dy, y), a[1]), op, 1))),
+    "pow": (lambda args, op: ("pow", args[0], op.k), _pow_backward),
+    "sqrt": (_unary("sqrt"), lambda i, dy, a, y, op: ("bin", "/", dy, _times(("num", 2.0), y))),
+    "log": (_unary("log"), lambda i, dy, a, y, op: ("bin", "/", dy, a[0])),
+    "abs": (_unary("abs"), lambda i, dy, a, y, op: _times(dy, ("fn", "sign", a[0]))),   # sign(0) = 0
+    "sin": (_unary("sin"), lambda i, dy, a, y, op: _times(dy, ("fn", "cos", a[0]))),
+    "cos": (_unary("cos"), lambda i, dy, a, y, op: ("neg", _times(dy, ("fn", "sin", a[0])))),
+    "maximum": (lambda args, op: ("fn", "maximum", *args), _ties_to_a(">=", "<")),
+    "minimum": (lambda args, op: ("fn", "minimum", *args), _ties_to_a("<=", ">")),
+    "gt": (_mask(">"), _no_gradient),
+    "lt": (_mask("<"), _no_gradient),
+    "ge": (_mask(">="), _no_gradient),
+    "le": (_mask("<="), _no_gradient),
+    "where": (lambda args, op: ("where", *args), _where_backward),
+    "floor": (_unary("floor"), _no_gradient),
+    "mod": (lambda args, op: ("mod", args[0], op.k), lambda i, dy, a, y, op: dy),   # dx = dy, jumps too
+    "sum": (_unary("sum"), lambda i, dy, a, y, op: ("repeat", dy, _columns(op))),
+    "mean": (_unary("mean"), lambda i, dy, a, y, op: ("repeat", ("scale", dy, _columns(op)), _columns(op))),
+    "transpose": (lambda args, op: ("T", args[0]), lambda i, dy, a, y, op: ("T", dy)),
 }
 
 
@@ -160,16 +223,27 @@ class Derivation:
         """Display names; which values get an equation of their own (``shown``)."""
         g = self.g
         self.names, self.shown, self.fwd = {}, set(), {}
+        self.const_arrays = []   # constant array nodes, in declaration order
         self.preact = set()   # generated names of a gate's argument: part of the gate's block
         depth = {}
-        taken = set()
+        taken = {g.nodes[n]["name"] for n in self.order if g.nodes[n]["kind"] in ("input", "state", "param")}
         for n in self.order:
             a = g.nodes[n]
             if a["kind"] in ("input", "state", "param"):
                 self.names[n] = a["name"]
                 taken.add(a["name"])
-            elif a["kind"] == "const":
+            elif a["kind"] == "const" and a["shape"] == ():
                 self.names[n] = f"{a['value']:g}"
+            elif a["kind"] == "const":   # an array: its own name, else C1, C2, ...
+                name = a.get("name")
+                if not name:
+                    self.const_count = getattr(self, "const_count", 0) + 1
+                    name = f"C{self.const_count}"
+                while name in taken:
+                    name += "_"
+                taken.add(name)
+                self.names[n] = name
+                self.const_arrays.append(n)
         counter = 0
         for n in self.order:
             a = g.nodes[n]
@@ -364,7 +438,7 @@ class Line:
 
 # ---------------------------------------------------------------------------- printers
 
-_PREC = {"+": 2, "-": 2, "*": 3, "@": 3, "mm": 3}
+_PREC = {"+": 2, "-": 2, "*": 3, "/": 3, "@": 3, "mm": 3}
 
 
 class TextPrinter:
@@ -449,14 +523,14 @@ class TextPrinter:
             # x @ W * z and r * h @ W are read either way: brackets unless the same op
             same = left[0] == "bin" and left[1] == sym
             a = self.wrap(self.expr(left), mine + (sym in "@*" and not same))
-            b = self.wrap(self.expr(t[3]), mine + (sym in "-@*"))
+            b = self.wrap(self.expr(t[3]), mine + (sym in "-@*/"))
             return self.binary(sym, a, b), mine
         if k == "mm":
             return self.product(self.wrap(self.expr(t[1]), 3), self.wrap(self.expr(t[2]), 4)), 3
         if k == "neg":
             return self.negate(self.wrap(self.expr(t[1]), 4)), 4
         if k == "T":
-            return self.wrap(self.expr(t[1]), 9) + self.transpose, 9
+            return self.transposed(self.wrap(self.expr(t[1]), 9)), 9
         if k == "sq":
             return self.wrap(self.expr(t[1]), 9) + self.square, 9
         if k == "pos":
@@ -469,7 +543,48 @@ class TextPrinter:
             return self.concat([self.expr(a)[0] for a in t[1]]), 9
         if k == "sumto":
             return self.sum_to(self.wrap(self.expr(t[1]), 3), t[2], t[3]), 3
+        if k == "pow":
+            return self.power(self.wrap(self.expr(t[1]), 9), t[2]), 8
+        if k == "mod":
+            return self.modulo(self.wrap(self.expr(t[1]), 4), t[2]), 3
+        if k in ("mask", "cmp"):
+            return self.compare(t[1], self.wrap(self.expr(t[2]), 3), self.wrap(self.expr(t[3]), 3), k == "mask"), 9
+        if k == "where":
+            return self.select(*[self.expr(a)[0] for a in t[1:]]), 9
+        if k == "repeat":
+            return self.repeat(self.expr(t[1])[0], t[2]), 9
+        if k == "scale":
+            return self.scale(self.wrap(self.expr(t[1]), 3), t[2]), 3
+        if k == "zero":
+            return self.zero(t[1]), 9
         raise ValueError(f"unknown tree {t!r}")
+
+    _CMP = {">=": "≥", "<=": "≤"}
+
+    def transposed(self, a):
+        return f"({a}){self.transpose}" if a.endswith(self.transpose) else a + self.transpose   # (dWᵀ)ᵀ
+
+    def power(self, base, k):
+        return f"{base}^{self.num(k)}"
+
+    def modulo(self, a, k):
+        return f"{a} mod {self.num(k)}"
+
+    def compare(self, sym, a, b, mask):
+        """An Iverson bracket: 1 where the comparison holds, else 0."""
+        return f"[{a} {self._CMP.get(sym, sym)} {b}]"
+
+    def select(self, m, a, b):
+        return f"where({m} > 0, {a}, {b})"
+
+    def repeat(self, a, n):
+        return f"repeat({a}, {n} columns)"
+
+    def scale(self, a, n):
+        return f"{a} / {n}"
+
+    def zero(self, t):
+        return "0"
 
     def binary(self, sym, a, b):
         return f"{a}{self.matmul_fwd if sym == '@' else self.times if sym == '*' else f' {sym} '}{b}"
@@ -527,7 +642,11 @@ class LatexPrinter(TextPrinter):
     times, matmul_fwd, transpose, square = r" \odot ", r" ", r"^\top", "^2"
 
     def atom(self, n):
-        return _latex_name(self.name(n))
+        a = self.d.g.nodes[n]
+        return self.num(a["value"]) if a["kind"] == "const" and a["shape"] == () else _latex_name(self.name(n))
+
+    def transposed(self, a):
+        return f"{{{a}}}^\\top" if "^" in a else a + self.transpose   # never a double superscript
 
     def grad_name(self, n):
         text, prec = self.value(n)
@@ -556,8 +675,33 @@ class LatexPrinter(TextPrinter):
         return rf"[{a} > 0]"
 
     def function(self, name, args):
-        fn = {"tanh": r"\tanh", "sigmoid": r"\sigma", "exp": r"\exp"}.get(name, rf"\mathrm{{{name}}}")
+        if name == "sqrt":
+            return rf"\sqrt{{{args[0]}}}"
+        if name == "abs":
+            return rf"\left|{args[0]}\right|"
+        if name == "floor":
+            return rf"\left\lfloor {args[0]} \right\rfloor"
+        fn = {"tanh": r"\tanh", "sigmoid": r"\sigma", "exp": r"\exp", "log": r"\log", "sin": r"\sin",
+              "cos": r"\cos", "maximum": r"\max", "minimum": r"\min", "sign": r"\operatorname{sign}",
+              "sum": r"\textstyle\sum_j", "mean": r"\operatorname{mean}_j"}.get(name, rf"\mathrm{{{name}}}")
         return rf"{fn}\left({', '.join(args)}\right)"
+
+    _CMP = {">=": r"\geq", "<=": r"\leq"}
+
+    def power(self, base, k):
+        return f"{{{base}}}^{{{self.num(k)}}}"
+
+    def modulo(self, a, k):
+        return rf"{a} \bmod {self.num(k)}"
+
+    def select(self, m, a, b):
+        return rf"\begin{{cases}} {a} & {m} > 0 \\ {b} & \text{{else}} \end{{cases}}"
+
+    def repeat(self, a, n):
+        return rf"{a}\,\mathbf{{1}}_{{{n}}}^\top"
+
+    def scale(self, a, n):
+        return rf"\tfrac{{1}}{{{n}}}\,{a}"
 
     def concat(self, parts):
         return r"\left[" + r" \;\middle|\; ".join(parts) + r"\right]"

@@ -47,6 +47,8 @@ class PythonPrinter(TextPrinter):
             taken.add(name)
             return name
         g = d.g
+        for n in d.const_arrays:   # module-level arrays, named before any local can take the name
+            self.py[n] = claim(_ident(d.names[n]))
         for n in d.order:
             a = g.nodes[n]
             if a["kind"] == "state":
@@ -65,7 +67,7 @@ class PythonPrinter(TextPrinter):
 
     def atom(self, n):
         a = self.d.g.nodes[n]
-        return self.num(a["value"]) if a["kind"] == "const" else self.py[n]
+        return self.num(a["value"]) if a["kind"] == "const" and a["shape"] == () else self.py[n]
 
     def value(self, n):
         d = self.d
@@ -101,13 +103,41 @@ class PythonPrinter(TextPrinter):
     def positive(self, a):
         return f"({a} > 0)"
 
+    _FUNCTIONS = {"tanh": "np.tanh", "sigmoid": "sigmoid", "exp": "np.exp", "sqrt": "np.sqrt", "log": "np.log",
+                  "abs": "np.abs", "sin": "np.sin", "cos": "np.cos", "floor": "np.floor", "sign": "np.sign",
+                  "maximum": "np.maximum", "minimum": "np.minimum"}
+
     def function(self, name, args):
-        fn = {"tanh": "np.tanh", "sigmoid": "sigmoid", "exp": "np.exp"}.get(name)
         if name == "relu":
             return f"np.maximum({args[0]}, 0)"
+        if name in ("sum", "mean"):   # over the last axis, kept as a column
+            return f"np.{name}({args[0]}, axis=-1, keepdims=True)"
+        fn = self._FUNCTIONS.get(name)
         if fn is None:
             raise GraphError(f"export does not know primitive {name!r}")
         return f"{fn}({', '.join(args)})"
+
+    def power(self, base, k):
+        return f"{base} ** {self.num(k)}"
+
+    def modulo(self, a, k):
+        return f"{a} % {self.num(k)}"
+
+    def compare(self, sym, a, b, mask):
+        # a mask is a number in the operands' dtype; as a factor a boolean array does
+        return f"({a} {sym} {b}).astype(np.result_type({a}, {b}))" if mask else f"({a} {sym} {b})"
+
+    def select(self, m, a, b):
+        return f"np.where({m} > 0, {a}, {b})"
+
+    def repeat(self, a, n):
+        return f"np.repeat({a}, {n}, axis=-1)"
+
+    def scale(self, a, n):
+        return f"{a} * (1 / {n})"   # the engine multiplies by 1/n, not divides
+
+    def zero(self, t):
+        return f"np.zeros_like({self.expr(t)[0]})"
 
     def concat(self, parts):
         return f"np.concatenate([{', '.join(parts)}], axis=-1)"
@@ -159,9 +189,10 @@ class _Module:
     def __init__(self, cell):
         self.d = d = Derivation(cell)
         if d.unknown:
-            raise GraphError(f"cell {cell.name!r}: export does not know primitive "
-                             f"{sorted(set(d.unknown))[0]!r}; its numpy form must be added to "
-                             "graphrnn.explain.RULES")
+            # every built-in primitive is in RULES: what is left is a user's primitive (or a
+            # built-in's name with forward/backward replaced), whose numpy code only its class holds
+            raise GraphError(f"cell {cell.name!r}: export does not know primitive {sorted(set(d.unknown))[0]!r} "
+                             "(a user primitive: a self-contained numpy module cannot hold its class's code)")
         self.p = PythonPrinter(d)
         self.cell = cell
         self.states = list(cell.states)
@@ -194,7 +225,7 @@ class _Module:
                 ndim = len(g.nodes[ln.target]["shape"])
                 body.append(f"{var}{p.cols_of(ndim, *ln.piece)} += {rhs}")
             elif tree[0] == "neg":
-                body.append(f"{var} = {var} - {p.expr(tree[1])[0]}")
+                body.append(f"{var} = {var} - {p.wrap(p.expr(tree[1]), 3)}")
             else:
                 body.append(f"{var} = {var} + {rhs}")
         self.seen = seen
@@ -239,6 +270,10 @@ class _Module:
                 "def sigmoid(x):", "    return 1 / (1 + np.exp(-x))"]
         if p.uses_sum_to:
             out.append(_SUM_TO.rstrip("\n"))
+        for n in d.const_arrays:
+            out += ["", "", f"# the cell's constant array {d.names[n]} {tuple(g.nodes[n]['shape'])} (not trained)",
+                    f"{p.py[n]} = np.array({g.nodes[n]['value'].tolist()!r})",
+                    f"{p.py[n]}.setflags(write=False)"]
         out += ["", "", f"class {cname}:",
                 f'    """One step of the cell; the book\'s layer form."""', "",
                 f"    def __init__(self, {', '.join(params)}):" if params else "    def __init__(self):",

@@ -255,8 +255,6 @@ def _expression(g, n, dims, depth):
     return a["op"].expression(names, precs, lambda lo, hi: dims.slice(ndim, lo, hi))
 
 
-
-
 def _grad_of(name):
     """``dL/dz``; ``dL/d(r * h)`` for an expression."""
     return f"dL/d({name})" if " " in name else f"dL/d{name}"

@@ -1,4 +1,5 @@
 """explain: a cell's derivation as a textbook writes it, generated from the graph."""
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -6,6 +7,7 @@ import graphrnn as gr
 from graphrnn import cli
 from graphrnn.cells import CELLS
 from graphrnn.explain import explain
+from graphrnn.export import export
 from graphrnn.testing import random_cells
 
 # The issue's seed derivation of the book's GRU, in its order, written with the
@@ -143,3 +145,75 @@ def test_every_random_cell_is_explained_with_a_line_per_gradient(cell):
     for name, node in cell.params.items():
         if d.req[node]:
             assert f"d{name} " in text or f"d{name}[" in text, (name, text)
+
+
+def literature_cell():
+    """One cell reading every primitive "cells" added, a named and an unnamed constant array."""
+    c = gr.CellBuilder("lit")
+    x, h = c.input("x", 3), c.state("h", 4)
+    W, V = c.param("W", (4, 4)), c.param("V", (3, 4))
+    P = c.const(np.eye(4)[::-1], name="P")
+    u = c.named(x @ V, "u")
+    m = c.named(gr.where(u > 0.0, gr.sqrt(abs(u) + 1.0), gr.log(gr.maximum(u, 0.5))), "m")
+    k = c.named(gr.minimum(gr.sin(h), gr.cos(h)) / (h * h + 1.0), "k")
+    c.update(h=gr.tanh(h @ (W - W.T - 0.1 * c.const(np.eye(4))) + m @ P + (h ** 3) % 2.0 + k
+                       + gr.floor(h * 3.1).mean() + h.sum()))
+    return c.build()
+
+
+def test_every_built_in_primitive_has_its_rule_and_constant_arrays_are_named():
+    text = str(explain(literature_cell()))
+    assert "explain does not know" not in text
+    for line in ["t1 = h @ (W - Wᵀ - 0.1 * C1)",           # the unnamed constant array: C1
+                 "+ m @ P +",                                # the named one by its name
+                 "m = where([u > 0] > 0, sqrt(abs(u) + 1), log(maximum(u, 0.5)))",
+                 "d(minimum(sin(h), cos(h))) = dk / (h * h + 1)",                  # div: da = dy / b
+                 "d(h * h + 1) = −(dk * k / (h * h + 1))",                           # db = −dy·y / b
+                 "d(sin(h)) = d(minimum(sin(h), cos(h))) * [sin(h) ≤ cos(h)]",     # the tie goes to a
+                 "d(cos(h)) = d(minimum(sin(h), cos(h))) * [sin(h) > cos(h)]",
+                 "du = d(maximum(u, 0.5)) * [u ≥ 0.5]",
+                 "dh += d(sin(h)) * cos(h)", "dh += −(d(cos(h)) * sin(h))",
+                 "d(maximum(u, 0.5)) = d(log(maximum(u, 0.5))) / maximum(u, 0.5)",  # log
+                 "d(abs(u) + 1) = d(sqrt(abs(u) + 1)) / (2 * sqrt(abs(u) + 1))",    # sqrt: dy / (2y)
+                 "du += d(abs(u) + 1) * sign(u)",                                     # abs
+                 "d(sqrt(abs(u) + 1)) = dm * [[u > 0] > 0]",                          # where
+                 "d(log(maximum(u, 0.5))) = dm * [[u > 0] ≤ 0]",
+                 "d([u > 0]) = 0",                                                    # a mask: none
+                 "d(floor(h * 3.1)) = repeat(d(mean(floor(h * 3.1))) / 4, 4 columns)",  # mean
+                 "d(h * 3.1) = 0",                                                    # floor
+                 "dh += dt2 * 3 * h^2",                                               # pow, k = 3
+                 "dh = repeat(d(sum(h)), 4 columns)",                                 # sum
+                 "dW += (dWᵀ)ᵀ"]:                                                     # transpose
+        assert line in text, (line, text)
+    assert "% 2" not in text and "h^3 mod 2" in text and "dt2 = dt3" in text   # mod: dx = dy
+    md = explain(literature_cell()).markdown()
+    assert r"^\top^" not in md and r"\sqrt{" in md and r"\lfloor" in md
+
+
+def test_a_registered_user_primitive_is_said_to_be_unknown():
+    from graphrnn.primitives import PRIMITIVES
+
+    class Softsign(gr.Elementwise):
+        """y = x / (1 + |x|);  dx = dy / (1 + |x|)²"""
+        name = "softsign_explain"
+        rule = ("dx = dy / (1 + |x|)²",)
+        saves = (0,)
+
+        def forward(self, xp, x, out=None):
+            return xp.divide(x, 1 + xp.abs(x), out=out)
+
+        def backward(self, xp, dy, xs, y, needs):
+            return (dy / (1 + xp.abs(xs[0])) ** 2,)
+
+    softsign = gr.register_primitive(Softsign)
+    try:
+        c = gr.CellBuilder("soft")
+        x, h = c.input("x", 2), c.state("h", 2)
+        c.update(h=softsign(x + h))
+        cell = c.build()
+        text = str(explain(cell))
+        assert "explain does not know primitive 'softsign_explain' (its own rule: dx = dy / (1 + |x|)²)" in text
+        with pytest.raises(gr.GraphError, match="export does not know primitive 'softsign_explain'"):
+            export(cell)
+    finally:
+        PRIMITIVES.pop("softsign_explain", None)

@@ -89,3 +89,14 @@ def test_export_names_variables_from_the_graph():
                  "h_tilde = np.tanh(a_h_tilde)", "dh_tilde = dh_next * z", "dh_prev = dh_next * (1 - z)",
                  "return dx, dh_prev"]:
         assert text in src, text
+
+
+def test_every_built_in_primitive_and_constant_arrays_export_with_graphrnns_gradients():
+    from test_explain import literature_cell
+
+    cell = literature_cell()
+    src = export(cell)
+    # the constant arrays are the module's own (named P, and C1 for the unnamed one)
+    assert "\nP = np.array([[0.0, 0.0, 0.0, 1.0]," in src and "\nC1 = np.array([[1.0, 0.0," in src
+    for seed in range(3):
+        compare(cell, seed=seed)
