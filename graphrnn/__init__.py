@@ -31,9 +31,10 @@ _PUBLIC = {
 }
 # every public submodule, as gr.NAME (loaded on first use like the names above);
 # render and unroll are the functions of those names, their modules graphrnn.render, graphrnn.unroll
-_SUBMODULES = ("backend", "bench", "cells", "checkpoint", "contenders", "data", "demo", "emit", "errors",
-               "files", "graph", "layers", "models", "optim", "plan", "plots", "primitives", "report",
-               "schema", "sweep", "tasks", "testing", "train", "workspace")
+_SUBMODULES = ("anomaly", "backend", "bench", "cells", "checkpoint", "contenders", "data", "demo", "emit",
+               "errors", "export", "files", "gradflow", "graph", "layers", "models", "optim", "plan",
+               "plots", "primitives", "report", "runfolder", "schema", "step", "sweep", "tasks", "tbptt",
+               "testing", "train", "workspace")
 # Functions named like the module that defines them: importing the module
 # graphrnn.render binds it to the package as `render`; the public name is the function.
 _SHADOWED = ("render", "unroll", "explain")

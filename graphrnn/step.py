@@ -119,6 +119,8 @@ class Step:
             raise GraphError("softmax_ce needs at least 2 outputs")
         self.cell_names = list(cell.param_shapes())
         self.dtype = cell.check_params({k: params[k] for k in self.cell_names})
+        if self.dtype is None:  # a cell without parameters: the head's, else the inputs' (first call)
+            self.dtype = next((np.asarray(params[k]).dtype for k in self.head.param_shapes() if k in params), None)
         for name, shape in self.head.param_shapes().items():
             a = params.get(name)
             if a is None or tuple(a.shape) != shape or a.dtype != self.dtype:
@@ -144,6 +146,8 @@ class Step:
 
     def _choose(self, xs):
         from .emit import numba_runtime
+        if self.dtype is None:
+            self.dtype = np.asarray(xs).dtype
         name = emit.engine_setting(self.engine_asked)
         self._cell_engine = name
         n = xs.shape[0]
@@ -270,11 +274,11 @@ class Step:
         n, t = shape[0], shape[1]
         if self.loss_name == "softmax_ce":
             ok = getattr(targets, "shape", None) == (n, t) and targets.dtype == np.int64
-            want = f"({n}, {t}) int64 class indices"
         else:
             ok = getattr(targets, "shape", None) == (n, t, self.head.out_size) and targets.dtype == self.dtype
-            want = f"({n}, {t}, {self.head.out_size}) {self.dtype}"
-        if not ok:
+        if not ok:  # the message is only written when needed: a call builds no strings
+            want = (f"({n}, {t}) int64 class indices" if self.loss_name == "softmax_ce"
+                    else f"({n}, {t}, {self.head.out_size}) {self.dtype}")
             raise GraphError(f"step of cell {self.cell.name!r}: targets must be {want}, got "
                              f"{fmt_shape(tuple(np.shape(targets)))} {getattr(targets, 'dtype', '')}")
         return n, t

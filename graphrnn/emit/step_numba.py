@@ -38,8 +38,8 @@ import numpy as np
 from ..plan import STATIC
 from . import scalar
 from .native_layout import NotNative
+from .numba_loops import FUNCTIONS  # one table of the math functions native code may call
 
-FUNCTIONS = {"exp": "math.exp", "tanh": "math.tanh"}
 LOSSES = ("softmax_ce", "sigmoid_ce", "squared_error", "sigmoid_squared_error")
 
 
@@ -122,6 +122,8 @@ class StepText:
             form = plan.info[n][0].native_form()
             if form is None:
                 raise NotNative(f"primitive {plan.info[n][0].name!r} has no native form")
+            if form not in ("matmul", "window", "join", "elementwise"):
+                raise NotNative(f"primitive {plan.info[n][0].name!r} ({form}) is not in the step's loops")
             if plan.kind[n] == STATIC and form not in ("window", "join", "elementwise"):
                 raise NotNative(f"static node {plan.graph.nodes[n]['label']!r} ({form})")
             if form == "elementwise" and plan.kind[n] != STATIC:

@@ -6,7 +6,7 @@ wrappers that call the same trainer.
 """
 from __future__ import annotations
 
-from .base import Task, TaskError
+from .base import Task, TaskError, samplable
 from .binary_addition import BinaryAddition
 from .dinosaurs import Dinosaurs
 from .lstm_toy import LstmToy
@@ -25,9 +25,6 @@ def get(name):
         raise TaskError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
 
 
-def samplable():
-    """The tasks whose trained model can generate (``graphrnn sample``)."""
-    return [name for name, cls in TASKS.items() if cls.sample is not Task.sample]
 
 
 __all__ = ["samplable", "TASKS", "Task", "TaskError", "get", "BinaryAddition", "Primes", "Dinosaurs", "LstmToy", "PTB", "Text", "Sequences"]

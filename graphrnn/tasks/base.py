@@ -125,9 +125,19 @@ class Task:
         pass
 
     def sample(self, n, seed):
-        from . import samplable
         raise TaskError(f"task {self.name!r} has nothing to sample; these tasks can be sampled: "
                         f"{', '.join(samplable())}")
+
+
+def samplable():
+    """The tasks whose trained model can generate (``graphrnn sample``), by name."""
+    found, todo = set(), list(Task.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.sample is not Task.sample and getattr(cls, "name", None):
+            found.add(cls.name)
+    return sorted(found)
 
 
 def whole_number(config, key, low, says):
