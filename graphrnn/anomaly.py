@@ -77,13 +77,15 @@ def check_inputs(cell, xp, params, xs, state0):
                                f"{found[0]} at {found[1]}")
 
 
-def watch(run, cell, params, xs, state0):
+def watch(run, cell, params, xs, state0, replay):
     """Check a compiled run's outputs now and its gradients when ``backward``
-    is called; on a non-finite value, find its first node. Returns ``run``."""
+    is called; on a non-finite value, find its first node by ``replay`` (the
+    scheduler's step-by-step interpreter, handed in so that the arrow from
+    unroll to this module stays one-way). Returns ``run``."""
     xp = run.xp
     check_inputs(cell, xp, params, xs, state0)
     if _bad(xp, run.hs) or any(_bad(xp, s) for s in run.state.values()):
-        _first_bad_forward(cell, params, xs, state0, engine=run.engine)
+        _first_bad_forward(replay(cell, params, xs, state0), cell, engine=run.engine)
     compiled_backward = run.backward
 
     def backward(dhs=None, dstate=None, *, need_xs=True):
@@ -94,7 +96,7 @@ def watch(run, cell, params, xs, state0):
         g = compiled_backward(dhs, dstate, need_xs=need_xs)
         results = [*g.params.values(), g.xs, *(g.state0 or {}).values()]
         if any(_bad(xp, r) for r in results):
-            _first_bad_backward(cell, params, xs, state0, dhs, dstate, engine=run.engine)
+            _first_bad_backward(replay(cell, params, xs, state0), cell, dhs, dstate, engine=run.engine)
         return g
     run.backward = backward
     return run
@@ -116,9 +118,7 @@ def _rule(op):
     return f"{_forward(op)}; backward {', '.join(op.rule) or '(no rule declared)'}"
 
 
-def _first_bad_forward(cell, params, xs, state0, engine):
-    from .unroll import unroll_naive
-    naive = unroll_naive(cell, params, xs, state0)
+def _first_bad_forward(naive, cell, engine):
     g = cell.graph
     for t, values in enumerate(naive.steps):
         for node in naive.order:
@@ -134,11 +134,9 @@ def _first_bad_forward(cell, params, xs, state0, engine):
                        "the declared graph, run step by step, does not: an engine bug; please report it")
 
 
-def _first_bad_backward(cell, params, xs, state0, dhs, dstate, engine):
+def _first_bad_backward(naive, cell, dhs, dstate, engine):
     """The naive interpreter's backward, each local backward's results checked
     as they are made, latest step first (the order BPTT computes them)."""
-    from .unroll import unroll_naive
-    naive = unroll_naive(cell, params, xs, state0)
     xp, g = naive.xp, cell.graph
     carry = {name: None if not dstate else dstate.get(name) for name in cell.states}
     for t in range(naive.t - 1, -1, -1):

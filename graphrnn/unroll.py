@@ -187,7 +187,7 @@ def unroll(cell, params, xs, state0=None, *, fuse=True, engine=None):
     plan = compile_cell(cell, fuse)
     run = Run(plan, xp, params, xs, s0, n, t, dtype, emit.loops_for(plan, engine, xp, dtype, n, t))
     if anomaly.active():  # gr.detect_anomaly(): check, and name the first non-finite node
-        return anomaly.watch(run, cell, params, xs, state0)
+        return anomaly.watch(run, cell, params, xs, state0, unroll_naive)
     return run
 
 
