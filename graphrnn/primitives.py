@@ -168,8 +168,10 @@ class Primitive:
             return f"({texts[i]})" if precs[i] < mine else texts[i]
         if self.symbol and len(texts) == 2:
             mine = self.precedence
-            # a - (b - c), a / (b * c), a @ (b @ c): the right operand binds tighter
-            return f"{wrap(0, mine)} {self.symbol} {wrap(1, mine + (not self.associative))}"
+            # a - (b - c), a / (b * c), a @ (b @ c): the right operand binds tighter;
+            # one of another op at nearly this level (a matmul beside a product) is bracketed
+            right = mine + (not self.associative or precs[1] != mine)
+            return f"{wrap(0, mine)} {self.symbol} {wrap(1, right)}"
         if self.symbol and len(texts) == 1:
             return f"{self.symbol}{wrap(0, 9)}"
         return f"{self.name}({', '.join(texts)})"
@@ -252,7 +254,9 @@ class Binary(Primitive):
 
 class MatMul(Primitive):
     """y = a @ w;  da = dy @ wᵀ,  dw = aᵀ dy   (rows of a are independent)"""
-    symbol, precedence = "@", 3
+    # Python reads * and @ alike, left to right; a reader does not, so a product
+    # meeting a matmul is bracketed either way: (r * h) @ W, r * (h @ W)
+    symbol, precedence = "@", 3.5
     name = "matmul"
     arity = 2
     rule = ("da = dy Wᵀ", "dW = aᵀ dy")
