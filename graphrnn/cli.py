@@ -165,11 +165,16 @@ def _run_sample(args):
 def _add_report(sub):
     p = sub.add_parser("report", help="compare finished training runs: report.md and a plot of the curves")
     p.add_argument("folder", metavar="DIR", help="a folder holding run folders (e.g. runs/ptb-ch6)")
+    p.add_argument("--spread", type=float, default=None, metavar="X",
+                   help="the spread over seeds to weigh a margin against when the runs have one seed each "
+                        "(e.g. another sweep's, such as docs/ptb/ch6/report.md's)")
 
 
 def _run_report(args):
     from .report import write
-    md = write(args.folder)
+    if args.spread is not None and not args.spread >= 0:
+        raise UsageError(f"--spread must be a number >= 0, not {args.spread}")
+    md = write(args.folder, spread=args.spread)
     print(md)
     print(f"wrote {args.folder}/report.md (and the plot it shows)")
     return 0

@@ -156,7 +156,7 @@ def _spread(row, key):
 
 # ----------------------------------------------------------------------------- markdown
 
-def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=()):
+def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=(), spread=None):
     names = {k: k.replace("_", " ") for k in judge.shown}
     title = "PTB" if judge.task == "ptb" else judge.task
     if judge.task == "ptb":
@@ -198,7 +198,7 @@ def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=(
             gap = r["mean"][judge.judge] - win["mean"][judge.judge]
             lines.append(f"| {r['cell']} | {r['lr']:g} | " + " | ".join(vals) +
                          f" | {_signed(gap, r['mean'][judge.judge])} | {_unsigned(_spread(r, judge.judge), r['mean'][judge.judge])} |")
-        lines += ["", verdict(order, judge), ""]
+        lines += ["", verdict(order, judge, spread), ""]
     lines += _faults(root, runs, diverged)
     folders = [u for u in unfinished if os.path.isdir(u)]
     if folders:
@@ -241,8 +241,11 @@ def _faults(root, runs, diverged):
     return out
 
 
-def verdict(order, judge):
-    """One sentence: the winner, its margin, and whether the margin exceeds the seeds' spread."""
+def verdict(order, judge, yardstick=None):
+    """One sentence: the winner, its margin, and whether the margin exceeds the seeds' spread.
+
+    ``yardstick`` is a spread from elsewhere (another sweep's spread over seeds)
+    for runs of one seed each, where this folder has no spread of its own."""
     win = order[0]
     if len(order) == 1:
         return f"Only {win['cell']} was run."
@@ -266,6 +269,11 @@ def verdict(order, judge):
     scale = abs(win["mean"][k])
     figures = (f"{figure} {_num(win['mean'][k])} against {second['cell']}'s {_num(second['mean'][k])} "
                f"(lr {second['lr']:g})")
+    if n < 2 and yardstick is not None:
+        larger = "larger than" if gap > yardstick else "within"
+        return (f"**{win['cell']}** is ahead at its own best rate (lr {win['lr']:g}): {figures}, a margin of "
+                f"{_unsigned(gap, scale)}, {larger} the spread over seeds given as the yardstick "
+                f"({_unsigned(yardstick, scale)}, measured elsewhere: these runs have one seed each).")
     if n < 2:
         return (f"**{win['cell']}** is ahead at its own best rate (lr {win['lr']:g}): {figures}, a margin of "
                 f"{_unsigned(gap, scale)}; with one seed per cell there is no spread over seeds to weigh it against.")
@@ -340,8 +348,10 @@ def plot_curves(path, best, figure):
 
 # ----------------------------------------------------------------------------- writing
 
-def write(root, name="report.md", plot_name=None):
-    """Write ``report.md`` and the plot into ``root``; returns the markdown."""
+def write(root, name="report.md", plot_name=None, spread=None):
+    """Write ``report.md`` and the plot into ``root``; returns the markdown.
+
+    ``spread``: the yardstick a one-seed comparison is weighed against (see ``verdict``)."""
     runs, diverged, unfinished = load_runs(root)
     if not runs and not diverged:
         raise FileNotFoundError(f"no finished runs (metrics.json, or diverged.json) under {root}")
@@ -357,6 +367,6 @@ def write(root, name="report.md", plot_name=None):
         plot(os.path.join(root, plot_name), best)
     else:
         plot_curves(os.path.join(root, plot_name), best, CURVE.get(judge.task, "loss"))
-    md = markdown(root, rows, best, unfinished, judge, plot_name, diverged, runs)
+    md = markdown(root, rows, best, unfinished, judge, plot_name, diverged, runs, spread)
     files.atomic_write(os.path.join(root, name), md)
     return md

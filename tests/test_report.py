@@ -53,3 +53,17 @@ def test_a_damaged_diverged_record_is_named_and_left_out(tmp_path, capsys, recor
     md = (tmp_path / "report.md").read_text()
     assert f"Not counted: {bad / 'diverged.json'}: {field}" in md
     assert "| lstm **best** | 20 | 0 | 150.0 | 140.0 |" in md
+
+
+def test_one_seed_per_cell_is_weighed_against_a_spread_given_from_elsewhere(tmp_path, capsys):
+    run_folder(tmp_path, "lstm-lr20", test_perplexity=86.7, valid_perplexity=89.9)
+    run_folder(tmp_path, "gru-lr10", cell="gru", lr=10.0, test_perplexity=99.8, valid_perplexity=103.0)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert "with one seed per cell there is no spread over seeds to weigh it against" in capsys.readouterr().out
+    assert cli.main(["report", str(tmp_path), "--spread", "1.5"]) == 0
+    assert ("a margin of 13.1, larger than the spread over seeds given as the yardstick (1.5, measured "
+            "elsewhere: these runs have one seed each)") in capsys.readouterr().out
+    assert cli.main(["report", str(tmp_path), "--spread", "20"]) == 0
+    assert "13.1, within the spread over seeds given as the yardstick (20.0," in (tmp_path / "report.md").read_text()
+    assert cli.main(["report", str(tmp_path), "--spread", "-1"]) == 2
+    assert "--spread must be a number >= 0" in capsys.readouterr().err
