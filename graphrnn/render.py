@@ -327,22 +327,19 @@ def _edge_label(g, src, dst, dims):
 def _part(g, src, dst, dims):
     """What dst's rule gives src, with the operands named by their values:
     ``dL/dh' * h~`` (not ``da``), ``dL/dz|r Wh[:, :2H]ᵀ``; a sum where src is read
-    twice (x * x). The primitive's rule from ``graphrnn.explain.RULES``; its own
-    rule text (``da``) where that table does not know the primitive."""
-    from .explain import rule_for
-
+    twice (x * x). The primitive's own gradient tree (``Primitive.gradient``);
+    its rule text (``da``) where it declares none."""
     a = g.nodes[dst]
     op, args = a["op"], a["args"]
-    rule = rule_for(op)
     uses = [i for i, p in enumerate(args) if p == src]
-    if rule is None:
+    if not type(op).formulas():
         texts = op.rule or (op.name,)
         lhs = [(texts[i] if len(texts) > 1 else texts[0]).split(" = ")[0] for i in uses]
         return " + ".join(dict.fromkeys(lhs))
     printer = _ValuePrinter(g, dims)
     parts = []
     for i in uses:
-        tree = rule[1](i, ("g", dst), [("v", p) for p in args], ("v", dst), op)
+        tree = op.gradient(i, ("g", dst), [("v", p) for p in args], ("v", dst))
         if tree[0] == "piece":
             tree = tree[3]
         parts.append(printer.expr(tree)[0])
