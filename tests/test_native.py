@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import graphrnn as gr
@@ -170,6 +170,36 @@ def test_a_user_primitive_runs_through_its_python_rule_inside_the_native_loops(d
         np.testing.assert_array_equal(gauto.hs, runs[1].hs if gauto.engine == "native" else runs[0].hs)
     finally:
         PRIMITIVES.pop(RoundST.name), PRIMITIVES.pop(Scale.name)
+
+
+def _as_users(op):
+    """The same rule as a user's primitive would give it: a backward of its own
+    (the built-in one, called), so no native form; the instance keeps its attributes."""
+    cls = type(op)
+    op.__class__ = type(f"User{cls.__name__}", (cls,), {"backward": lambda self, *a: cls.backward(self, *a)})
+
+
+@needs_numba
+@settings(max_examples=scaled_examples(5), deadline=None)
+@given(data=st.data(), cell=random_cells(max_ops=6))
+def test_random_cells_with_python_rules_inside_the_native_loops_equal_numpy_loops(data, cell):
+    """Ops of random cells turned into Python rules, wherever they sit (slices,
+    broadcasts, static operands, state updates): the staged loops call them."""
+    g = cell.graph
+    declared = gr.compile_cell(cell, fuse=False)  # (the fused plan, compiled below, is cached apart)
+    ops = [n for n in declared.recurrent_ops if type(g.nodes[n]["op"]).native_form() == "elementwise"]
+    if not ops:
+        return
+    chosen = data.draw(st.lists(st.sampled_from(ops), min_size=1, max_size=3, unique=True), label="python ops")
+    for n in chosen:
+        _as_users(g.nodes[n]["op"])
+    params, xs, state0 = data.draw(unroll_args(cell, max_steps=4), label="unroll args")
+    plan = gr.compile_cell(cell)
+    a = gr.unroll(cell, params, xs, state0, engine="numpy")
+    b = _native(cell, params, xs, state0, "staged")
+    report = check_engines(cell, params, xs, state0, runs=(a, b))
+    assert compared_every_gradient(report, cell)
+    event(f"{len(numba_loops.python_nodes(plan))} Python rules per step")
 
 
 def test_on_cupy_a_primitive_without_a_native_form_falls_back_to_the_numpy_loops(monkeypatch):
