@@ -138,32 +138,16 @@ def _first_bad_backward(naive, cell, dhs, dstate, engine):
     """The naive interpreter's backward, each local backward's results checked
     as they are made, latest step first (the order BPTT computes them)."""
     xp, g = naive.xp, cell.graph
-    carry = {name: None if not dstate else dstate.get(name) for name in cell.states}
-    for t in range(naive.t - 1, -1, -1):
-        v = naive.steps[t]
-        grads = {}
 
-        def add(node, d):
-            grads[node] = d if node not in grads else grads[node] + d
-        for name, d in carry.items():
-            if d is not None:
-                add(cell.updates[name], d)
-        if dhs is not None:
-            add(cell.output_node, dhs[:, t])
-        for node in reversed(naive.order):
+    def check(t, node, i, d):
+        found = _bad(xp, d)
+        if found:
             a = g.nodes[node]
-            if node not in grads or a["kind"] != "op":
-                continue
-            res = a["op"].backward(xp, grads[node], [v[p] for p in a["args"]], v[node], (True,) * len(a["args"]))
-            for i, (p, r) in enumerate(zip(a["args"], res)):
-                found = _bad(xp, r)
-                if found:
-                    rule = a["op"].rule[i] if i < len(a["op"].rule) else "(no rule declared)"
-                    raise AnomalyError(
-                        f"anomaly: the gradient that {_where(cell, node, t)} passes to "
-                        f"{g.nodes[p]['label']!r} is {found[0]} at {found[1]}, from a finite dL/d"
-                        f"{a['label']} (its rule: {rule}; {_forward(a['op'])})")
-                add(p, r)
-        carry = {name: grads.get(node) for name, node in cell.states.items()}
+            rule = a["op"].rule[i] if i < len(a["op"].rule) else "(no rule declared)"
+            raise AnomalyError(
+                f"anomaly: the gradient that {_where(cell, node, t)} passes to "
+                f"{g.nodes[a['args'][i]]['label']!r} is {found[0]} at {found[1]}, from a finite dL/d"
+                f"{a['label']} (its rule: {rule}; {_forward(a['op'])})")
+    naive.backward(dhs, dstate, need_xs=False, each_gradient=check)
     raise AnomalyError(f"anomaly in cell {cell.name!r}: the {engine} loops produced a non-finite gradient "
                        "that the declared graph, run step by step, does not: an engine bug; please report it")

@@ -150,14 +150,9 @@ def read_manifest(folder, name=MANIFEST):
     path = os.path.join(folder, name)
     if not os.path.isdir(folder):
         raise CheckpointError(f"no run folder {folder!r}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint in {folder!r} ({MANIFEST} is missing)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = runfolder.read_record(path, error=CheckpointError,
+                                     missing=f"no checkpoint in {folder!r} ({name} is missing)")
+    if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a graphrnn checkpoint manifest")
     if manifest.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {manifest.get('version')} is not "

@@ -6,7 +6,7 @@ BPTT can run it, with the cell's own names, ``+=`` where a value has several
 readers, the per-step lines apart from those done once per sequence, and the
 gradient carried to step t−1. Nothing is written per cell: the lines come from
 the graph (names, readers), the plan (what is hoisted, static or per step) and
-one table of rules keyed by primitive (``RULES``); ``graphrnn.export`` prints
+each primitive's own formula trees (``Primitive.formula``, ``gradient``); ``graphrnn.export`` prints
 the same ``Derivation`` as numpy code.
 
 Expressions are small trees of tuples, printed three ways (plain text, LaTeX,
@@ -25,150 +25,23 @@ from collections import deque
 
 from .errors import GraphError
 from .plan import HOISTED, RECURRENT, STATIC, compile_cell
-from .primitives import N, _owner
+from .primitives import N
 
 # ----------------------------------------------------------------------------- rules
 #
-# Per primitive: ``forward(args) -> tree`` and ``backward(i, dy, args, y, op) ->
-# tree`` (the gradient of input i), or ``("piece", lo, hi, tree)`` for a slice.
-# Trees: ("v", node) a value, ("g", node) its gradient, ("num", x), ("bin", sym,
-# a, b) with sym in + - * @, ("mm", a, b) a product in a backward line, ("neg",
-# a), ("T", a), ("sq", a), ("pos", a) = [a > 0], ("fn", name, a), ("cols", a, lo,
-# hi), ("cat", [a, ...]), ("sumto", a, in_shape) (a summed over broadcast axes),
-# ("carry", state), ("dhs",); and for the literature's primitives ("pow", a, k),
-# ("mod", a, k), ("mask", sym, a, b) = [a sym b] as 0/1 numbers, ("cmp", sym, a,
-# b) the same as a boolean factor, ("where", m, a, b), ("repeat", a, n) = a on
-# each of n columns, ("scale", a, n) = a / n, ("zero", a) = zeros of a's shape.
-
-
-def _unb(tree, op, i):
-    """Gradient of input i of a broadcasting op: summed back to the input's shape."""
-    ins = op.in_shapes
-    out = _broadcast(ins)
-    return tree if tuple(ins[i]) == tuple(out) else ("sumto", tree, tuple(ins[i]), tuple(out))
-
-
-def _broadcast(shapes):
-    n = max(len(s) for s in shapes)
-    padded = [(1,) * (n - len(s)) + tuple(s) for s in shapes]
-    return tuple(next((d for d in col if d != 1), 1) for col in zip(*padded))
-
-
-def _binary(sym):
-    return lambda args, op: ("bin", sym, args[0], args[1])
-
-
-def _unary(name):
-    return lambda args, op: ("fn", name, args[0])
-
-
-def _one_minus(t):
-    return ("bin", "-", ("num", 1.0), t)
-
-
-def _times(dy, t):
-    return ("bin", "*", dy, t)
-
-
-def _pow_backward(i, dy, a, y, op):
-    """dx = dy·k·xᵏ⁻¹, as Pow.backward computes it (k = 2: dy·2x)."""
-    k = op.k
-    rest = a[0] if k == 2 else ("pow", a[0], k - 1)
-    return _times(_times(dy, ("num", k)), rest)
-
-
-def _mask(sym):
-    """A comparison's forward: [a ⊙ b] as 0.0 or 1.0 in the operands' dtype."""
-    return lambda args, op: ("mask", sym, args[0], args[1])
-
-
-def _no_gradient(i, dy, a, y, op):
-    """A step or a mask: gradient 0 (flat between jumps, and 0 at them too)."""
-    return ("zero", a[i])
-
-
-def _ties_to_a(first, second):
-    """maximum/minimum: da = dy·[a first b], db = dy·[a second b] (a tie's gradient goes to a)."""
-    return lambda i, dy, a, y, op: _unb(_times(dy, ("cmp", first if i == 0 else second, a[0], a[1])), op, i)
-
-
-def _where_backward(i, dy, a, y, op):
-    """dm = 0 (a mask), da = dy·[m > 0], db = dy·[m ≤ 0]."""
-    if i == 0:
-        return ("zero", a[0])
-    return _unb(_times(dy, ("cmp", ">" if i == 1 else "<=", a[0], ("num", 0.0))), op, i)
-
-
-def _columns(op):
-    return op.in_shapes[0][-1]
-
-
-# Each entry states the calculus of the primitive of that name as its class's
-# docstring and backward do (the same conventions at kinks and steps), in the
-# order of operations backward uses, so that export's lines agree with the
-# engine to rounding.
-RULES = {
-    "matmul": (_binary("@"), lambda i, dy, a, y, op: ("mm", dy, ("T", a[1])) if i == 0 else ("mm", ("T", a[0]), dy)),
-    "add": (_binary("+"), lambda i, dy, a, y, op: _unb(dy, op, i)),
-    "sub": (_binary("-"), lambda i, dy, a, y, op: _unb(dy, op, 0) if i == 0 else ("neg", _unb(dy, op, 1))),
-    "mul": (_binary("*"), lambda i, dy, a, y, op: _unb(("bin", "*", dy, a[1 - i]), op, i)),
-    "neg": (lambda args, op: ("neg", args[0]), lambda i, dy, a, y, op: ("neg", dy)),
-    "slice": (lambda args, op: ("cols", args[0], op.start, op.stop),
-              lambda i, dy, a, y, op: ("piece", op.start, op.stop, dy)),
-    "concat": (lambda args, op: ("cat", list(args)),
-               lambda i, dy, a, y, op: ("cols", dy, *_concat_range(op, i))),
-    "tanh": (_unary("tanh"), lambda i, dy, a, y, op: ("bin", "*", dy, _one_minus(("sq", y)))),
-    "sigmoid": (_unary("sigmoid"), lambda i, dy, a, y, op: ("bin", "*", ("bin", "*", dy, y), _one_minus(y))),
-    "relu": (_unary("relu"), lambda i, dy, a, y, op: ("bin", "*", dy, ("pos", y))),
-    "exp": (_unary("exp"), lambda i, dy, a, y, op: ("bin", "*", dy, y)),
-    # da = dy / b, db = −dy·y / b (= −dy·a / b²)
-    "div": (_binary("/"), lambda i, dy, a, y, op: _unb(("bin", "/", dy, a[1]), op, 0) if i == 0
-            else ("neg", _unb(("bin", "/", _times(dy, y), a[1]), op, 1))),
-    "pow": (lambda args, op: ("pow", args[0], op.k), _pow_backward),
-    "sqrt": (_unary("sqrt"), lambda i, dy, a, y, op: ("bin", "/", dy, _times(("num", 2.0), y))),
-    "log": (_unary("log"), lambda i, dy, a, y, op: ("bin", "/", dy, a[0])),
-    "abs": (_unary("abs"), lambda i, dy, a, y, op: _times(dy, ("fn", "sign", a[0]))),   # sign(0) = 0
-    "sin": (_unary("sin"), lambda i, dy, a, y, op: _times(dy, ("fn", "cos", a[0]))),
-    "cos": (_unary("cos"), lambda i, dy, a, y, op: ("neg", _times(dy, ("fn", "sin", a[0])))),
-    "maximum": (lambda args, op: ("fn", "maximum", *args), _ties_to_a(">=", "<")),
-    "minimum": (lambda args, op: ("fn", "minimum", *args), _ties_to_a("<=", ">")),
-    "gt": (_mask(">"), _no_gradient),
-    "lt": (_mask("<"), _no_gradient),
-    "ge": (_mask(">="), _no_gradient),
-    "le": (_mask("<="), _no_gradient),
-    "where": (lambda args, op: ("where", *args), _where_backward),
-    "floor": (_unary("floor"), _no_gradient),
-    "mod": (lambda args, op: ("mod", args[0], op.k), lambda i, dy, a, y, op: dy),   # dx = dy, jumps too
-    "sum": (_unary("sum"), lambda i, dy, a, y, op: ("repeat", dy, _columns(op))),
-    "mean": (_unary("mean"), lambda i, dy, a, y, op: ("repeat", ("scale", dy, _columns(op)), _columns(op))),
-    "transpose": (lambda args, op: ("T", args[0]), lambda i, dy, a, y, op: ("T", dy)),
-}
-
-
-def _concat_range(op, i):
-    lo = sum(s[-1] for s in op.in_shapes[:i])
-    return lo, lo + op.in_shapes[i][-1]
+# Each primitive states its calculus itself, as expression trees
+# (``Primitive.formula`` and ``gradient``; the tree vocabulary is in
+# graphrnn/primitives.py): this module prints them, with the cell's names.
 
 
 class UnknownPrimitive(GraphError):
-    """The rule table has no entry for a primitive (a user's, or one added later)."""
+    """A primitive that declares no formula trees (a user's, unless it gives them)."""
 
 
 def rule_for(op):
-    """(forward, backward) for this primitive, or None. A subclass that changed
-    ``forward`` or ``backward`` is not the primitive the table describes."""
-    cls = type(op)
-    entry = RULES.get(op.name)
-    if entry is None:
-        return None
-    from . import primitives
-
-    base = primitives.PRIMITIVES.get(op.name)
-    if base is None or not issubclass(cls, base):
-        return None
-    if any(_owner(cls, m) is not _owner(base, m) for m in ("forward", "backward")):
-        return None
-    return entry
+    """Does ``op`` state its calculus as trees (``formula``/``gradient``)? Not a
+    subclass that changed ``forward`` or ``backward`` below the class that did."""
+    return type(op).formulas()
 
 
 def _unknown(op):
@@ -251,13 +124,12 @@ class Derivation:
                 depth[n] = 0
                 continue
             op = a["op"]
-            rule = rule_for(op)
             args = [("v", p) for p in a["args"]]
-            if rule is None:
+            if not rule_for(op):
                 self.fwd[n] = ("fn", op.name, *args) if args else ("fn", op.name)
                 self.unknown.append(op.name)
             else:
-                self.fwd[n] = rule[0](args, op)
+                self.fwd[n] = op.formula(args)
             d = max((depth[p] for p in a["args"]), default=0) + (0 if op.name == "slice" else 1)
             name = a.get("vname")
             if name is None and n in self.update_of:
@@ -366,11 +238,10 @@ class Derivation:
         g = self.g
         op = self._op(n)
         args = g.nodes[n]["args"]
-        rule = rule_for(op)
         wants = [self.req[p] and g.nodes[p]["kind"] != "const" for p in args]
         if not any(wants):
             return
-        if rule is None:
+        if not rule_for(op):
             lines.append(Line(None, "", ("text", _unknown(op)), self._section))
             return
         dy = self._grad(n)
@@ -381,7 +252,7 @@ class Derivation:
             p = args[i]
             if not wants[i]:
                 continue
-            tree = rule[1](i, dy, vals, ("v", n), op)
+            tree = op.gradient(i, dy, vals, ("v", n))
             if tree[0] == "piece":
                 self._contribute(lines, p, tree[3], piece=(tree[1], tree[2]))
                 continue

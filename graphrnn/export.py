@@ -189,8 +189,8 @@ class _Module:
     def __init__(self, cell):
         self.d = d = Derivation(cell)
         if d.unknown:
-            # every built-in primitive is in RULES: what is left is a user's primitive (or a
-            # built-in's name with forward/backward replaced), whose numpy code only its class holds
+            # every built-in primitive states its formula trees: what is left is a user's primitive
+            # without them (or a built-in with forward/backward replaced), whose code only its class holds
             raise GraphError(f"cell {cell.name!r}: export does not know primitive {sorted(set(d.unknown))[0]!r} "
                              "(a user primitive: a self-contained numpy module cannot hold its class's code)")
         self.p = PythonPrinter(d)

@@ -114,7 +114,13 @@ class Primitive:
       less, ``saved_for(needs)``;
     - ``rule``: the backward, one short line per input, drawn in diagrams;
     - ``surrogate``: input positions whose gradient is deliberately not the
-      derivative (a straight-through estimator): the checker skips and names them.
+      derivative (a straight-through estimator): the checker skips and names them;
+    - optionally, the calculus as expression trees, which ``gr.explain``,
+      ``graphrnn export`` and the backward diagram's edge labels print:
+      ``formula(args)`` (y) and ``gradient(i, dy, args, y)`` (input i's
+      gradient, in the order of operations ``backward`` uses), over trees
+      ``args[i]``, ``dy`` and ``y`` (the vocabulary: "formula trees" below).
+      Without them printers write ``name(args)`` and the ``rule`` text.
 
     And what printers ask (one printer, ``expression``, serves graph labels,
     diagrams and the plan): ``symbol`` (an infix operator such as ``"+"``; empty:
@@ -135,6 +141,8 @@ class Primitive:
     native = None            # "elementwise", "matmul", "window", "join" or None
     native_forward = ""      # for native == "elementwise": y as a scalar expression
     native_backward: tuple = ()  # ... and each input's gradient as one
+    formula = None   # (self, args) -> tree: y; see the class docstring
+    gradient = None  # (self, i, dy, args, y) -> tree: input i's gradient
 
     def __init__(self):
         self.in_shapes = ()
@@ -179,16 +187,26 @@ class Primitive:
     associative = False  # for expression: (a + b) + c prints as a + b + c
 
     @classmethod
+    def _describes_itself(cls, member):
+        """Does what the class that declared ``member`` says still hold here:
+        no subclass below it redefined ``forward`` or ``backward``?"""
+        declared = _owner(cls, member)
+        return all(_owner(cls, m) in _ancestors_from(declared) for m in ("forward", "backward"))
+
+    @classmethod
     def native_form(cls):
         """``native``, or None where a subclass redefined ``forward`` or
         ``backward`` below the class that declared the native form: a native
         emitter would otherwise run the parent's rule, not the one written."""
-        if cls.native is None:
-            return None
-        declared = _owner(cls, "native")
-        if any(_owner(cls, m) not in _ancestors_from(declared) for m in ("forward", "backward")):
+        if cls.native is None or not cls._describes_itself("native"):
             return None
         return cls.native
+
+    @classmethod
+    def formulas(cls) -> bool:
+        """Are ``formula`` and ``gradient`` this class's calculus (declared, and
+        not inherited past a subclass that changed ``forward`` or ``backward``)?"""
+        return cls.formula is not None and cls.gradient is not None and cls._describes_itself("gradient")
 
     def passes_gradient(self):
         """Per input: is its gradient dy itself, whatever dy is? The generated
@@ -215,6 +233,38 @@ class Primitive:
     def __repr__(self):
         extra = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())
         return f"{self.name}({extra})"
+
+
+# --------------------------------------------------------------------------- formula trees
+#
+# What ``formula`` and ``gradient`` return, printed by graphrnn.explain as text,
+# LaTeX and Python: ("v", node) a value, ("g", node) its gradient, ("num", x),
+# ("bin", sym, a, b) with sym in + - * / @, ("mm", a, b) a product in a backward
+# line, ("neg", a), ("T", a), ("sq", a), ("pos", a) = [a > 0], ("fn", name, a,
+# ...), ("cols", a, lo, hi), ("cat", [a, ...]), ("sumto", a, in_shape,
+# out_shape) (a summed over broadcast axes), ("pow", a, k), ("mod", a, k),
+# ("mask", sym, a, b) = [a sym b] as 0/1 numbers, ("cmp", sym, a, b) the same as
+# a boolean factor, ("where", m, a, b), ("repeat", a, n) = a on each of n
+# columns, ("scale", a, n) = a / n, ("zero", a) = zeros of a's shape; a slice's
+# gradient is ("piece", lo, hi, tree). Each built-in's trees state its
+# docstring's calculus with backward's conventions at kinks and steps, in
+# backward's order of operations, so that export's code agrees to rounding.
+
+def _times(a, b):
+    return ("bin", "*", a, b)
+
+
+def _one_minus(t):
+    return ("bin", "-", ("num", 1.0), t)
+
+
+def _summed(tree, op, i):
+    """Input i's gradient of a broadcasting op: summed back to the input's shape."""
+    ins = op.in_shapes
+    n = max(len(s) for s in ins)
+    padded = [(1,) * (n - len(s)) + tuple(s) for s in ins]
+    out = tuple(next((d for d in col if d != 1), 1) for col in zip(*padded))
+    return tree if tuple(ins[i]) == out else ("sumto", tree, tuple(ins[i]), out)
 
 
 def _owner(cls, member):
@@ -278,6 +328,12 @@ class MatMul(Primitive):
     def forward(self, xp, a, w, out=None):
         return xp.matmul(a, w, out=out)
 
+    def formula(self, a):
+        return ("bin", "@", a[0], a[1])
+
+    def gradient(self, i, dy, a, y):
+        return ("mm", dy, ("T", a[1])) if i == 0 else ("mm", ("T", a[0]), dy)
+
     def backward(self, xp, dy, xs, y, needs):
         a, w = xs
         da = None
@@ -320,6 +376,12 @@ class Add(Binary):
     def passes_gradient(self):
         return (not self._broadcast[0], not self._broadcast[1])
 
+    def formula(self, a):
+        return ("bin", "+", a[0], a[1])
+
+    def gradient(self, i, dy, a, y):
+        return _summed(dy, self, i)
+
     def backward(self, xp, dy, xs, y, needs):
         return (self.reduce(xp, dy, 0) if needs[0] else None,
                 self.reduce(xp, dy, 1) if needs[1] else None)
@@ -340,6 +402,12 @@ class Sub(Binary):
     def passes_gradient(self):
         return (not self._broadcast[0], False)
 
+    def formula(self, a):
+        return ("bin", "-", a[0], a[1])
+
+    def gradient(self, i, dy, a, y):
+        return _summed(dy, self, 0) if i == 0 else ("neg", _summed(dy, self, 1))
+
     def backward(self, xp, dy, xs, y, needs):
         return (self.reduce(xp, dy, 0) if needs[0] else None,
                 -self.reduce(xp, dy, 1) if needs[1] else None)
@@ -356,6 +424,12 @@ class Neg(Elementwise):
 
     def forward(self, xp, x, out=None):
         return xp.negative(x, out=out)
+
+    def formula(self, a):
+        return ("neg", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return ("neg", dy)
 
     def backward(self, xp, dy, xs, y, needs):
         return (-dy,)
@@ -393,6 +467,12 @@ class Slice(Primitive):
     def forward(self, xp, x, out=None):
         return x[..., self.start:self.stop]
 
+    def formula(self, a):
+        return ("cols", a[0], self.start, self.stop)
+
+    def gradient(self, i, dy, a, y):
+        return ("piece", self.start, self.stop, dy)
+
     def backward(self, xp, dy, xs, y, needs):
         dx = xp.zeros(dy.shape[:-1] + (self.in_shapes[0][-1],), dtype=dy.dtype)
         dx[..., self.start:self.stop] = dy
@@ -419,6 +499,13 @@ class Concat(Primitive):
 
     def forward(self, xp, *xs, out=None):
         return xp.concatenate(xs, axis=-1, out=out)
+
+    def formula(self, a):
+        return ("cat", list(a))
+
+    def gradient(self, i, dy, a, y):
+        lo = sum(s[-1] for s in self.in_shapes[:i])
+        return ("cols", dy, lo, lo + self.in_shapes[i][-1])
 
     def backward(self, xp, dy, xs, y, needs):
         grads, lo = [], 0
@@ -447,6 +534,12 @@ class Mul(Binary):
     def forward(self, xp, a, b, out=None):
         return xp.multiply(a, b, out=out)
 
+    def formula(self, a):
+        return ("bin", "*", a[0], a[1])
+
+    def gradient(self, i, dy, a, y):
+        return _summed(_times(dy, a[1 - i]), self, i)
+
     def backward(self, xp, dy, xs, y, needs):
         a, b = xs
         return (self.reduce(xp, dy * b, 0) if needs[0] else None,
@@ -464,6 +557,12 @@ class Tanh(Elementwise):
 
     def forward(self, xp, x, out=None):
         return xp.tanh(x, out=out)
+
+    def formula(self, a):
+        return ("fn", "tanh", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return _times(dy, _one_minus(("sq", y)))
 
     def backward(self, xp, dy, xs, y, needs):
         return (dy * xp.subtract(const(xp, 1, y.dtype), y * y),)
@@ -502,6 +601,12 @@ class Sigmoid(Elementwise):
         xp.reciprocal(y, out=y)
         return y
 
+    def formula(self, a):
+        return ("fn", "sigmoid", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return _times(_times(dy, y), _one_minus(y))
+
     def backward(self, xp, dy, xs, y, needs):
         return (dy * y * xp.subtract(const(xp, 1, y.dtype), y),)
 
@@ -518,6 +623,12 @@ class Relu(Elementwise):
     def forward(self, xp, x, out=None):
         return xp.maximum(x, const(xp, 0, x.dtype), out=out)
 
+    def formula(self, a):
+        return ("fn", "relu", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return _times(dy, ("pos", y))
+
     def backward(self, xp, dy, xs, y, needs):
         return (dy * (y > 0),)
 
@@ -533,6 +644,12 @@ class Exp(Elementwise):
 
     def forward(self, xp, x, out=None):
         return xp.exp(x, out=out)
+
+    def formula(self, a):
+        return ("fn", "exp", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return _times(dy, y)
 
     def backward(self, xp, dy, xs, y, needs):
         return (dy * y,)
@@ -564,6 +681,14 @@ class Div(Binary):
 
     def forward(self, xp, a, b, out=None):
         return xp.divide(a, b, out=out)
+
+    def formula(self, a):
+        return ("bin", "/", a[0], a[1])
+
+    def gradient(self, i, dy, a, y):  # da = dy / b, db = −dy·y / b (= −dy·a / b²)
+        if i == 0:
+            return _summed(("bin", "/", dy, a[1]), self, 0)
+        return ("neg", _summed(("bin", "/", _times(dy, y), a[1]), self, 1))
 
     def backward(self, xp, dy, xs, y, needs):
         b = xs[1]
@@ -604,6 +729,12 @@ class Pow(Elementwise):
             return xp.multiply(x, x, out=out)
         return xp.power(x, const(xp, self.k, _dtype(x)), out=out)
 
+    def formula(self, a):
+        return ("pow", a[0], self.k)
+
+    def gradient(self, i, dy, a, y):  # as backward computes it (k = 2: dy·2x)
+        return _times(_times(dy, ("num", self.k)), a[0] if self.k == 2 else ("pow", a[0], self.k - 1))
+
     def backward(self, xp, dy, xs, y, needs):
         x = xs[0]
         if self.k == 2:
@@ -623,6 +754,12 @@ class Sqrt(Elementwise):
     def forward(self, xp, x, out=None):
         return xp.sqrt(x, out=out)
 
+    def formula(self, a):
+        return ("fn", "sqrt", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return ("bin", "/", dy, _times(("num", 2.0), y))
+
     def backward(self, xp, dy, xs, y, needs):
         return (dy / (y + y),)
 
@@ -638,6 +775,12 @@ class Log(Elementwise):
 
     def forward(self, xp, x, out=None):
         return xp.log(x, out=out)
+
+    def formula(self, a):
+        return ("fn", "log", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return ("bin", "/", dy, a[0])
 
     def backward(self, xp, dy, xs, y, needs):
         return (dy / xs[0],)
@@ -655,6 +798,12 @@ class Abs(Elementwise):
     def forward(self, xp, x, out=None):
         return xp.abs(x, out=out)
 
+    def formula(self, a):
+        return ("fn", "abs", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return _times(dy, ("fn", "sign", a[0]))  # sign(0) = 0
+
     def backward(self, xp, dy, xs, y, needs):
         return (dy * xp.sign(xs[0]),)
 
@@ -670,6 +819,12 @@ class Sin(Elementwise):
 
     def forward(self, xp, x, out=None):
         return xp.sin(x, out=out)
+
+    def formula(self, a):
+        return ("fn", "sin", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return _times(dy, ("fn", "cos", a[0]))
 
     def backward(self, xp, dy, xs, y, needs):
         return (dy * xp.cos(xs[0]),)
@@ -687,6 +842,12 @@ class Cos(Elementwise):
     def forward(self, xp, x, out=None):
         return xp.cos(x, out=out)
 
+    def formula(self, a):
+        return ("fn", "cos", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return ("neg", _times(dy, ("fn", "sin", a[0])))
+
     def backward(self, xp, dy, xs, y, needs):
         return (-(dy * xp.sin(xs[0])),)
 
@@ -702,6 +863,12 @@ class Maximum(Binary):
 
     def forward(self, xp, a, b, out=None):
         return xp.maximum(a, b, out=out)
+
+    def formula(self, a):
+        return ("fn", "maximum", *a)
+
+    def gradient(self, i, dy, a, y):  # a tie's gradient goes to a
+        return _summed(_times(dy, ("cmp", ">=" if i == 0 else "<", a[0], a[1])), self, i)
 
     def backward(self, xp, dy, xs, y, needs):
         first = xp.greater_equal(*xs)
@@ -720,6 +887,12 @@ class Minimum(Binary):
 
     def forward(self, xp, a, b, out=None):
         return xp.minimum(a, b, out=out)
+
+    def formula(self, a):
+        return ("fn", "minimum", *a)
+
+    def gradient(self, i, dy, a, y):  # a tie's gradient goes to a
+        return _summed(_times(dy, ("cmp", "<=" if i == 0 else ">", a[0], a[1])), self, i)
 
     def backward(self, xp, dy, xs, y, needs):
         first = xp.less_equal(*xs)
@@ -750,6 +923,12 @@ class Compare(Binary):
             out[...] = mask
             return out
         return mask.astype(_dtype(a, b))
+
+    def formula(self, a):
+        return ("mask", self.symbol, a[0], a[1])
+
+    def gradient(self, i, dy, a, y):
+        return ("zero", a[i])
 
     def backward(self, xp, dy, xs, y, needs):
         zero = xp.zeros_like(dy)
@@ -797,6 +976,14 @@ class Where(Binary):
             return out
         return y.astype(_dtype(m, a, b), copy=False)
 
+    def formula(self, a):
+        return ("where", *a)
+
+    def gradient(self, i, dy, a, y):
+        if i == 0:
+            return ("zero", a[0])
+        return _summed(_times(dy, ("cmp", ">" if i == 1 else "<=", a[0], ("num", 0.0))), self, i)
+
     def backward(self, xp, dy, xs, y, needs):
         m = xs[0]
         on = m > 0 if needs[1] or needs[2] else None
@@ -815,6 +1002,12 @@ class Floor(Elementwise):
 
     def forward(self, xp, x, out=None):
         return xp.floor(x, out=out)
+
+    def formula(self, a):
+        return ("fn", "floor", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return ("zero", a[0])
 
     def backward(self, xp, dy, xs, y, needs):
         return (xp.zeros_like(dy),)
@@ -854,6 +1047,12 @@ class Mod(Elementwise):
     def forward(self, xp, x, out=None):
         return xp.mod(x, const(xp, self.k, _dtype(x)), out=out)
 
+    def formula(self, a):
+        return ("mod", a[0], self.k)
+
+    def gradient(self, i, dy, a, y):
+        return dy  # dx = dy, jumps too
+
     def backward(self, xp, dy, xs, y, needs):
         return (dy,)
 
@@ -879,6 +1078,12 @@ class Sum(Primitive):
     def forward(self, xp, x, out=None):
         return xp.sum(x, axis=-1, keepdims=True, out=out)
 
+    def formula(self, a):
+        return ("fn", "sum", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return ("repeat", dy, self.in_shapes[0][-1])
+
     def backward(self, xp, dy, xs, y, needs):
         return (xp.repeat(dy, self.in_shapes[0][-1], axis=-1),)
 
@@ -895,6 +1100,13 @@ class Mean(Sum):
 
     def forward(self, xp, x, out=None):
         return xp.mean(x, axis=-1, keepdims=True, out=out)
+
+    def formula(self, a):
+        return ("fn", "mean", a[0])
+
+    def gradient(self, i, dy, a, y):
+        n = self.in_shapes[0][-1]
+        return ("repeat", ("scale", dy, n), n)
 
     def backward(self, xp, dy, xs, y, needs):
         n = self.in_shapes[0][-1]
@@ -920,6 +1132,12 @@ class Transpose(Primitive):
             return xp.ascontiguousarray(x.T)
         out[...] = x.T
         return out
+
+    def formula(self, a):
+        return ("T", a[0])
+
+    def gradient(self, i, dy, a, y):
+        return ("T", dy)
 
     def backward(self, xp, dy, xs, y, needs):
         return (xp.ascontiguousarray(dy.T),)

@@ -327,22 +327,19 @@ def _edge_label(g, src, dst, dims):
 def _part(g, src, dst, dims):
     """What dst's rule gives src, with the operands named by their values:
     ``dL/dh' * h~`` (not ``da``), ``dL/dz|r Wh[:, :2H]ᵀ``; a sum where src is read
-    twice (x * x). The primitive's rule from ``graphrnn.explain.RULES``; its own
-    rule text (``da``) where that table does not know the primitive."""
-    from .explain import rule_for
-
+    twice (x * x). The primitive's own gradient tree (``Primitive.gradient``);
+    its rule text (``da``) where it declares none."""
     a = g.nodes[dst]
     op, args = a["op"], a["args"]
-    rule = rule_for(op)
     uses = [i for i, p in enumerate(args) if p == src]
-    if rule is None:
+    if not type(op).formulas():
         texts = op.rule or (op.name,)
         lhs = [(texts[i] if len(texts) > 1 else texts[0]).split(" = ")[0] for i in uses]
         return " + ".join(dict.fromkeys(lhs))
     printer = _ValuePrinter(g, dims)
     parts = []
     for i in uses:
-        tree = rule[1](i, ("g", dst), [("v", p) for p in args], ("v", dst), op)
+        tree = op.gradient(i, ("g", dst), [("v", p) for p in args], ("v", dst))
         if tree[0] == "piece":
             tree = tree[3]
         parts.append(printer.expr(tree)[0])
@@ -582,6 +579,12 @@ class _View:
         G.graph["same_rank"] = [ns for _, ns in sorted(rows.items()) if len(ns) > 1]
         if "loss" in G:  # on the outputs' row, not above the steps
             G.graph["same_rank"].append([n for n in rows.get("y", ())] + ["loss"])
+        # the state each step opens with, step by step: to_digraph holds the
+        # columns to this order (see there)
+        first = self.plan.states[0][0]
+        heads = {int(n.rsplit("_", 1)[1]): n for n, d in G.nodes(data=True) if n.startswith(f"s_{first}_")}
+        G.graph["step_heads"] = [n for t, n in sorted(heads.items())
+                                 if G.nodes[n]["cluster"] == f"cluster_step_{t + 1}"]
 
     def shared_part(self):
         """Parameters and their views in one box, the hoisted part in another: the
@@ -885,6 +888,17 @@ def to_digraph(G) -> graphviz.Digraph:
             sg.attr(rank="same")
             for n in nodes:
                 sg.node(n)
+    heads = G.graph.get("step_heads", ())
+    if heads:
+        # The order clusters are made in sets dot's first left-to-right order,
+        # and mincross usually keeps it, but not always (sru: no matmul in the
+        # recurrence came out right to left, and an edge between steps is no
+        # help). An invisible node whose out-edges, ordering=out, reach every
+        # step's first state in time order holds the columns to that order
+        # (emitted last: dot reads it after the steps, and only then is it obeyed).
+        dg.node("steps_in_order", "", style="invis", width="0", height="0", ordering="out")
+        for n in heads:
+            dg.edge("steps_in_order", n, style="invis")
     return dg
 
 

@@ -140,15 +140,16 @@ def append_jsonl(path, rec):
         os.fsync(f.fileno())
 
 
-def read_record(path, spec=None, error=DataError):
+def read_record(path, spec=None, error=DataError, missing=None):
     """The JSON object in ``path``, checked against the schema ``spec``; any
     problem (missing, unreadable, not an object, a field) raises ``error``
-    with one line naming the file and the field."""
+    with one line naming the file and the field (``missing``: the line for
+    a file that is not there, where the caller can say more)."""
     try:
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
     except FileNotFoundError:
-        raise error(f"{path}: no such file") from None
+        raise error(missing or f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise error(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(value, dict):

@@ -458,7 +458,11 @@ class NaiveRun:
         self.hs = xp.stack(hs, axis=1)
         self.state = state
 
-    def backward(self, dhs=None, dstate=None, *, need_xs=True):
+    def backward(self, dhs=None, dstate=None, *, need_xs=True, each_gradient=None):
+        """BPTT through the declared graph. ``each_gradient(t, node, i, d)``, if
+        given, sees every local backward's result (the gradient node ``node``
+        passes to its input ``i`` at step t) as it is made, latest step first:
+        anomaly mode's hook for naming the first non-finite one."""
         cell, xp, g = self.cell, self.xp, self.cell.graph
         dparams = {name: xp.zeros(s, self.dtype) for name, s in cell.param_shapes().items()}
         dxs = xp.zeros(self.xs.shape, self.dtype)
@@ -486,7 +490,9 @@ class NaiveRun:
                 elif a["kind"] == "op":
                     res = a["op"].backward(xp, grads[node], [v[p] for p in a["args"]], v[node],
                                            (True,) * len(a["args"]))
-                    for p, r in zip(a["args"], res):
+                    for i, (p, r) in enumerate(zip(a["args"], res)):
+                        if each_gradient is not None:
+                            each_gradient(step, node, i, r)
                         add(p, r)
             carry = {name: grads.get(node) for name, node in cell.states.items()}
         state0 = {name: (xp.zeros((self.n, size), self.dtype) if carry[name] is None else carry[name])

@@ -129,6 +129,13 @@ def test_a_manifest_that_is_not_one_is_refused_in_one_line(dino_run, tmp_path, c
     assert checkpoint.MANIFEST in line
 
 
+def test_a_run_folder_without_a_manifest_says_so_in_one_line(dino_run, tmp_path, capsys):
+    run = copy_run(dino_run, tmp_path / "r")
+    (run / checkpoint.MANIFEST).unlink()
+    line = one_line_error(["sample", "dinosaurs", "--checkpoint", str(run)], capsys)
+    assert f"no checkpoint in {str(run)!r} ({checkpoint.MANIFEST} is missing)" in line
+
+
 def test_checkpoint_and_log_files_honour_the_umask(tmp_path):
     old = os.umask(0o022)
     try:

@@ -217,3 +217,52 @@ def test_a_registered_user_primitive_is_said_to_be_unknown():
             export(cell)
     finally:
         PRIMITIVES.pop("softsign_explain", None)
+
+
+def test_a_user_primitive_that_states_its_trees_is_explained_drawn_and_exported():
+    """One table: the trees a primitive declares are what explain, the backward
+    diagram and export print, for a user's as for a built-in."""
+    from graphrnn.primitives import PRIMITIVES
+    from test_export import compare
+
+    class Softsign(gr.Elementwise):
+        """y = x / (1 + |x|);  dx = dy / (1 + |x|)²"""
+        name = "softsign_trees"
+        rule = ("dx = dy / (1 + |x|)²",)
+        saves = (0,)
+
+        def forward(self, xp, x, out=None):
+            return xp.divide(x, 1 + xp.abs(x), out=out)
+
+        def backward(self, xp, dy, xs, y, needs):
+            return (dy / (1 + xp.abs(xs[0])) ** 2,)
+
+        def formula(self, a):
+            return ("bin", "/", a[0], ("bin", "+", ("num", 1.0), ("fn", "abs", a[0])))
+
+        def gradient(self, i, dy, a, y):
+            return ("bin", "/", dy, ("pow", ("bin", "+", ("num", 1.0), ("fn", "abs", a[0])), 2))
+
+    class Changed(Softsign):  # a new backward below the trees: they no longer describe it
+        name = "softsign_trees_changed"
+
+        def backward(self, xp, dy, xs, y, needs):
+            return (dy,)
+
+    softsign = gr.register_primitive(Softsign)
+    changed = gr.register_primitive(Changed)
+    try:
+        c = gr.CellBuilder("soft")
+        x, h = c.input("x", 2), c.state("h", 2)
+        c.update(h=softsign(x @ c.param("W", (2, 2)) + h))
+        cell = c.build()
+        text = str(explain(cell))
+        assert "does not know" not in text and "abs(" in text, text
+        assert "(1 + abs(x @ W + h))^2" in gr.render(cell, unroll=2, backward=True).source  # an edge label
+        compare(cell)  # the exported module's gradients are graphrnn's, to 1e-12
+        c = gr.CellBuilder("changed")
+        x, h = c.input("x", 2), c.state("h", 2)
+        c.update(h=changed(x + h))
+        assert "explain does not know primitive 'softsign_trees_changed'" in str(explain(c.build()))
+    finally:
+        PRIMITIVES.pop(Softsign.name, None), PRIMITIVES.pop(Changed.name, None)

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import graphrnn as gr
@@ -89,37 +89,136 @@ def _cell_with(op_cls):
     return cell
 
 
+class RoundST(gr.Elementwise):
+    """y = round(x);  dx = dy   (docs/cells.md's straight-through rounding: no native form)"""
+    name = "round_st_native_test"
+    rule = ("dx = dy (straight-through)",)
+    surrogate = (0,)
+
+    def forward(self, xp, x, out=None):
+        return xp.round(x, out=out)
+
+    def backward(self, xp, dy, xs, y, needs):
+        return (dy,)
+
+
+class Scale(gr.Primitive):
+    """y = a * b, b broadcast;  da = dy b,  db = Σ dy a   (a two-input rule
+    reading its inputs, returning a new array rather than filling ``out``)"""
+    name, arity = "scale_native_test", 2
+    saves = (0, 1)
+
+    def shape(self, where, a, b):
+        return a
+
+    def forward(self, xp, a, b, out=None):
+        return a * b
+
+    def backward(self, xp, dy, xs, y, needs):
+        a, b = xs
+        return (dy * b if needs[0] else None, _summed_to(dy * a, np.shape(b)) if needs[1] else None)
+
+
+def _summed_to(g, shape):
+    """g summed over the axes it was broadcast along to reach ``shape``."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, d in enumerate(shape):
+        if d == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
+
+
+def _user_rule_cell(round_st, scale):
+    """Skip-RNN-like: a Python rule on a one-column state (broadcast after),
+    one on a per-step sum and a parameter, one whose result is a state."""
+    c = gr.CellBuilder("python_rules")
+    x, h, u = c.input("x", 2), c.state("h", 3), c.state("u", 1)
+    a = x @ c.param("W", (2, 3)) + h @ c.param("U", (3, 3))
+    gate = round_st(u)
+    h_new = gate * gr.tanh(scale(a, c.param("s", (3,)))) + (1 - gate) * h
+    c.update(h=h_new, u=scale(gr.sigmoid(h_new @ c.param("w", (3, 1))), u + 0.4))
+    return c.build()
+
+
 @needs_numba
-def test_a_primitive_without_a_native_form_runs_on_numpy_and_says_so_once():
-    cell = _cell_with(DoubledTanh)
-    assert DoubledTanh.native_form() is None
-    xs = np.random.default_rng(0).uniform(-1, 1, (2, 4, 2))
-    params = cell.init_params(seed=0)
-    with pytest.warns(RuntimeWarning, match="runs on the numpy loops.*tanh.*no native form"):
-        run = gr.unroll(cell, params, xs, engine="native")
-    assert run.engine == "numpy"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        gr.unroll(cell, params, xs, engine="native")  # said once
-    # and it really runs the user's rule
-    g = run.backward(np.ones(run.hs.shape))
-    naive = gr.unroll_naive(cell, params, xs).backward(np.ones(run.hs.shape))
-    np.testing.assert_allclose(g.params["Wh"], naive.params["Wh"], rtol=1e-12)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_user_primitive_runs_through_its_python_rule_inside_the_native_loops(dtype):
+    round_st, scale = gr.register_primitive(RoundST), gr.register_primitive(Scale)
+    try:
+        cell = _user_rule_cell(round_st, scale)
+        plan = gr.compile_cell(cell)
+        assert numba_loops.python_nodes(plan) and numba_loops.ModuleText(plan, dtype).forms == ("staged",)
+        rng = np.random.default_rng(3)
+        params = {k: v.astype(dtype) for k, v in cell.init_params(seed=1).items()}
+        xs = rng.uniform(-1, 1, (4, 5, 2)).astype(dtype)  # (N, T, features)
+        state0 = {"h": rng.uniform(-1, 1, (4, 3)).astype(dtype), "u": rng.uniform(0, 1, (4, 1)).astype(dtype)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing to say: it runs natively
+            runs = [gr.unroll(cell, params, xs, state0, engine=e) for e in ("numpy", "native")]
+            assert runs[1].engine == "native"
+            report = check_engines(cell, params, xs, state0, runs=runs)  # 1e-12 in float64
+            assert len(report.entries) == 1 + 2 + 4 + 1 + 2 and report.ok
+            # and both are right: Scale's forward returns a new array, which the
+            # numpy loops must copy into the state it updates
+            naive = gr.unroll_naive(cell, params, xs, state0)
+            np.testing.assert_allclose(runs[0].state["u"], naive.state["u"], rtol=1e-12 if dtype == np.float64 else 1e-5)
+            # auto picks the staged form where it would have fused; same numbers
+            auto = numba_runtime.loops(plan, "auto", np, np.dtype(dtype), 4, 5)
+            assert auto.form == "staged"
+        gauto = gr.unroll(cell, params, xs, state0, engine="auto")
+        np.testing.assert_array_equal(gauto.hs, runs[1].hs if gauto.engine == "native" else runs[0].hs)
+    finally:
+        PRIMITIVES.pop(RoundST.name), PRIMITIVES.pop(Scale.name)
 
 
-def test_on_cupy_a_primitive_without_a_native_form_also_falls_back_to_the_numpy_loops(monkeypatch):
-    """The CUDA emitter reads the same native forms; no GPU needed to see the
-    seam: an array module named cupy, and the emitter's own refusal."""
+def _as_users(op):
+    """The same rule as a user's primitive would give it: a backward of its own
+    (the built-in one, called), so no native form; the instance keeps its attributes."""
+    cls = type(op)
+    op.__class__ = type(f"User{cls.__name__}", (cls,), {"backward": lambda self, *a: cls.backward(self, *a)})
+
+
+@needs_numba
+@settings(max_examples=scaled_examples(5), deadline=None)
+@given(data=st.data(), cell=random_cells(max_ops=6))
+def test_random_cells_with_python_rules_inside_the_native_loops_equal_numpy_loops(data, cell):
+    """Ops of random cells turned into Python rules, wherever they sit (slices,
+    broadcasts, static operands, state updates): the staged loops call them."""
+    g = cell.graph
+    declared = gr.compile_cell(cell, fuse=False)  # (the fused plan, compiled below, is cached apart)
+    ops = [n for n in declared.recurrent_ops if type(g.nodes[n]["op"]).native_form() == "elementwise"]
+    if not ops:
+        return
+    chosen = data.draw(st.lists(st.sampled_from(ops), min_size=1, max_size=3, unique=True), label="python ops")
+    for n in chosen:
+        _as_users(g.nodes[n]["op"])
+    params, xs, state0 = data.draw(unroll_args(cell, max_steps=4), label="unroll args")
+    plan = gr.compile_cell(cell)
+    a = gr.unroll(cell, params, xs, state0, engine="numpy")
+    b = _native(cell, params, xs, state0, "staged")
+    report = check_engines(cell, params, xs, state0, runs=(a, b))
+    assert compared_every_gradient(report, cell)
+    event(f"{len(numba_loops.python_nodes(plan))} Python rules per step")
+
+
+def test_on_cupy_a_primitive_without_a_native_form_falls_back_to_the_numpy_loops(monkeypatch):
+    """The CUDA kernels call no Python rule: said once, the numpy loops. No GPU
+    needed to see the seam: an array module named cupy, and the emitter's own refusal."""
     import types
     from graphrnn import emit
     from graphrnn.emit import cuda_kernels
     cell = _cell_with(DoubledTanh)
+    assert DoubledTanh.native_form() is None  # it changed tanh's backward
     plan = gr.compile_cell(cell)
-    monkeypatch.setattr(cuda_kernels, "CudaLoops", lambda plan, dtype: numba_loops.ModuleText(plan, dtype))
-    with pytest.warns(RuntimeWarning, match="runs on the numpy loops.*no native form"):
+    monkeypatch.setattr(cuda_kernels, "CudaLoops", lambda plan, dtype: cuda_kernels.module_text(plan, dtype))
+    with pytest.warns(RuntimeWarning, match=r"runs on the numpy loops: primitive 'tanh' \(node 'tanh\(.*\)'\) "
+                                            "has no native form, and the CUDA kernels do not call Python rules"):
         loops = emit.loops_for(plan, "native", types.ModuleType("cupy"), np.dtype(np.float64), 2, 4)
     assert loops.name == "numpy"
-
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        emit.loops_for(plan, "native", types.ModuleType("cupy"), np.dtype(np.float64), 3, 4)
 
 
 # --------------------------------------------------------------------------- native == numpy

@@ -338,6 +338,25 @@ def test_every_primitive_states_its_local_rule_one_line_per_input(name):
         assert lhs.startswith("d") and "dy" in rhs and len(line) <= 28, line
 
 
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+@settings(max_examples=2, deadline=None)
+@given(data=st.data())
+def test_every_primitive_states_its_calculus_as_trees_one_per_input(name, data):
+    """The one table explain, export and the diagrams print from (their outputs
+    are tested there): every built-in states its forward and each input's gradient."""
+    op, xs = draw_checked_op(data, name)
+    assert type(op).formulas()
+    args = [("v", i) for i in range(len(xs))]
+    assert isinstance(op.formula(args), tuple)
+    for i in range(len(xs)):
+        tree = op.gradient(i, ("g", "y"), args, ("v", "y"))
+        assert isinstance(tree, tuple) and tree[0] in _TREE_HEADS, tree
+
+
+_TREE_HEADS = {"v", "g", "num", "bin", "mm", "neg", "T", "sq", "pos", "fn", "cols", "cat", "sumto", "pow",
+               "mod", "mask", "cmp", "where", "repeat", "scale", "zero", "piece"}
+
+
 # --------------------------------------------------------------------------- user primitives
 
 class RoundST(gr.Elementwise):

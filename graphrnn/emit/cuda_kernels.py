@@ -126,6 +126,10 @@ def module_text(plan, dtype):
     CUDA C, and the drivers that launch them (``forward_staged``,
     ``backward_staged_XY``) as Python over ``xp``."""
     module = numba_loops.ModuleText(plan, dtype)
+    if module.python:
+        n = module.python[0]
+        raise numba_loops.NotNative(f"primitive {plan.info[n][0].name!r} (node {plan.graph.nodes[n]['label']!r}) "
+                                    "has no native form, and the CUDA kernels do not call Python rules")
     tr = _Translator(module, dtype)
     kernels = [k for k in module.kernels if k.per_step]
     cuda = "\n\n".join(tr.kernel(k) for k in kernels) + "\n"

@@ -13,11 +13,18 @@ from ..plan import HOISTED, RECURRENT, STATIC, GradStep, buffer_name
 from . import scalar
 
 
+def python_nodes(plan):
+    """The per-step ops without a native form (a user's primitive): native
+    loops call their Python rule, once a step over all rows, between kernels."""
+    return [n for n in plan.recurrent_ops if plan.info[n][0].native_form() is None]
+
+
 def stages(plan):
     """The forward step as alternating stages, for emitters that fuse:
     ``("region", [ops])``, every op that can run before the next matmul
-    (in topological order), and ``("matmul", node)``. Taking all ready
-    non-matmul ops first gives the fewest regions."""
+    (in topological order), ``("matmul", node)`` and ``("python", node)``
+    (an op without a native form). Taking all ready region ops first gives
+    the fewest regions."""
     done = {n for n in plan.graph.nodes if plan.timing[n] != RECURRENT or plan.node_kind[n] != "op"}
     todo = list(plan.recurrent_ops)
     out = []
@@ -28,7 +35,7 @@ def stages(plan):
             progress = False
             for n in todo:
                 op, args = plan.info[n]
-                if op.native_form() != "matmul" and n not in region and all(p in done for p in args):
+                if op.native_form() not in ("matmul", None) and n not in region and all(p in done for p in args):
                     region.append(n)
                     done.add(n)
                     progress = True
@@ -37,7 +44,7 @@ def stages(plan):
             todo = [n for n in todo if n not in region]
         ready = [n for n in todo if all(p in done for p in plan.info[n][1])]
         for n in ready:
-            out.append(("matmul", n))
+            out.append(("matmul" if plan.info[n][0].native_form() == "matmul" else "python", n))
             done.add(n)
         todo = [n for n in todo if n not in ready]
     return out

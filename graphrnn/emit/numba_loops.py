@@ -13,7 +13,10 @@ and the plain-Python drivers that call them. Two forms of the same loops:
   one kernel for each *region*, the elementwise ops between two matmuls
   (the plan's ``stages``; in BPTT the flow's steps between two matmul
   backwards), each a single pass over the rows. For sizes where the matmuls
-  are worth BLAS.
+  are worth BLAS. An op without a native form (a user's primitive) runs
+  here too, as the numpy loops run it: its Python ``forward``/``backward``
+  called once a step over all rows, between two kernels (``python_nodes``).
+  The fused form has no such seam: a plan with one has the staged form only.
 
 The drivers take the call's loop environment (``T``, ``N`` and its arrays,
 the buffers the plan lists, by the plan's names, parameters included); the
@@ -32,9 +35,9 @@ import hashlib
 
 import numpy as np
 
-from ..plan import STATIC, GradStep, buffer_name
+from ..plan import STATIC, CallStep, GradStep, buffer_name
 from . import scalar
-from .native_layout import GradPlaces, Layout, NotNative, stages  # noqa: F401  (NotNative: raised from here too)
+from .native_layout import GradPlaces, Layout, NotNative, python_nodes, stages  # noqa: F401  (NotNative: raised from here too)
 
 FUNCTIONS = {"exp": "math.exp", "tanh": "math.tanh", "sqrt": "math.sqrt", "log": "math.log",
              "sin": "math.sin", "cos": "math.cos", "floor": "math.floor", "pow": "math.pow"}
@@ -193,6 +196,8 @@ def _source_expr(plan, layout, grads, k, src, width, pre, ind):
         return k.use(grads.loc(m).shifted(off, width)).at("j")
     if form == "matmul":
         return k.use(layout._loc(f"R{m}", "row", ("scratch", plan.width[args[0]]), plan.width[args[0]])).at("j")
+    if form is None:  # a Python rule's result, written by the driver (see ModuleText._python_back)
+        return k.use(_python_result(layout, plan, m, i)).at("j")
     if form == "reduce":  # every column gets dy (times the mean's scale)
         layout.consts.add(float(op.native_scale))
         return f"({k.use(grads.loc(m)).at('0')} * {scalar.const_name(op.native_scale)})"
@@ -218,6 +223,12 @@ def _source_expr(plan, layout, grads, k, src, width, pre, ind):
         layout.consts.add(0.0)
         return var
     return scalar.python_expr(text, env("j"), FUNCTIONS)
+
+
+def _python_result(layout, plan, m, i):
+    """The (N, w) row where the driver puts input i's gradient from op m's Python backward."""
+    w = plan.width[plan.info[m][1][i]]
+    return layout._loc(f"P{m}_{i}", "row", ("scratch", w), w)
 
 
 def _grad_step(plan, layout, grads, k, step, ind):
@@ -283,11 +294,13 @@ class ModuleText:
         self.layout = Layout(plan, dtype)
         self.layout.consts.add(0.0)
         self.stages = stages(plan)
+        self.python = python_nodes(plan)  # their ops are the module's _PY, set when it is loaded
+        self.forms = ("staged",) if self.python else FORMS
         self.kernels = []   # _Kernel
         self.drivers = []   # lines
         self.schedules = {}  # driver name -> (calls, reverse, flow)
         self.driver_kernels = {}  # driver name -> kernel names
-        for form in FORMS:
+        for form in self.forms:
             self._forward(form)
             for key in KEYS:
                 self._backward(form, key)
@@ -309,8 +322,8 @@ class ModuleText:
         calls = []
         stages = self.stages
         for i, (what, body) in enumerate(stages):
-            if what == "matmul":
-                calls.append(("matmul", body))
+            if what != "region":
+                calls.append((what, body))
                 continue
             k = _Kernel(f"{name}_{i}", True)
             k.add(1, "for r in range(N):")
@@ -321,7 +334,7 @@ class ModuleText:
             if len(k.lines) > 1:  # a region of views only has nothing to run
                 self.kernels.append(k)
                 calls.append(("call", k))
-        if stages and stages[-1][0] == "matmul" or not stages:
+        if stages and stages[-1][0] != "region" or not stages:
             k = _Kernel(f"{name}_states", True)
             k.add(1, "for r in range(N):")
             _state_copies(plan, layout, k, 2)
@@ -338,6 +351,7 @@ class ModuleText:
         name = f"backward_{form}_{int(key[0])}{int(key[1])}"
         matmul_calls = [s for s in flow.steps if not isinstance(s, GradStep)
                         and plan.info[s.node][0].native_form() == "matmul"]
+        python_calls = [s for s in flow.steps if isinstance(s, CallStep) and s.node in self.python]
         if form == "fused":
             k = _Kernel(f"{name}_k", False)
             k.add(1, "for t in range(T - 1, -1, -1):")
@@ -355,7 +369,7 @@ class ModuleText:
             return
         calls, current, seg = [], None, 0
         for step in flow.steps + [None]:
-            if step is None or step in matmul_calls:
+            if step is None or step in matmul_calls or step in python_calls:
                 if current is None:
                     current = _Kernel(f"{name}_{seg}", True)
                     current.add(1, "for r in range(N):")
@@ -366,7 +380,9 @@ class ModuleText:
                     calls.append(("call", current))
                 seg += 1
                 current = None
-                if step is not None:
+                if step in python_calls:
+                    calls.append(("python_back", step, grads))
+                elif step is not None:
                     calls.append(("matmul_back", step.node, grads))
                 continue
             if isinstance(step, GradStep):
@@ -428,6 +444,10 @@ class ModuleText:
                 needed |= self._matmul_arrays(c[1])
             elif c[0] == "matmul_back":
                 needed |= self._matmul_back_arrays(c[1], c[2])
+            elif c[0] == "python":
+                needed |= {loc.array for loc in self._python_locs(c[1])}
+            elif c[0] == "python_back":
+                needed |= {loc.array for loc in self._python_back_locs(c[1], c[2])}
         fused = len(calls) == 1 and not calls[0][1].per_step
         if flow is not None and not fused:
             for s, _ in flow.carries:
@@ -448,6 +468,10 @@ class ModuleText:
                     lines.append(f"        {c[1].name}(t, N, {', '.join(c[1].params)})")
                 elif c[0] == "matmul":
                     lines.append("        " + self._matmul_text(c[1]))
+                elif c[0] == "python":
+                    lines += ["        " + line for line in self._python_text(c[1])]
+                elif c[0] == "python_back":
+                    lines += ["        " + line for line in self._python_back_text(c[1], c[2])]
                 else:
                     lines.append("        " + self._matmul_back_text(c[1], c[2]))
             if flow is not None:
@@ -477,6 +501,50 @@ class ModuleText:
         a, w = self.plan.info[m][1]
         g, wv = grads.loc(m), self.layout.static(w)
         return f"np.matmul({g.step_view()}, {wv.step_view()}.T, out=R{m})"
+
+    # an op without a native form: its Python rule on (N, w) views at step t,
+    # as numpy_loops calls it; a static operand is the array the plan lists
+    def _operand_text(self, p, loc):
+        if self.plan.timing[p] == STATIC:
+            if p not in self.plan.loop_statics:
+                raise NotNative(f"node {self.plan.graph.nodes[p]['label']!r}: a static operand the loop does not read")
+            return f"E[{buffer_name('static', p)!r}]"
+        return loc.step_view()
+
+    def _python_locs(self, n):
+        plan, layout = self.plan, self.layout
+        return [layout.value(p) for p in plan.info[n][1] if plan.timing[p] != STATIC] + [layout.value(n)]
+
+    def _python_text(self, n):
+        plan, layout = self.plan, self.layout
+        xs = ", ".join(self._operand_text(p, None if plan.timing[p] == STATIC else layout.value(p))
+                       for p in plan.info[n][1])
+        # forward may return a new array rather than fill ``out`` (its contract: "where possible")
+        return [f"_o = {layout.value(n).step_view()}",
+                f"_y = _PY[{n}].forward(np, {xs}, out=_o)",
+                "if _y is not _o:",
+                "    _o[...] = _y"]
+
+    def _python_back_locs(self, step, grads):
+        plan, layout = self.plan, self.layout
+        args = plan.info[step.node][1]
+        locs = [grads.loc(step.node)]
+        locs += [layout.value(p, scratch=False) for i, p in enumerate(args)
+                 if i in step.saved and plan.timing[p] != STATIC]
+        if "y" in step.saved:
+            locs.append(layout.value(step.node, scratch=False))
+        return locs + [_python_result(layout, plan, step.node, i) for i, need in enumerate(step.needs) if need]
+
+    def _python_back_text(self, step, grads):
+        plan, layout = self.plan, self.layout
+        m, args = step.node, plan.info[step.node][1]
+        xs = "".join(
+            (self._operand_text(p, None if plan.timing[p] == STATIC else layout.value(p, scratch=False))
+             if i in step.saved else "None") + ", " for i, p in enumerate(args))
+        y = layout.value(m, scratch=False).step_view() if "y" in step.saved else "None"
+        lines = [f"_r = _PY[{m}].backward(np, {grads.loc(m).step_view()}, ({xs}), {y}, {step.needs})"]
+        lines += [f"P{m}_{i}[...] = _r[{i}]" for i, need in enumerate(step.needs) if need]
+        return lines
 
     def _fetch(self, a):
         source, width = self.layout.arrays[a]
@@ -510,6 +578,8 @@ class ModuleText:
                f"DT = np.{dtname}", ""]
         out += _const_lines(self.layout.consts, self.dtype)
         out += ["", "", "def _c(a):", "    return np.ascontiguousarray(a, dtype=DT)", ""]
+        if self.python:  # node -> its primitive: set by whoever loads the module, for its plan
+            out += ["", "_PY = {}", ""]
         for k in self.kernels:
             lead = "t" if k.per_step else "T"
             out += ["", "@njit(cache=True, nogil=True, error_model='numpy')",

@@ -168,7 +168,8 @@ def choose_form(plan, n, t):
         st.costs = step_costs(plan)
     macs, trans, ops = st.costs
     if n <= FUSED_MAX_ROWS and n * macs <= FUSED_MAX_MACS:
-        return "fused"
+        # a Python rule (a user's primitive) needs the staged form's seams
+        return "staged" if native_layout.python_nodes(plan) else "fused"
     if n * trans <= STAGED_TRANSCENDENTALS_PER_OP * ops:
         return "staged"
     return None
@@ -233,6 +234,8 @@ class Kernels:
             # numba's cached kernels name their module: it must be importable by that name
             sys.modules[name] = mod
             spec.loader.exec_module(mod)
+            if hasattr(mod, "_PY"):  # the ops that run through their Python rule
+                mod._PY.update({n: self.plan.info[n][0] for n in native_layout.python_nodes(self.plan)})
             self.module = mod
         return self.module
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import weakref
 
+from .. import primitives
 from ..plan import HOISTED, RECURRENT, GradStep, buffer_name
 
 NAME = "numpy"
@@ -144,6 +145,23 @@ def backward_source(plan, need_xs=True, has_dhs=True) -> str:
                      + ["        pass", f"    return ({ret},)"]) + "\n"
 
 
+def _bound(op, which):
+    """``op.forward``/``op.backward``. A user's forward may return a new array
+    rather than fill ``out`` (its contract: "where possible"), and the loops
+    read a kept value from its buffer: such a forward's result is copied there."""
+    fn = getattr(op, which)
+    if which != "forward" or type(op).forward.__module__ == primitives.__name__:  # a built-in fills out
+        return fn
+
+    def forward(xp, *xs, out=None):
+        y = fn(xp, *xs, out=out)
+        if out is not None and y is not out:
+            out[...] = y
+            return out
+        return y
+    return forward
+
+
 def loop(plan, which, *key):
     """The compiled loop function (``"forward"`` or ``"backward"``), made once per plan.
 
@@ -157,7 +175,7 @@ def loop(plan, which, *key):
     if fn is None:
         src = forward_source(plan) if which == "forward" else backward_source(plan, *key)
         # the ops' bound methods are fixed for the plan's life: bound once, here
-        namespace = {"OPS": {n: getattr(plan.info[n][0], which) for n in plan.recurrent_ops}}
+        namespace = {"OPS": {n: _bound(plan.info[n][0], which) for n in plan.recurrent_ops}}
         exec(compile(src, f"<graphrnn plan {plan.cell.name} {which}>", "exec"), namespace)
         fn = made[k] = namespace["_" + which]
     return fn
