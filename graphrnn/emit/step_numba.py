@@ -41,6 +41,24 @@ from .native_layout import NotNative
 from .numba_loops import FUNCTIONS  # one table of the math functions native code may call
 
 LOSSES = ("softmax_ce", "sigmoid_ce", "squared_error", "sigmoid_squared_error")
+# A product with at least this many multiply-adds per row runs its forward and
+# its input gradient as BLAS gemv calls (np.dot on contiguous views, from inside
+# the compiled step); smaller ones, and every weight gradient (a rank-1 update,
+# which vectorises), as plain loops. Measured on primes (150 x 400 per step):
+# the plain loops' reduction for the input gradient does not vectorise, and the
+# whole step on loops lost to unroll + BLAS (2.4 against 1.8 ms); dinosaurs'
+# largest product (50 x 50) and binary addition's stay on loops.
+BLAS_MIN_MACS = 10_000
+
+
+def blas_products(plan):
+    """The per-step products the step runs through BLAS: matmuls whose row
+    operand is a per-step value (the input's rows are read in place, with its
+    zero entries skipped) and whose size reaches ``BLAS_MIN_MACS``."""
+    return {n for n in plan.ops
+            if plan.info[n][0].native_form() == "matmul" and plan.kind[n] != STATIC
+            and plan.info[n][1][0] != plan.input_node
+            and plan.width[plan.info[n][1][0]] * plan.width[n] >= BLAS_MIN_MACS}
 
 
 class Layout:
@@ -84,6 +102,9 @@ class Layout:
             self.head_grad_off[name] = s
             s += int(np.prod(shp))
         self.grad_size = max(s, 1)
+        # D's tail past ``width``: the input gradient of a BLAS product, before it is added in
+        self.blas = blas_products(plan)
+        self.scratch = max([plan.width[plan.info[n][1][0]] for n in self.blas], default=0)
 
 
 class _Text:
@@ -159,6 +180,19 @@ class StepText:
         cols = self.L.shape2[p][1]
         return f"GRAD[{self.L.grad_off[p]} + ({i}) * {cols} + ({j})]"
 
+    def matrix(self, p):
+        """A 2-D static value as a (rows, cols) array: a parameter, or a view of STAT."""
+        L = self.L
+        if p in L.param_index:
+            return f"P{L.param_index[p]}"
+        rows, cols = L.shape2[p]
+        return f"STAT[{L.stat_off[p]}:{L.stat_off[p] + rows * cols}].reshape(({rows}, {cols}))"
+
+    def row(self, p):
+        """Row r of per-step value p at step t, as a contiguous view of VALS."""
+        off = self.L.off[p]
+        return f"VALS[t, r, {off}:{off + self.plan.width[p]}]"
+
     def needs(self, p):
         plan = self.plan
         return bool(plan.requires[False].get(p)) and p != plan.input_node
@@ -185,6 +219,8 @@ class StepText:
         # static values, once per call
         for n in plan.static_ops:
             self._static_forward(n)
+        for n in sorted(L.blas):  # the weights of the BLAS products as 2-D views
+            t.add(1, f"W{n} = {self.matrix(plan.info[n][1][1])}")
         t.add(1, "for i in range(GRAD.shape[0]):")
         t.add(2, f"GRAD[i] = {t.k(0)}")
         for i, (_, s, _) in enumerate(plan.states):
@@ -311,6 +347,8 @@ class StepText:
                 t.add(ind, f"for j in range({plan.width[p]}):")
                 t.add(ind + 1, f"VALS[t, r, {L.off[n] + lo} + j] = {self.val(p, 'j')}")
                 lo += plan.width[p]
+        elif form == "matmul" and n in L.blas:
+            t.add(ind, f"np.dot({self.row(args[0])}, W{n}, {self.row(n)})")
         elif form == "matmul":
             a, wn = args
             t.add(ind, f"for j in range({w}):")
@@ -348,7 +386,12 @@ class StepText:
                 lo += plan.width[p]
         elif form == "matmul":
             a, wn = args
-            if self.needs(a):
+            if self.needs(a) and n in L.blas:  # da = W · dn, then added in
+                scr = L.width
+                t.add(ind, f"np.dot(W{n}, D[{L.off[n]}:{L.off[n] + w}], D[{scr}:{scr + plan.width[a]}])")
+                t.add(ind, f"for i in range({plan.width[a]}):")
+                t.add(ind + 1, self._into(a, "i", f"D[{scr} + i]"))
+            elif self.needs(a):
                 t.add(ind, f"for i in range({plan.width[a]}):")
                 t.add(ind + 1, f"s = {t.k(0)}")
                 t.add(ind + 1, f"for j in range({w}):")
