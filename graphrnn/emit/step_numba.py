@@ -279,33 +279,25 @@ class StepText:
         op, args = plan.info[n]
         rows, cols = self.L.shape2[n]
         t.add(1, f"for i in range({rows}):")
-        if op.native_form() == "window":
-            lo = op.window[0]
-            t.add(2, f"for j in range({cols}):")
-            t.add(3, f"{self.sacc(n, 'i', 'j')} = {self.sacc(args[0], 'i', f'{lo} + j')}")
-        elif op.native_form() == "elementwise":
+        if op.native_form() == "elementwise":
             names = ("x",) if len(args) == 1 else ("a", "b")
             env = {nm: self.sacc(p, *self._bcast(p, n)) for nm, p in zip(names, args)}
             t.add(2, f"for j in range({cols}):")
             t.add(3, f"{self.sacc(n, 'i', 'j')} = {t.expr(op.native_forward, env)}")
-        else:
-            lo = 0
-            for p in args:
-                w = self.L.shape2[p][1]
-                t.add(2, f"for j in range({w}):")
-                t.add(3, f"{self.sacc(n, 'i', f'{lo} + j')} = {self.sacc(p, 'i', 'j')}")
-                lo += w
+        for p, at_n, at_p, w in self._moves(n):
+            t.add(2, f"for j in range({w}):")
+            t.add(3, f"{self.sacc(n, 'i', f'{at_n} + j')} = {self.sacc(p, 'i', f'{at_p} + j')}")
 
     def _static_backward(self, n):
         plan, t = self.plan, self.t
         op, args = plan.info[n]
         rows, cols = self.L.shape2[n]
         t.add(1, f"for i in range({rows}):")
-        if op.native_form() == "window":
-            lo = op.window[0]
-            t.add(2, f"for j in range({cols}):")
-            t.add(3, f"{self.gacc(args[0], 'i', f'{lo} + j')} += {self.gacc(n, 'i', 'j')}")
-        elif op.native_form() == "elementwise":
+        for p, at_n, at_p, w in self._moves(n):
+            if self.needs(p):
+                t.add(2, f"for j in range({w}):")
+                t.add(3, f"{self.gacc(p, 'i', f'{at_p} + j')} += {self.gacc(n, 'i', f'{at_n} + j')}")
+        if op.native_form() == "elementwise":
             names = ("x",) if len(args) == 1 else ("a", "b")
             for k, p in enumerate(args):
                 if not self.needs(p):
@@ -316,15 +308,24 @@ class StepText:
                 e = t.expr(text, {a: v for a, v in env.items() if a in scalar.names_read(text)})
                 t.add(2, f"for j in range({cols}):")  # a broadcast operand sums over its copies
                 t.add(3, f"{self.gacc(p, *self._bcast(p, n))} += {e}")
-        else:
-            lo = 0
-            for p in args:
-                w = self.L.shape2[p][1]
-                if self.needs(p):
-                    t.add(2, f"for j in range({w}):")
-                    t.add(3, f"{self.gacc(p, 'i', 'j')} += {self.gacc(n, 'i', f'{lo} + j')}")
-                lo += w
         t.add(2, "pass")
+
+    def _moves(self, n):
+        """What a window or a join moves: (operand, first column in n, first
+        column in the operand, width) per operand; forward and backward, per
+        step and static, print these one way each."""
+        op, args = self.plan.info[n]
+        form = op.native_form()
+        if form == "window":
+            return [(args[0], 0, op.window[0], self.plan.width[n] if n in self.L.off else self.L.shape2[n][1])]
+        if form != "join":
+            return []
+        moves, lo = [], 0
+        for p in args:
+            w = self.plan.width[p] if n in self.L.off else self.L.shape2[p][1]
+            moves.append((p, lo, 0, w))
+            lo += w
+        return moves
 
     def _bcast(self, p, n):
         """(row, column) of static operand p read for element (i, j) of n (numpy broadcasting)."""
@@ -337,17 +338,10 @@ class StepText:
         form = op.native_form()
         w = plan.width[n]
         out = f"VALS[t, r, {L.off[n]} + j]"
-        if form == "window":
-            lo = op.window[0]
-            t.add(ind, f"for j in range({w}):")
-            t.add(ind + 1, f"{out} = {self.val(args[0], f'{lo} + j')}")
-        elif form == "join":
-            lo = 0
-            for p in args:
-                t.add(ind, f"for j in range({plan.width[p]}):")
-                t.add(ind + 1, f"VALS[t, r, {L.off[n] + lo} + j] = {self.val(p, 'j')}")
-                lo += plan.width[p]
-        elif form == "matmul" and n in L.blas:
+        for p, at_n, at_p, wp in self._moves(n):
+            t.add(ind, f"for j in range({wp}):")
+            t.add(ind + 1, f"VALS[t, r, {L.off[n] + at_n} + j] = {self.val(p, f'{at_p} + j')}")
+        if form == "matmul" and n in L.blas:
             t.add(ind, f"np.dot({self.row(args[0])}, W{n}, {self.row(n)})")
         elif form == "matmul":
             a, wn = args
@@ -358,7 +352,7 @@ class StepText:
             ind2 = self._skip_zero(a, ind + 1)
             t.add(ind2, f"for j in range({w}):")
             t.add(ind2 + 1, f"{out} += s * {self.sacc(wn, 'i', 'j')}")
-        else:
+        elif form == "elementwise":
             names = ("x",) if len(args) == 1 else ("a", "b")
             env = {nm: self.val(p, "0" if plan.width.get(p, 1) == 1 and w > 1 else "j")
                    for nm, p in zip(names, args)}
@@ -372,19 +366,11 @@ class StepText:
         form = op.native_form()
         w = plan.width[n]
         dn = f"D[{L.off[n]} + j]"
-        if form == "window":
-            p, lo = args[0], op.window[0]
+        for p, at_n, at_p, wp in self._moves(n):
             if self.needs(p):
-                t.add(ind, f"for j in range({w}):")
-                t.add(ind + 1, self._into(p, f"{lo} + j", dn))
-        elif form == "join":
-            lo = 0
-            for p in args:
-                if self.needs(p):
-                    t.add(ind, f"for j in range({plan.width[p]}):")
-                    t.add(ind + 1, self._into(p, "j", f"D[{L.off[n] + lo} + j]"))
-                lo += plan.width[p]
-        elif form == "matmul":
+                t.add(ind, f"for j in range({wp}):")
+                t.add(ind + 1, self._into(p, f"{at_p} + j", f"D[{L.off[n] + at_n} + j]"))
+        if form == "matmul":
             a, wn = args
             if self.needs(a) and n in L.blas:  # da = W · dn, then added in
                 scr = L.width
@@ -403,7 +389,7 @@ class StepText:
                 ind2 = self._skip_zero(a, ind + 1)
                 t.add(ind2, f"for j in range({w}):")
                 t.add(ind2 + 1, f"{self.gacc(wn, 'i', 'j')} += s * D[{L.off[n]} + j]")
-        else:
+        elif form == "elementwise":
             names = ("x",) if len(args) == 1 else ("a", "b")
             for i, p in enumerate(args):
                 if not self.needs(p):
