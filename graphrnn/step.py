@@ -217,6 +217,9 @@ class Step:
         args += [self.state[name] for name, _, _ in plan.states]
         args += [self._vals, stat, self._grad, np.zeros(L.width + L.scratch, dt), np.zeros((n, L.width), dt),
                  self._out, np.zeros((tmax, n, O), dt)]
+        for m in L.blas_dw:  # step_numba's HA, HD, G of each product through BLAS
+            rows, cols = plan.width[plan.info[m][1][0]], plan.width[m]
+            args += [np.zeros((n, tmax, rows), dt), np.zeros((n, tmax, cols), dt), np.zeros((rows, cols), dt)]
         self._lr_at = len(args)
         args += [dt.type(0)] * 2 + [dt.type(self.clip or 1.0)]
         if opt.name == "adam":

@@ -105,6 +105,9 @@ class Layout:
         # D's tail past ``width``: the input gradient of a BLAS product, before it is added in
         self.blas = blas_products(plan)
         self.scratch = max([plan.width[plan.info[n][1][0]] for n in self.blas], default=0)
+        # their weight gradients as one GEMM per row after the loop, over the
+        # row operand's values (HA) and the product's gradients (HD) at every step
+        self.blas_dw = sorted(n for n in self.blas if req.get(plan.info[n][1][1]))
 
 
 class _Text:
@@ -207,7 +210,9 @@ class StepText:
         if adam:
             args += [f"M{k}" for k in range(nparams + nh)] + [f"V{k}" for k in range(nparams + nh)]
         args += [f"S0_{i}" for i in range(len(plan.states))] + [f"SF_{i}" for i in range(len(plan.states))]
-        args += ["VALS", "STAT", "GRAD", "D", "C", "OUT", "DZ", "lr", "lr_t", "clip", "b1", "b2", "eps"]
+        args += ["VALS", "STAT", "GRAD", "D", "C", "OUT", "DZ"]
+        args += [f"{b}{i}" for i in range(len(L.blas_dw)) for b in ("HA", "HD", "G")]
+        args += ["lr", "lr_t", "clip", "b1", "b2", "eps"]
         self.args = args
         t.add(0, f"def train_step({', '.join(args)}):")
         t.add(1, "N = X.shape[0]")
@@ -257,6 +262,8 @@ class StepText:
         for _, s, _ in plan.states:
             t.add(3, f"for j in range({plan.width[s]}):")
             t.add(4, f"C[r, {L.off[s]} + j] = D[{L.off[s]} + j]")
+        for i, n in enumerate(L.blas_dw):
+            self._blas_weight_gradient(i, n)
         for n in reversed(plan.static_ops):
             if self.needs(n) and n in L.grad_off:
                 self._static_backward(n)
@@ -383,7 +390,10 @@ class StepText:
                 t.add(ind + 1, f"for j in range({w}):")
                 t.add(ind + 2, f"s += D[{L.off[n]} + j] * {self.sacc(wn, 'i', 'j')}")
                 t.add(ind + 1, self._into(a, "i", "s"))
-            if self.needs(wn):
+            if n in L.blas_dw:  # kept for one GEMM after the loop
+                t.add(ind, f"for j in range({w}):")
+                t.add(ind + 1, f"HD{L.blas_dw.index(n)}[r, t, j] = D[{L.off[n]} + j]")
+            elif self.needs(wn):
                 t.add(ind, f"for i in range({plan.width[a]}):")
                 t.add(ind + 1, f"s = {self.val(a, 'i')}")
                 ind2 = self._skip_zero(a, ind + 1)
@@ -407,6 +417,19 @@ class StepText:
                 else:
                     t.add(ind, f"for j in range({w}):")
                     t.add(ind + 1, self._into(p, "j", e))
+
+    def _blas_weight_gradient(self, i, n):
+        """dW += Σ_t a_tᵀ dn_t, row by row, as one GEMM over the steps."""
+        plan, t = self.plan, self.t
+        a, wn = plan.info[n][1]
+        t.add(1, "for r in range(N):")
+        t.add(2, "for t in range(T):")
+        t.add(3, f"for j in range({plan.width[a]}):")
+        t.add(4, f"HA{i}[r, t, j] = {self.val(a, 'j')}")
+        t.add(2, f"np.dot(HA{i}[r, :T].T, HD{i}[r, :T], G{i})")
+        t.add(2, f"for i in range({plan.width[a]}):")
+        t.add(3, f"for j in range({plan.width[n]}):")
+        t.add(4, f"{self.gacc(wn, 'i', 'j')} += G{i}[i, j]")
 
     def _skip_zero(self, a, ind):
         """The input's zero entries (one-hot characters, bits) add nothing to a
