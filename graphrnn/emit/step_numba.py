@@ -43,8 +43,8 @@ from .numba_loops import FUNCTIONS  # one table of the math functions native cod
 LOSSES = ("softmax_ce", "sigmoid_ce", "squared_error", "sigmoid_squared_error")
 # A product with at least this many multiply-adds per row runs its forward and
 # its input gradient as BLAS gemv calls (np.dot on contiguous views, from inside
-# the compiled step); smaller ones, and every weight gradient (a rank-1 update,
-# which vectorises), as plain loops. Measured on primes (150 x 400 per step):
+# the compiled step) and its weight gradient as one GEMM per row after the loop;
+# smaller ones run as plain loops. Measured on primes (150 x 400 per step):
 # the plain loops' reduction for the input gradient does not vectorise, and the
 # whole step on loops lost to unroll + BLAS (2.4 against 1.8 ms); dinosaurs'
 # largest product (50 x 50) and binary addition's stay on loops.
