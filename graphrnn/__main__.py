@@ -1,5 +1,3 @@
-import sys
+from graphrnn.cli import command
 
-from graphrnn.cli import main
-
-sys.exit(main())
+command()

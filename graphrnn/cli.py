@@ -263,14 +263,18 @@ def _run_gradflow(args):
 COMMANDS = ["demo", "gradcheck", "render", "bench", "train", "sample", "report", "sweep", "explain", "export", "gradflow"]
 
 
-def build_parser():
+def build_parser(argv=None):
+    """The parser of every command, or, when ``argv`` names one first, of that
+    one alone: declaring a command's arguments may import what it runs
+    (``gradcheck``'s imports Hypothesis), which ``graphrnn train`` should not wait for."""
     parser = argparse.ArgumentParser(
         prog="graphrnn",
         description="Recurrent cells as graphs of primitives: declare, check, draw, train.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     g = globals()
-    for name in COMMANDS:
+    named = argv[0] if argv and argv[0] in COMMANDS else None
+    for name in [named] if named else COMMANDS:
         try:
             g[f"_add_{name}"](sub)
         except ImportError:  # a room not built yet must not break the others
@@ -282,7 +286,8 @@ def main(argv=None):
     command = "graphrnn"
     try:
         # Building the parser imports parts of graphrnn: a Ctrl-C there is caught too.
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(argv).parse_args(argv)
         command = f"graphrnn {args.command}"
         rc = globals()[f"_run_{args.command}"](args)
     except GraphrnnError as exc:
@@ -295,6 +300,29 @@ def main(argv=None):
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def command():
+    """The ``graphrnn`` command (``python -m graphrnn``, the installed script):
+    ``main``, then the process ends at once. Python's own teardown after a run
+    that loaded numba's compiled code frees LLVM's objects one by one, about a
+    second the user waits for and nothing is gained from; so after the exit
+    handlers (``atexit``: a build ended, a history written) and a flush of the
+    output, the process leaves. A thread still running (one that is not a
+    daemon) is waited for the ordinary way."""
+    import atexit
+    import os
+    import threading
+    rc = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(rc)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (graphrnn ... | head): nothing more to say
+            pass
+    os._exit(rc)
 
 
 def _os_error_line(exc):

@@ -28,12 +28,17 @@ from .plan import compile_cell
 from .primitives import fmt_shape
 
 LOSSES = ("softmax_ce", "sigmoid_ce", "squared_error", "sigmoid_squared_error")
-# Above this many multiply-adds per step (batch rows included) the native
-# step's plain loops lose to BLAS, and the step runs as unroll (on the engine
-# in force) + numpy instead. Measured interleaved on primes (lstm_nico, H=100,
-# 60,000 per step): the native step 2.4 ms against 1.8 ms; dinosaurs (5,200)
-# and binary addition (304) run native. The cell loops' own limit, the same.
+# Above this many multiply-adds per step on plain loops (batch rows included;
+# the products below step_numba.BLAS_MIN_MACS) the native step's loops lose to
+# BLAS, and the step runs as unroll (on the engine in force) + numpy instead.
+# Measured interleaved on primes (lstm_nico, H=100, 60,000 per step) before its
+# product went to BLAS: the native step 2.4 ms against 1.8 ms; dinosaurs
+# (5,200) and binary addition (304) run native. The cell loops' own limit, the same.
 STEP_NATIVE_MAX_MACS = 20_000
+# Products of step_numba.BLAS_MIN_MACS or more run as BLAS calls inside the
+# native step, one row at a time: up to this batch (primes has one row), above
+# it the reference path's one GEMM over all rows (not measured in between).
+STEP_BLAS_MAX_ROWS = 8
 
 
 class Linear:
@@ -151,14 +156,16 @@ class Step:
         name = emit.engine_setting(self.engine_asked)
         self._cell_engine = name
         n = xs.shape[0]
-        macs = sum(self.plan.width[self.plan.info[m][1][0]] * self.plan.width[m]
-                   for m in self.plan.ops if self.plan.info[m][0].native_form() == "matmul")
-        macs += self.head.in_size * self.head.out_size if self.head.kind == "linear" else 0
         native_ok = (name != "numpy" and backend.xp() is np and numba_runtime.numba_available()
-                     and self.dtype in (np.dtype(np.float32), np.dtype(np.float64))
-                     and n * macs <= STEP_NATIVE_MAX_MACS)
+                     and self.dtype in (np.dtype(np.float32), np.dtype(np.float64)))
         if native_ok:
             from .emit import step_numba
+            plan, blas = self.plan, step_numba.blas_products(self.plan)
+            loops = sum(plan.width[plan.info[m][1][0]] * plan.width[m]
+                        for m in plan.ops if plan.info[m][0].native_form() == "matmul" and m not in blas)
+            loops += self.head.in_size * self.head.out_size if self.head.kind == "linear" else 0
+            native_ok = n * loops <= STEP_NATIVE_MAX_MACS and (not blas or n <= STEP_BLAS_MAX_ROWS)
+        if native_ok:
             try:
                 mod, cached = step_numba.module(self.plan, self.head, self.loss_name, self.clip,
                                                 self.opt.name, self.dtype)
@@ -208,8 +215,11 @@ class Step:
         self._s0_at = len(args)
         args += [self._zero[name] for name, _, _ in plan.states]
         args += [self.state[name] for name, _, _ in plan.states]
-        args += [self._vals, stat, self._grad, np.zeros(L.width, dt), np.zeros((n, L.width), dt),
+        args += [self._vals, stat, self._grad, np.zeros(L.width + L.scratch, dt), np.zeros((n, L.width), dt),
                  self._out, np.zeros((tmax, n, O), dt)]
+        for m in L.blas_dw:  # step_numba's HA, HD, G of each product through BLAS
+            rows, cols = plan.width[plan.info[m][1][0]], plan.width[m]
+            args += [np.zeros((n, tmax, rows), dt), np.zeros((n, tmax, cols), dt), np.zeros((rows, cols), dt)]
         self._lr_at = len(args)
         args += [dt.type(0)] * 2 + [dt.type(self.clip or 1.0)]
         if opt.name == "adam":

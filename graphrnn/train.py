@@ -70,6 +70,7 @@ class Trainer:
         self.resumes = []        # one record per resume that changed a setting: {"step", "changed"}
         self.changed = {}        # what this segment changed on resume: name -> [old, new]
         self._stop = False
+        self._curve = None       # the loss curve's drawing, while a run is under way
 
     # ------------------------------------------------------------ checkpoints
     def state(self):
@@ -180,22 +181,32 @@ class Trainer:
 
     def _run(self):
         self._open_run_folder()
+        # the loss curve's drawing starts now, beside the training (plots.CurveInChild)
+        self._curve = None if hasattr(self.task, "plot") else plots.CurveInChild()
         try:
-            with self._ctrl_c_finishes_the_iteration(), self._progress_bar() as bar, \
-                    open(self._metrics_path(), "a", encoding="utf-8") as log:
-                self._log_resume(log)
-                self._train(bar, log)
-        except KeyboardInterrupt:
-            print(f"graphrnn train: interrupted during iteration {self.step}; the last checkpoint "
-                  f"(iteration {self.saved_step}) is kept in {self.out}", file=sys.stderr)
-            return 130
-        self.save()
-        if self._stop and self.step < self.config["iterations"]:
-            print(f"graphrnn train: interrupted; checkpoint saved at iteration {self.step} in "
-                  f"{self.out}. Continue with: graphrnn train --resume {self.out}", file=sys.stderr)
-            return 130
-        self.finish()
-        return 0
+            try:
+                with self._ctrl_c_finishes_the_iteration(), self._progress_bar() as bar, \
+                        open(self._metrics_path(), "a", encoding="utf-8") as log:
+                    self._log_resume(log)
+                    self._train(bar, log)
+            except KeyboardInterrupt:
+                print(f"graphrnn train: interrupted during iteration {self.step}; the last checkpoint "
+                      f"(iteration {self.saved_step}) is kept in {self.out}", file=sys.stderr)
+                return 130
+            stopped = self._stop and self.step < self.config["iterations"]
+            if not stopped and self._curve is not None:
+                self._curve.send(*self._curve_args())
+            self.save()
+            if stopped:
+                print(f"graphrnn train: interrupted; checkpoint saved at iteration {self.step} in "
+                      f"{self.out}. Continue with: graphrnn train --resume {self.out}", file=sys.stderr)
+                return 130
+            self.finish()
+            return 0
+        finally:
+            curve, self._curve = self._curve, None
+            if curve is not None:
+                curve.close()
 
     def _open_run_folder(self):
         """The folder, the log trimmed to the checkpoint, and a first checkpoint
@@ -336,11 +347,18 @@ class Trainer:
         return result
 
     def plot(self):
-        """The run's curve: the task's own plot if it draws one, else the loss."""
+        """The run's curve: the task's own plot if it draws one, else the loss
+        (drawn by the child that ``run`` started, where it did)."""
         if hasattr(self.task, "plot"):
             return self.task.plot(self.losses, os.path.join(self.out, runfolder.PLOTS[1]))
-        return plots.loss_curve(os.path.join(self.out, runfolder.PLOTS[0]), self.losses,
-                                f"{self.task.name} ({self.config['cell']}, lr {self.config['lr']})")
+        curve = self._curve
+        if curve is not None and curve.sent is not None:
+            return curve.result()
+        return plots.loss_curve(*self._curve_args())
+
+    def _curve_args(self):
+        return (os.path.join(self.out, runfolder.PLOTS[0]), self.losses,
+                f"{self.task.name} ({self.config['cell']}, lr {self.config['lr']})")
 
 
 # What the trainer itself keeps in a manifest, beyond checkpoint.MANIFEST_SCHEMA.

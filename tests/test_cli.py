@@ -68,9 +68,9 @@ def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
     # the Ctrl-C. The import before main loads nothing heavy (next test), so
     # what stays unguarded is Python's own start-up and a few milliseconds.
     code = ("import os, sys, time; import graphrnn.cli as cli; real = cli.build_parser\n"
-            "def slow():\n"
+            "def slow(*argv):\n"
             "    os.write(1, b'ready\\n'); time.sleep(60)\n"
-            "    return real()\n"
+            "    return real(*argv)\n"
             "cli.build_parser = slow\n"
             "sys.exit(cli.main(sys.argv[1:]))\n")
     for argv in (["train", "binary-addition", "--iterations", "5", "--out", str(tmp_path / "r")],

@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import graphrnn as gr
-from graphrnn.emit import numba_runtime
+from graphrnn.emit import numba_runtime, step_numba
 from graphrnn.step import LOSSES
 from graphrnn.testing import random_cells, scaled_examples, unroll_args
 
@@ -52,6 +52,20 @@ def _agree(a, b, what):
 @settings(max_examples=scaled_examples(5), deadline=None)
 @given(data=st.data(), cell=random_cells(max_ops=6))
 def test_random_cells_and_heads_native_step_equals_the_numpy_step(data, cell):
+    _random_step_agrees(data, cell)
+
+
+@needs_numba
+@settings(max_examples=scaled_examples(3), deadline=None)
+@given(data=st.data(), cell=random_cells(max_ops=6))
+def test_products_run_through_blas_inside_the_native_step_agree_too(data, cell):
+    # every product whose row operand is a per-step value as a BLAS call (primes' path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(step_numba, "BLAS_MIN_MACS", 1)
+        _random_step_agrees(data, cell)
+
+
+def _random_step_agrees(data, cell):
     params, xs, state0 = data.draw(unroll_args(cell, max_steps=4), label="unroll args")
     head_kind = data.draw(st.sampled_from(["linear", "linear-nobias", "columns"]), label="head")
     loss = data.draw(st.sampled_from(LOSSES), label="loss")
@@ -105,6 +119,18 @@ def test_sequences_of_many_lengths_with_the_state_carried_agree_and_learn(name):
         for k in pb:
             _agree(pa[k], pb[k], f"parameter {k!r} after epoch {epoch}")
     assert last < 0.85 * first  # it learns (the targets are random: it memorises them)
+
+
+@needs_numba
+def test_primes_large_product_takes_the_native_step_through_blas_and_a_large_batch_does_not():
+    cell = gr.cells.from_spec("lstm_nico", 50, 100)   # one 150 x 400 product per step
+    step = gr.compile_step(cell, cell.init_params(seed=0), head=gr.Columns(0, 1), engine="native")
+    assert step_numba.blas_products(step.plan)
+    step._choose(np.zeros((1, 10, 50)))   # chooses (and writes the module) without compiling it
+    assert step.engine == "native"
+    wide = gr.compile_step(cell, cell.init_params(seed=0), head=gr.Columns(0, 1), engine="native")
+    wide._choose(np.zeros((64, 10, 50)))   # rows one at a time lose to one GEMM over the batch
+    assert wide.engine == "numpy"
 
 
 @needs_numba

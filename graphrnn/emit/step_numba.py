@@ -41,6 +41,24 @@ from .native_layout import NotNative
 from .numba_loops import FUNCTIONS  # one table of the math functions native code may call
 
 LOSSES = ("softmax_ce", "sigmoid_ce", "squared_error", "sigmoid_squared_error")
+# A product with at least this many multiply-adds per row runs its forward and
+# its input gradient as BLAS gemv calls (np.dot on contiguous views, from inside
+# the compiled step) and its weight gradient as one GEMM per row after the loop;
+# smaller ones run as plain loops. Measured on primes (150 x 400 per step):
+# the plain loops' reduction for the input gradient does not vectorise, and the
+# whole step on loops lost to unroll + BLAS (2.4 against 1.8 ms); dinosaurs'
+# largest product (50 x 50) and binary addition's stay on loops.
+BLAS_MIN_MACS = 10_000
+
+
+def blas_products(plan):
+    """The per-step products the step runs through BLAS: matmuls whose row
+    operand is a per-step value (the input's rows are read in place, with its
+    zero entries skipped) and whose size reaches ``BLAS_MIN_MACS``."""
+    return {n for n in plan.ops
+            if plan.info[n][0].native_form() == "matmul" and plan.kind[n] != STATIC
+            and plan.info[n][1][0] != plan.input_node
+            and plan.width[plan.info[n][1][0]] * plan.width[n] >= BLAS_MIN_MACS}
 
 
 class Layout:
@@ -84,6 +102,12 @@ class Layout:
             self.head_grad_off[name] = s
             s += int(np.prod(shp))
         self.grad_size = max(s, 1)
+        # D's tail past ``width``: the input gradient of a BLAS product, before it is added in
+        self.blas = blas_products(plan)
+        self.scratch = max([plan.width[plan.info[n][1][0]] for n in self.blas], default=0)
+        # their weight gradients as one GEMM per row after the loop, over the
+        # row operand's values (HA) and the product's gradients (HD) at every step
+        self.blas_dw = sorted(n for n in self.blas if req.get(plan.info[n][1][1]))
 
 
 class _Text:
@@ -159,6 +183,19 @@ class StepText:
         cols = self.L.shape2[p][1]
         return f"GRAD[{self.L.grad_off[p]} + ({i}) * {cols} + ({j})]"
 
+    def matrix(self, p):
+        """A 2-D static value as a (rows, cols) array: a parameter, or a view of STAT."""
+        L = self.L
+        if p in L.param_index:
+            return f"P{L.param_index[p]}"
+        rows, cols = L.shape2[p]
+        return f"STAT[{L.stat_off[p]}:{L.stat_off[p] + rows * cols}].reshape(({rows}, {cols}))"
+
+    def row(self, p):
+        """Row r of per-step value p at step t, as a contiguous view of VALS."""
+        off = self.L.off[p]
+        return f"VALS[t, r, {off}:{off + self.plan.width[p]}]"
+
     def needs(self, p):
         plan = self.plan
         return bool(plan.requires[False].get(p)) and p != plan.input_node
@@ -173,7 +210,9 @@ class StepText:
         if adam:
             args += [f"M{k}" for k in range(nparams + nh)] + [f"V{k}" for k in range(nparams + nh)]
         args += [f"S0_{i}" for i in range(len(plan.states))] + [f"SF_{i}" for i in range(len(plan.states))]
-        args += ["VALS", "STAT", "GRAD", "D", "C", "OUT", "DZ", "lr", "lr_t", "clip", "b1", "b2", "eps"]
+        args += ["VALS", "STAT", "GRAD", "D", "C", "OUT", "DZ"]
+        args += [f"{b}{i}" for i in range(len(L.blas_dw)) for b in ("HA", "HD", "G")]
+        args += ["lr", "lr_t", "clip", "b1", "b2", "eps"]
         self.args = args
         t.add(0, f"def train_step({', '.join(args)}):")
         t.add(1, "N = X.shape[0]")
@@ -185,6 +224,8 @@ class StepText:
         # static values, once per call
         for n in plan.static_ops:
             self._static_forward(n)
+        for n in sorted(L.blas):  # the weights of the BLAS products as 2-D views
+            t.add(1, f"W{n} = {self.matrix(plan.info[n][1][1])}")
         t.add(1, "for i in range(GRAD.shape[0]):")
         t.add(2, f"GRAD[i] = {t.k(0)}")
         for i, (_, s, _) in enumerate(plan.states):
@@ -221,6 +262,8 @@ class StepText:
         for _, s, _ in plan.states:
             t.add(3, f"for j in range({plan.width[s]}):")
             t.add(4, f"C[r, {L.off[s]} + j] = D[{L.off[s]} + j]")
+        for i, n in enumerate(L.blas_dw):
+            self._blas_weight_gradient(i, n)
         for n in reversed(plan.static_ops):
             if self.needs(n) and n in L.grad_off:
                 self._static_backward(n)
@@ -243,33 +286,25 @@ class StepText:
         op, args = plan.info[n]
         rows, cols = self.L.shape2[n]
         t.add(1, f"for i in range({rows}):")
-        if op.native_form() == "window":
-            lo = op.window[0]
-            t.add(2, f"for j in range({cols}):")
-            t.add(3, f"{self.sacc(n, 'i', 'j')} = {self.sacc(args[0], 'i', f'{lo} + j')}")
-        elif op.native_form() == "elementwise":
+        if op.native_form() == "elementwise":
             names = ("x",) if len(args) == 1 else ("a", "b")
             env = {nm: self.sacc(p, *self._bcast(p, n)) for nm, p in zip(names, args)}
             t.add(2, f"for j in range({cols}):")
             t.add(3, f"{self.sacc(n, 'i', 'j')} = {t.expr(op.native_forward, env)}")
-        else:
-            lo = 0
-            for p in args:
-                w = self.L.shape2[p][1]
-                t.add(2, f"for j in range({w}):")
-                t.add(3, f"{self.sacc(n, 'i', f'{lo} + j')} = {self.sacc(p, 'i', 'j')}")
-                lo += w
+        for p, at_n, at_p, w in self._moves(n):
+            t.add(2, f"for j in range({w}):")
+            t.add(3, f"{self.sacc(n, 'i', f'{at_n} + j')} = {self.sacc(p, 'i', f'{at_p} + j')}")
 
     def _static_backward(self, n):
         plan, t = self.plan, self.t
         op, args = plan.info[n]
         rows, cols = self.L.shape2[n]
         t.add(1, f"for i in range({rows}):")
-        if op.native_form() == "window":
-            lo = op.window[0]
-            t.add(2, f"for j in range({cols}):")
-            t.add(3, f"{self.gacc(args[0], 'i', f'{lo} + j')} += {self.gacc(n, 'i', 'j')}")
-        elif op.native_form() == "elementwise":
+        for p, at_n, at_p, w in self._moves(n):
+            if self.needs(p):
+                t.add(2, f"for j in range({w}):")
+                t.add(3, f"{self.gacc(p, 'i', f'{at_p} + j')} += {self.gacc(n, 'i', f'{at_n} + j')}")
+        if op.native_form() == "elementwise":
             names = ("x",) if len(args) == 1 else ("a", "b")
             for k, p in enumerate(args):
                 if not self.needs(p):
@@ -280,15 +315,24 @@ class StepText:
                 e = t.expr(text, {a: v for a, v in env.items() if a in scalar.names_read(text)})
                 t.add(2, f"for j in range({cols}):")  # a broadcast operand sums over its copies
                 t.add(3, f"{self.gacc(p, *self._bcast(p, n))} += {e}")
-        else:
-            lo = 0
-            for p in args:
-                w = self.L.shape2[p][1]
-                if self.needs(p):
-                    t.add(2, f"for j in range({w}):")
-                    t.add(3, f"{self.gacc(p, 'i', 'j')} += {self.gacc(n, 'i', f'{lo} + j')}")
-                lo += w
         t.add(2, "pass")
+
+    def _moves(self, n):
+        """What a window or a join moves: (operand, first column in n, first
+        column in the operand, width) per operand; forward and backward, per
+        step and static, print these one way each."""
+        op, args = self.plan.info[n]
+        form = op.native_form()
+        if form == "window":
+            return [(args[0], 0, op.window[0], self.plan.width[n] if n in self.L.off else self.L.shape2[n][1])]
+        if form != "join":
+            return []
+        moves, lo = [], 0
+        for p in args:
+            w = self.plan.width[p] if n in self.L.off else self.L.shape2[p][1]
+            moves.append((p, lo, 0, w))
+            lo += w
+        return moves
 
     def _bcast(self, p, n):
         """(row, column) of static operand p read for element (i, j) of n (numpy broadcasting)."""
@@ -301,16 +345,11 @@ class StepText:
         form = op.native_form()
         w = plan.width[n]
         out = f"VALS[t, r, {L.off[n]} + j]"
-        if form == "window":
-            lo = op.window[0]
-            t.add(ind, f"for j in range({w}):")
-            t.add(ind + 1, f"{out} = {self.val(args[0], f'{lo} + j')}")
-        elif form == "join":
-            lo = 0
-            for p in args:
-                t.add(ind, f"for j in range({plan.width[p]}):")
-                t.add(ind + 1, f"VALS[t, r, {L.off[n] + lo} + j] = {self.val(p, 'j')}")
-                lo += plan.width[p]
+        for p, at_n, at_p, wp in self._moves(n):
+            t.add(ind, f"for j in range({wp}):")
+            t.add(ind + 1, f"VALS[t, r, {L.off[n] + at_n} + j] = {self.val(p, f'{at_p} + j')}")
+        if form == "matmul" and n in L.blas:
+            t.add(ind, f"np.dot({self.row(args[0])}, W{n}, {self.row(n)})")
         elif form == "matmul":
             a, wn = args
             t.add(ind, f"for j in range({w}):")
@@ -320,7 +359,7 @@ class StepText:
             ind2 = self._skip_zero(a, ind + 1)
             t.add(ind2, f"for j in range({w}):")
             t.add(ind2 + 1, f"{out} += s * {self.sacc(wn, 'i', 'j')}")
-        else:
+        elif form == "elementwise":
             names = ("x",) if len(args) == 1 else ("a", "b")
             env = {nm: self.val(p, "0" if plan.width.get(p, 1) == 1 and w > 1 else "j")
                    for nm, p in zip(names, args)}
@@ -334,33 +373,33 @@ class StepText:
         form = op.native_form()
         w = plan.width[n]
         dn = f"D[{L.off[n]} + j]"
-        if form == "window":
-            p, lo = args[0], op.window[0]
+        for p, at_n, at_p, wp in self._moves(n):
             if self.needs(p):
-                t.add(ind, f"for j in range({w}):")
-                t.add(ind + 1, self._into(p, f"{lo} + j", dn))
-        elif form == "join":
-            lo = 0
-            for p in args:
-                if self.needs(p):
-                    t.add(ind, f"for j in range({plan.width[p]}):")
-                    t.add(ind + 1, self._into(p, "j", f"D[{L.off[n] + lo} + j]"))
-                lo += plan.width[p]
-        elif form == "matmul":
+                t.add(ind, f"for j in range({wp}):")
+                t.add(ind + 1, self._into(p, f"{at_p} + j", f"D[{L.off[n] + at_n} + j]"))
+        if form == "matmul":
             a, wn = args
-            if self.needs(a):
+            if self.needs(a) and n in L.blas:  # da = W · dn, then added in
+                scr = L.width
+                t.add(ind, f"np.dot(W{n}, D[{L.off[n]}:{L.off[n] + w}], D[{scr}:{scr + plan.width[a]}])")
+                t.add(ind, f"for i in range({plan.width[a]}):")
+                t.add(ind + 1, self._into(a, "i", f"D[{scr} + i]"))
+            elif self.needs(a):
                 t.add(ind, f"for i in range({plan.width[a]}):")
                 t.add(ind + 1, f"s = {t.k(0)}")
                 t.add(ind + 1, f"for j in range({w}):")
                 t.add(ind + 2, f"s += D[{L.off[n]} + j] * {self.sacc(wn, 'i', 'j')}")
                 t.add(ind + 1, self._into(a, "i", "s"))
-            if self.needs(wn):
+            if n in L.blas_dw:  # kept for one GEMM after the loop
+                t.add(ind, f"for j in range({w}):")
+                t.add(ind + 1, f"HD{L.blas_dw.index(n)}[r, t, j] = D[{L.off[n]} + j]")
+            elif self.needs(wn):
                 t.add(ind, f"for i in range({plan.width[a]}):")
                 t.add(ind + 1, f"s = {self.val(a, 'i')}")
                 ind2 = self._skip_zero(a, ind + 1)
                 t.add(ind2, f"for j in range({w}):")
                 t.add(ind2 + 1, f"{self.gacc(wn, 'i', 'j')} += s * D[{L.off[n]} + j]")
-        else:
+        elif form == "elementwise":
             names = ("x",) if len(args) == 1 else ("a", "b")
             for i, p in enumerate(args):
                 if not self.needs(p):
@@ -378,6 +417,19 @@ class StepText:
                 else:
                     t.add(ind, f"for j in range({w}):")
                     t.add(ind + 1, self._into(p, "j", e))
+
+    def _blas_weight_gradient(self, i, n):
+        """dW += Σ_t a_tᵀ dn_t, row by row, as one GEMM over the steps."""
+        plan, t = self.plan, self.t
+        a, wn = plan.info[n][1]
+        t.add(1, "for r in range(N):")
+        t.add(2, "for t in range(T):")
+        t.add(3, f"for j in range({plan.width[a]}):")
+        t.add(4, f"HA{i}[r, t, j] = {self.val(a, 'j')}")
+        t.add(2, f"np.dot(HA{i}[r, :T].T, HD{i}[r, :T], G{i})")
+        t.add(2, f"for i in range({plan.width[a]}):")
+        t.add(3, f"for j in range({plan.width[n]}):")
+        t.add(4, f"{self.gacc(wn, 'i', 'j')} += G{i}[i, j]")
 
     def _skip_zero(self, a, ind):
         """The input's zero entries (one-hot characters, bits) add nothing to a

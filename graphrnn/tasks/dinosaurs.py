@@ -133,7 +133,9 @@ class Dinosaurs(Task):
             state = None
             chars = []
             while len(chars) < self.config["max_length"]:
-                run = unroll(self.cell, cp, x, state)
+                # one character at a time on the numpy loops: sampling is too short
+                # to pay back loading (or, on a first run, compiling) the native ones
+                run = unroll(self.cell, cp, x, state, engine="numpy")
                 state = run.state
                 p = backend.to_numpy(softmax(xp, run.hs[0, -1] @ W + b))
                 idx = rng.choice(VOCAB, p=p / p.sum())

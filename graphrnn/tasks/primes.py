@@ -51,7 +51,9 @@ class Primes(Task):
         return self.train_step(self.xs, self.targets)
 
     def predictions(self):
-        run = unroll(self.cell, self.cell_params(), self.xs)
+        # one forward pass of 10 steps: the numpy loops, not the cell's native
+        # loops (loaded or, on a first run, compiled for this alone: seconds)
+        run = unroll(self.cell, self.cell_params(), self.xs, engine="numpy")
         return backend.to_numpy(run.hs[0, :, 0])
 
     def log(self, i, loss):
