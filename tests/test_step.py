@@ -48,6 +48,25 @@ def _agree(a, b, what):
     assert np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0) <= 1e-12 * scale, what
 
 
+
+@needs_numba
+def test_a_three_operand_primitive_in_the_recurrence_binds_its_own_operand_names():
+    # where(m, a, b) names its inputs m, a, b: the step's loops once assumed x or a, b
+    c = gr.CellBuilder("w")
+    x, s = c.input("x", 1), c.state("s0", 1)
+    v = s + x
+    c.update(s0=gr.tanh(gr.where(v > 0.123, v, 0.25 * v) @ c.param("p1", (1, 1))))
+    cell = c.build()
+    rng = np.random.default_rng(0)
+    (a, pa), (b, pb) = _pair(cell, {"p1": np.full((1, 1), 0.3)}, "linear", 2, "softmax_ce", None, "sgd", rng)
+    xs = rng.uniform(-1, 1, (1, 2, 1))
+    ys = _targets(rng, "softmax_ce", 1, 2, a.head.out_size)
+    la, lb = a(xs, ys, None), b(xs, ys, None)
+    assert (a.engine, b.engine) == ("native", "numpy")
+    _agree(la, lb, "loss")
+    for k in pb:
+        _agree(pa[k], pb[k], f"parameter {k!r}")
+
 @needs_numba
 @settings(max_examples=scaled_examples(5), deadline=None)
 @given(data=st.data(), cell=random_cells(max_ops=6))

@@ -287,7 +287,7 @@ class StepText:
         rows, cols = self.L.shape2[n]
         t.add(1, f"for i in range({rows}):")
         if op.native_form() == "elementwise":
-            names = ("x",) if len(args) == 1 else ("a", "b")
+            names = op.operands
             env = {nm: self.sacc(p, *self._bcast(p, n)) for nm, p in zip(names, args)}
             t.add(2, f"for j in range({cols}):")
             t.add(3, f"{self.sacc(n, 'i', 'j')} = {t.expr(op.native_forward, env)}")
@@ -305,7 +305,7 @@ class StepText:
                 t.add(2, f"for j in range({w}):")
                 t.add(3, f"{self.gacc(p, 'i', f'{at_p} + j')} += {self.gacc(n, 'i', f'{at_n} + j')}")
         if op.native_form() == "elementwise":
-            names = ("x",) if len(args) == 1 else ("a", "b")
+            names = op.operands
             for k, p in enumerate(args):
                 if not self.needs(p):
                     continue
@@ -360,7 +360,7 @@ class StepText:
             t.add(ind2, f"for j in range({w}):")
             t.add(ind2 + 1, f"{out} += s * {self.sacc(wn, 'i', 'j')}")
         elif form == "elementwise":
-            names = ("x",) if len(args) == 1 else ("a", "b")
+            names = op.operands
             env = {nm: self.val(p, "0" if plan.width.get(p, 1) == 1 and w > 1 else "j")
                    for nm, p in zip(names, args)}
             t.add(ind, f"for j in range({w}):")
@@ -400,7 +400,7 @@ class StepText:
                 t.add(ind2, f"for j in range({w}):")
                 t.add(ind2 + 1, f"{self.gacc(wn, 'i', 'j')} += s * D[{L.off[n]} + j]")
         elif form == "elementwise":
-            names = ("x",) if len(args) == 1 else ("a", "b")
+            names = op.operands
             for i, p in enumerate(args):
                 if not self.needs(p):
                     continue
