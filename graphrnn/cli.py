@@ -314,7 +314,8 @@ def command():
     import os
     import threading
     rc = main()
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    waiting = any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
+    if waiting or not isinstance(rc, int):  # sys.exit's own rules for None and messages
         sys.exit(rc)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
