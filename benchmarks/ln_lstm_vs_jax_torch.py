@@ -1,6 +1,6 @@
 """The layer-normalised LSTM (gr.cells.ln_lstm, Ba et al. 2016) at the medium
 size, forward + backward of one sequence, graphrnn against JAX (jit of
-value_and_grad over lax.scan, benchmarks/jax_contenders.py) and a PyTorch loop
+value_and_grad over lax.scan, graphrnn/contenders/jax_cells.py) and a PyTorch loop
 with autograd (the input product and its layer norm hoisted out of the loop,
 as graphrnn's compiler does and as a careful user writes it).
 
@@ -23,37 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import graphrnn as gr  # noqa: E402
 
 
-def torch_loop(params, xs, dhs, eps=1e-5):
-    """The same cell in torch ops, in a Python loop, with autograd."""
+def torch_loop(params, xs, dhs):
+    """The same cell in torch ops, in a Python loop, with autograd (the
+    contender `graphrnn bench` runs: contenders.TorchLoopLNLSTM)."""
     import torch
-    p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    x = torch.tensor(xs, requires_grad=True)
-    d = torch.tensor(dhs)
-    H = p["gc"].shape[0]
 
-    def ln(v, g):
-        m = v.mean(-1, keepdim=True)
-        c = v - m
-        return c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps) * g
+    from graphrnn.contenders.cells import TorchLoopLNLSTM
+    model = TorchLoopLNLSTM(params)
+    x, d = torch.from_numpy(xs), torch.from_numpy(dhs)
 
     def run():
-        for t in list(p.values()) + [x]:
-            t.grad = None
-        n, T, _ = x.shape
-        xw = ln(x @ p["Wx"], p["gx"])  # (N, T, 4H) once for all steps
-        h = torch.zeros(n, H)
-        c = torch.zeros(n, H)
-        hs = []
-        for k in range(T):
-            a = xw[:, k] + ln(h @ p["Wh"], p["gh"]) + p["b"]
-            f, g, i, o = (torch.sigmoid(a[:, :H]), torch.tanh(a[:, H:2 * H]),
-                          torch.sigmoid(a[:, 2 * H:3 * H]), torch.sigmoid(a[:, 3 * H:]))
-            c = f * c + i * g
-            h = o * torch.tanh(ln(c, p["gc"]) + p["bc"])
-            hs.append(h)
-        loss = (torch.stack(hs, 1) * d).sum()
-        loss.backward()
-        return {k: v.grad for k, v in p.items()}, x.grad
+        _, gx = model(x, d)
+        return {k: v.grad for k, v in model.p.items()}, gx
     return run
 
 
@@ -76,7 +57,7 @@ def main(argv=None):
     n, t, d, h = (int(v) for v in args.size.split(","))
     import jax
     import torch
-    import jax_contenders as jc
+    from graphrnn.contenders import jax_cells as jc
     from threadpoolctl import threadpool_info
     if args.threads:
         torch.set_num_threads(args.threads)

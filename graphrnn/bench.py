@@ -47,8 +47,13 @@ SIZES = {  # name: (N, T, D, H)
     "small": (20, 35, 200, 200),
     "medium": (20, 35, 650, 650),
 }
-CELL_NAMES = ("rnn", "gru", "lstm", "mgu")
-GATES = {"rnn": 1, "gru": 3, "lstm": 4, "mgu": 2}
+CELL_NAMES = ("rnn", "gru", "lstm", "mgu", "ln_lstm")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4, "mgu": 2, "ln_lstm": 4}
+HANDWRITTEN = ("rnn", "gru", "lstm", "mgu")  # the cells the textbook and hoisted layers have
+TORCH_LOOPS = {"mgu": "TorchLoopMGU", "ln_lstm": "TorchLoopLNLSTM"}  # no fused torch kernel
+# A default run times these cells at these sizes only (issue 17 asks for the
+# layer-normalised LSTM at the medium size; --cells ln_lstm times it at any)
+DEFAULT_ONLY_AT = {"ln_lstm": ("medium",)}
 IMPLS = ("graphrnn", "textbook", "hoisted", "torch", "jax")
 
 
@@ -86,14 +91,14 @@ def make_case(cell_name, size, dtype=np.float32, seed=0, impls=IMPLS):
             return g
         run_graphrnn.workspace = gr.compile_cell(cell).workspace
         fns["graphrnn"] = run_graphrnn
-    if "textbook" in impls:
+    if "textbook" in impls and cell_name in HANDWRITTEN:
         layer = contenders.TimeLayer(cell_name, params)
 
         def run_textbook():
             layer.forward(xs)
             return layer.backward(dhs)
         fns["textbook"] = run_textbook
-    if "hoisted" in impls:
+    if "hoisted" in impls and cell_name in HANDWRITTEN:
         hoisted = contenders.HoistedLayer(cell_name, params)
 
         def run_hoisted():
@@ -103,7 +108,7 @@ def make_case(cell_name, size, dtype=np.float32, seed=0, impls=IMPLS):
     if "torch" in impls and torch_available():
         import torch
         txs, tdhs = torch.from_numpy(xs), torch.from_numpy(dhs)
-        model = (contenders.TorchLoopMGU(params) if cell_name == "mgu"
+        model = (getattr(contenders, TORCH_LOOPS[cell_name])(params) if cell_name in TORCH_LOOPS
                  else contenders.TorchFused(cell_name, D, H, dtype, seed))
 
         def run_torch():
@@ -113,7 +118,7 @@ def make_case(cell_name, size, dtype=np.float32, seed=0, impls=IMPLS):
         from .contenders import jax_cells as jax_contenders
         if jax_contenders.available():
             fns["jax"] = jax_contenders.JaxCell(cell, params, xs, dhs)
-    info = {"torch_form": "python loop + autograd" if cell_name == "mgu" else f"nn.{cell_name.upper()} (fused)"}
+    info = {"torch_form": "python loop + autograd" if cell_name in TORCH_LOOPS else f"nn.{cell_name.upper()} (fused)"}
     return fns, info
 
 
@@ -333,8 +338,9 @@ def measure_memory(fn, numpy_traced):
 # ============================================================================ runner
 
 def run_benchmarks(sizes=None, cells=CELL_NAMES, rounds=None, impls=IMPLS, dtype=np.float32,
-                   memory=True, log=print, target_s=0.01):
-    """Time every (size, cell, impl); returns a JSON-able dict of results."""
+                   memory=True, log=print, target_s=0.01, only_at=None):
+    """Time every (size, cell, impl); returns a JSON-able dict of results.
+    ``only_at`` (cell -> size names) limits a cell to those sizes."""
     import graphrnn as gr
     sizes = dict(SIZES) if sizes is None else dict(sizes)
     rounds = rounds or {}
@@ -359,6 +365,8 @@ def run_benchmarks(sizes=None, cells=CELL_NAMES, rounds=None, impls=IMPLS, dtype
     cases = {}
     for sname, size in sizes.items():
         for cell_name in cells:
+            if only_at and cell_name in only_at and sname not in only_at[cell_name]:
+                continue
             fns, info = make_case(cell_name, size, dtype=dtype, impls=impls)
             cases[(sname, cell_name)] = fns
             k = rounds.get(sname, 10)
@@ -428,7 +436,7 @@ def markdown_table(result):
         sz = f"{row['size']} ({row['N']},{row['T']},{row['D']},{row['H']})"
         impl = row["impl"]
         if impl == "torch":
-            impl = "torch loop" if row["cell"] == "mgu" else "torch nn"
+            impl = "torch loop" if row["cell"] in TORCH_LOOPS else "torch nn"
         elif impl == "hoisted":
             impl = "hoisted by hand"
         sp = row.get("speedup_of_graphrnn")
@@ -483,11 +491,14 @@ def goals_summary(result):
     goal("lstm vs nn.LSTM, medium >= 0.8x", "medium", "lstm", "torch", 0.8)
     goal("mgu vs torch loop, medium >= 2x", "medium", "mgu", "torch", 2.0)
     # issue 12 (native loops)
-    for cell in CELL_NAMES:
+    for cell in HANDWRITTEN:
         goal(f"{cell} vs JAX, tiny >= 1x", "tiny", cell, "jax", 1.0)
     goal("lstm vs nn.LSTM, medium >= 1x", "medium", "lstm", "torch", 1.0)
     goal("gru vs nn.GRU, medium >= 1.5x", "medium", "gru", "torch", 1.5)
     goal("mgu vs JAX, medium >= 1.2x", "medium", "mgu", "jax", 1.2)
+    # issue 17 (the layer-normalised LSTM)
+    goal("ln_lstm vs JAX, medium >= 1x", "medium", "ln_lstm", "jax", 1.0)
+    goal("ln_lstm vs torch loop, medium >= 1.5x", "medium", "ln_lstm", "torch", 1.5)
     return goals
 
 
@@ -570,7 +581,9 @@ def _rerun_with_quiet_thread_pools(args, quick, out, cells, names, impls):
     env = dict(os.environ, GRAPHRNN_BENCH_CHILD="1")
     for k, v in QUIET_POOLS.items():
         env.setdefault(k, v)
-    argv = [sys.executable, "-m", "graphrnn.cli", "bench", "--out", out, "--cells", *cells, "--sizes", *names]
+    argv = [sys.executable, "-m", "graphrnn.cli", "bench", "--out", out, "--sizes", *names]
+    if getattr(args, "cells", None):  # as given: the default's cell-size pairs stay the child's
+        argv += ["--cells", *cells]
     if quick:
         argv.append("--quick")
     if getattr(args, "rounds", None):
@@ -588,6 +601,7 @@ def bench_main(args):
     """The ``graphrnn bench`` command."""
     quick = bool(getattr(args, "quick", False))
     out = getattr(args, "out", None) or DEFAULT_OUT
+    only_at = None if getattr(args, "cells", None) else DEFAULT_ONLY_AT
     cells = getattr(args, "cells", None) or list(CELL_NAMES)
     bad = [c for c in cells if c not in GATES]
     if bad:
@@ -610,7 +624,7 @@ def bench_main(args):
     print(f"graphrnn bench: sizes {', '.join(names)}; cells {', '.join(cells)}; "
           f"rounds {', '.join(f'{s}={rounds.get(s, 10)}' for s in names)}")
     t0 = time.perf_counter()
-    result = run_benchmarks({s: SIZES[s] for s in names}, cells, rounds, impls)
+    result = run_benchmarks({s: SIZES[s] for s in names}, cells, rounds, impls, only_at=only_at)
     result["meta"]["wall_s"] = time.perf_counter() - t0
     stem = "bench_quick" if quick else "bench"
     jpath, mpath, md = write_results(result, out, stem)

@@ -116,7 +116,7 @@ def _add_bench(sub):
     p.add_argument("--out", default=None, metavar="DIR",
                    help="folder for the JSON and markdown results (default runs/bench; "
                         "`make bench-results` refreshes the committed benchmarks/results)")
-    p.add_argument("--cells", nargs="+", default=None, help="cells to time (default rnn gru lstm mgu)")
+    p.add_argument("--cells", nargs="+", default=None, help="cells to time (default rnn gru lstm mgu, and ln_lstm at the medium size)")
     p.add_argument("--sizes", nargs="+", default=None, help="tiny, small, medium (default: all, or tiny small with --quick)")
     p.add_argument("--rounds", type=_positive, default=None, help="interleaved rounds per case")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")

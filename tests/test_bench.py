@@ -66,6 +66,28 @@ def test_torch_loop_mgu_matches_graphrnn_in_float64():
         np.testing.assert_allclose(p.grad.numpy(), g.params[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+def test_torch_loop_ln_lstm_matches_graphrnn_in_float64():
+    torch = pytest.importorskip("torch")
+    cell, params, xs, dhs = _case("ln_lstm")
+    run = gr.unroll(cell, params, xs)
+    g = run.backward(dhs, need_xs=True)
+    model = contenders.TorchLoopLNLSTM(params)
+    hs, dxs = model(torch.from_numpy(xs), torch.from_numpy(dhs))
+    np.testing.assert_allclose(hs.detach().numpy(), run.hs, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dxs.numpy(), g.xs, rtol=1e-10, atol=1e-12)
+    for name, p in model.p.items():
+        np.testing.assert_allclose(p.grad.numpy(), g.params[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_a_default_bench_times_the_layer_normalised_lstm_at_the_medium_size_only():
+    ran = []
+    fake = {"tiny": (1, 2, 2, 2), "medium": (1, 2, 2, 3)}
+    res = bench.run_benchmarks(fake, ["mgu", "ln_lstm"], {"tiny": 1, "medium": 1}, impls=("graphrnn",),
+                               memory=False, log=ran.append, only_at=bench.DEFAULT_ONLY_AT)
+    assert {(r["size"], r["cell"]) for r in res["rows"]} == {("tiny", "mgu"), ("medium", "mgu"),
+                                                               ("medium", "ln_lstm")}
+
+
 def test_gemm_flop_count_of_a_gru():
     N, T, D, H = 2, 3, 4, 5
     fwd = 2 * N * T * (D * 3 * H + H * 3 * H)

@@ -9,7 +9,9 @@
 - ``TorchFused``: PyTorch's CPU ``nn.RNN/GRU/LSTM`` (fused kernels);
   ``TorchLoopMGU``: the minimal gated unit, which PyTorch has no kernel for,
   in torch ops in a Python loop with autograd (input projection hoisted out of
-  the loop, as a careful user would write it).
+  the loop, as a careful user would write it); ``TorchLoopLNLSTM``: the
+  layer-normalised LSTM the same way (the input product and its layer norm
+  hoisted).
 
 The numpy ones use graphrnn's parameter layouts, so ``tests/test_bench.py``
 checks in float64 that they compute what graphrnn computes. They are
@@ -394,6 +396,44 @@ class TorchLoopMGU:
             f = torch.sigmoid(xw[:, t, :H] + h @ Wh[:, :H])
             hh = torch.tanh(xw[:, t, H:] + (f * h) @ Wh[:, H:])
             h = (1 - f) * h + f * hh
+            hs.append(h)
+        hs = torch.stack(hs, dim=1)
+        hs.backward(dhs)
+        return hs, x.grad
+
+
+class TorchLoopLNLSTM:
+    """The layer-normalised LSTM (``gr.cells.ln_lstm``) in torch ops in a Python
+    loop; autograd backward. The input product and its layer norm run once for
+    all steps before the loop, as graphrnn's compiler and a careful user do."""
+
+    def __init__(self, params, eps=1e-5):
+        import torch
+        self.torch, self.eps = torch, eps
+        self.p = {k: torch.from_numpy(np.array(v)).requires_grad_(True) for k, v in params.items()}
+
+    def _ln(self, v, g):
+        m = v.mean(-1, keepdim=True)
+        d = v - m
+        return d / self.torch.sqrt((d * d).mean(-1, keepdim=True) + self.eps) * g
+
+    def __call__(self, xs, dhs):
+        torch, p = self.torch, self.p
+        for v in p.values():
+            v.grad = None
+        x = xs.detach().requires_grad_(True)
+        N, T, D = x.shape
+        H = p["gc"].shape[0]
+        xw = self._ln(x @ p["Wx"], p["gx"])  # (N, T, 4H) once for all steps
+        h = torch.zeros((N, H), dtype=x.dtype)
+        c = torch.zeros((N, H), dtype=x.dtype)
+        hs = []
+        for t in range(T):
+            a = xw[:, t] + self._ln(h @ p["Wh"], p["gh"]) + p["b"]
+            f, g = torch.sigmoid(a[:, :H]), torch.tanh(a[:, H:2 * H])
+            i, o = torch.sigmoid(a[:, 2 * H:3 * H]), torch.sigmoid(a[:, 3 * H:])
+            c = f * c + i * g
+            h = o * torch.tanh(self._ln(c, p["gc"]) + p["bc"])
             hs.append(h)
         hs = torch.stack(hs, dim=1)
         hs.backward(dhs)
