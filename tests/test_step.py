@@ -150,6 +150,12 @@ def test_primes_large_product_takes_the_native_step_through_blas_and_a_large_bat
     wide = gr.compile_step(cell, cell.init_params(seed=0), head=gr.Columns(0, 1), engine="native")
     wide._choose(np.zeros((64, 10, 50)))   # rows one at a time lose to one GEMM over the batch
     assert wide.engine == "numpy"
+    with pytest.MonkeyPatch.context() as mp:   # an install without SciPy: numba's np.dot has no BLAS
+        mp.setattr(step_numba, "_scipy_blas", lambda: False)
+        assert not step_numba.blas_products(step.plan)
+        bare = gr.compile_step(cell, cell.init_params(seed=0), head=gr.Columns(0, 1), engine="native")
+        bare._choose(np.zeros((1, 10, 50)))   # the large product stays on the reference path's BLAS
+        assert bare.engine == "numpy"
 
 
 @needs_numba

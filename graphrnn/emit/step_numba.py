@@ -27,6 +27,7 @@ Buffers, made once by the caller (``graphrnn.step``) and reused by every call:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -54,11 +55,21 @@ BLAS_MIN_MACS = 10_000
 def blas_products(plan):
     """The per-step products the step runs through BLAS: matmuls whose row
     operand is a per-step value (the input's rows are read in place, with its
-    zero entries skipped) and whose size reaches ``BLAS_MIN_MACS``."""
+    zero entries skipped) and whose size reaches ``BLAS_MIN_MACS``. None where
+    SciPy is missing: numba's np.dot calls BLAS through SciPy's bindings (a
+    dependency of graphrnn; a step without it keeps such products on the
+    reference path's BLAS)."""
+    if not _scipy_blas():
+        return set()
     return {n for n in plan.ops
             if plan.info[n][0].native_form() == "matmul" and plan.kind[n] != STATIC
             and plan.info[n][1][0] != plan.input_node
             and plan.width[plan.info[n][1][0]] * plan.width[n] >= BLAS_MIN_MACS}
+
+
+@functools.lru_cache(maxsize=1)
+def _scipy_blas():
+    return importlib.util.find_spec("scipy") is not None
 
 
 class Layout:
