@@ -196,8 +196,10 @@ def markdown(root, rows, best, unfinished, judge, plot_name, diverged=(), runs=(
         for r in order:
             vals = [_pm(r["values"][k]) for k in sel + [judge.judge]]
             gap = r["mean"][judge.judge] - win["mean"][judge.judge]
+            sp = _spread(r, judge.judge)
+            sp = "— (one seed)" if len(r["values"][judge.judge]) < 2 else _unsigned(sp, r["mean"][judge.judge])
             lines.append(f"| {r['cell']} | {r['lr']:g} | " + " | ".join(vals) +
-                         f" | {_signed(gap, r['mean'][judge.judge])} | {_unsigned(_spread(r, judge.judge), r['mean'][judge.judge])} |")
+                         f" | {_signed(gap, r['mean'][judge.judge])} | {sp} |")
         lines += ["", verdict(order, judge, spread), ""]
     lines += _faults(root, runs, diverged)
     folders = [u for u in unfinished if os.path.isdir(u)]

@@ -59,7 +59,9 @@ def test_one_seed_per_cell_is_weighed_against_a_spread_given_from_elsewhere(tmp_
     run_folder(tmp_path, "lstm-lr20", test_perplexity=86.7, valid_perplexity=89.9)
     run_folder(tmp_path, "gru-lr10", cell="gru", lr=10.0, test_perplexity=99.8, valid_perplexity=103.0)
     assert cli.main(["report", str(tmp_path)]) == 0
-    assert "with one seed per cell there is no spread over seeds to weigh it against" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "with one seed per cell there is no spread over seeds to weigh it against" in out
+    assert "| +13.1 | — (one seed) |" in out   # no spread of 0.0 where there is nothing to spread
     assert cli.main(["report", str(tmp_path), "--spread", "1.5"]) == 0
     assert ("a margin of 13.1, larger than the spread over seeds given as the yardstick (1.5, measured "
             "elsewhere: these runs have one seed each)") in capsys.readouterr().out
