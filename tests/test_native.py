@@ -16,7 +16,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import graphrnn as gr
-from checked import compared_every_gradient
+from checked import RoundST, compared_every_gradient
 from graphrnn.emit import numba_loops, numba_runtime, scalar
 from graphrnn.primitives import BUILTIN, PRIMITIVES, Tanh
 from graphrnn.testing import check_engines, random_cells, random_inputs, scaled_examples, unroll_args
@@ -87,19 +87,6 @@ def _cell_with(op_cls):
     g.nodes[node]["op"] = op_cls()
     g.nodes[node]["op"].check("test", g.nodes[node]["shape"])
     return cell
-
-
-class RoundST(gr.Elementwise):
-    """y = round(x);  dx = dy   (docs/cells.md's straight-through rounding: no native form)"""
-    name = "round_st_native_test"
-    rule = ("dx = dy (straight-through)",)
-    surrogate = (0,)
-
-    def forward(self, xp, x, out=None):
-        return xp.round(x, out=out)
-
-    def backward(self, xp, dy, xs, y, needs):
-        return (dy,)
 
 
 class Scale(gr.Primitive):

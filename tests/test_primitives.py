@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import graphrnn as gr
 from graphrnn.primitives import BUILTIN, PRIMITIVES, GraphError
+from checked import RoundST
 from graphrnn.testing import GradientCheckError, check_primitive, make_primitive, scaled_examples
 
 dim = st.integers(1, 4)  # batch 1 and width 1 included
@@ -358,19 +359,6 @@ _TREE_HEADS = {"v", "g", "num", "bin", "mm", "neg", "T", "sq", "pos", "fn", "col
 
 
 # --------------------------------------------------------------------------- user primitives
-
-class RoundST(gr.Elementwise):
-    """y = round(x);  dx = dy   (straight-through: a surrogate, not the derivative, 0 almost everywhere)"""
-    name = "round_st_test"
-    rule = ("dx = dy (straight-through)",)
-    surrogate = (0,)
-
-    def forward(self, xp, x, out=None):
-        return xp.round(x, out=out)
-
-    def backward(self, xp, dy, xs, y, needs):
-        return (dy,)
-
 
 class Softsign(gr.Elementwise):
     """y = x / (1 + |x|);  dx = dy / (1 + |x|)²"""
