@@ -9,8 +9,9 @@ against jax.jit) as the ceiling of what a per-step loop over BLAS can reach.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=. \\
         .venv/bin/python benchmarks/medium.py [--threads 1] [--rounds 5] [--cells lstm gru mgu ln_lstm]
 
---threads sets numpy's BLAS, torch's and XLA's threads alike (it re-runs the
-script in a fresh interpreter, since OpenBLAS and XLA read it at load).
+--threads sets numpy's BLAS, torch's and XLA's threads alike and holds the
+process to that many cores (it re-runs the script in a fresh interpreter, since
+OpenBLAS and XLA read it at load).
 Results: benchmarks/results/medium.md.
 """
 import argparse
@@ -64,7 +65,13 @@ def main(argv=None):
         env = dict(os.environ, _MEDIUM_CHILD="1", OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t,
                    XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'false' if t == '1' else 'true'} "
                              f"intra_op_parallelism_threads={t}")
-        return subprocess.run([sys.executable, *sys.argv], env=env).returncode
+        # XLA's CPU client starts threads of its own whatever the flags say (its
+        # per-step product ran at 113% of one core's SGEMM rate under
+        # --threads 1): the child is held to that many cores, so that every
+        # contender gets the same
+        cpus = sorted(os.sched_getaffinity(0))[:args.threads]
+        return subprocess.run([sys.executable, *sys.argv], env=env,
+                              preexec_fn=lambda: os.sched_setaffinity(0, cpus)).returncode
     import torch
 
     from graphrnn import bench

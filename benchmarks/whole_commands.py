@@ -102,6 +102,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
+        os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "whole_commands.md"), "w") as f:
             f.write(text)
         with open(os.path.join(args.out, "whole_commands.json"), "w") as f:
