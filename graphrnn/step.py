@@ -140,11 +140,23 @@ class Step:
         self.engine = None
         self.state, self.residual, self.grads = {}, float("nan"), {}
         self._shape = None
+        self._one_thread, self._blas_seen = None, False
 
     # ------------------------------------------------------------------ call
     def __call__(self, xs, targets, state0=None):
         if self.engine is None:
             self._choose(xs)
+        one = self._one_thread if xs.shape[0] <= STEP_BLAS_MAX_ROWS else None
+        if one is None:
+            return self._step(xs, targets, state0)
+        with one:  # a few rows' products: one BLAS thread (backend.OneBlasThread says why)
+            loss = self._step(xs, targets, state0)
+        if not self._blas_seen:  # the first call loaded the kernel, and with it SciPy's BLAS (np.dot's)
+            self._blas_seen = True
+            self._one_thread = backend.OneBlasThread()
+        return loss
+
+    def _step(self, xs, targets, state0):
         if self.engine == "native":
             return self._native_step(xs, targets, state0)
         return self._reference_step(xs, targets, state0)
@@ -180,6 +192,13 @@ class Step:
                 else:
                     self._fn, self._cached = mod.train_step, cached
         self.engine = "native" if native_ok else "numpy"
+        # BLAS runs in the reference step, and in the native one where a product
+        # is large enough to go to it (the library is loaded by now either way)
+        calls_blas = True
+        if self.engine == "native":
+            from .emit import step_numba
+            calls_blas = bool(step_numba.blas_products(self.plan))
+        self._one_thread = backend.OneBlasThread() if calls_blas and backend.xp() is np else None
 
     # ------------------------------------------------------------------ native
     def _buffers(self, n, t):

@@ -158,6 +158,52 @@ def test_primes_large_product_takes_the_native_step_through_blas_and_a_large_bat
         assert bare.engine == "numpy"
 
 
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_a_step_of_a_few_rows_runs_blas_on_one_thread_and_gives_the_threads_back():
+    # OpenBLAS's threads wait for each other on every small call when the cores
+    # are busy (primes: 9x slower on two threads with the cores taken)
+    from threadpoolctl import threadpool_limits
+    cell = gr.cells.from_spec("lstm_nico", 50, 100)
+    rng = np.random.default_rng(0)
+    seen = []
+    with threadpool_limits(2, user_api="blas"):
+        if set(_blas_threads().values()) != {2}:
+            pytest.skip("BLAS here will not run two threads")
+        for rows in (1, 64):
+            step = gr.compile_step(cell, cell.init_params(seed=0), head=gr.Columns(0, 1), engine="numpy")
+            reference = step._reference_step
+
+            def watched(*args, reference=reference):
+                seen.append(_blas_threads())
+                return reference(*args)
+            step._reference_step = watched
+            loss = step(rng.uniform(-1, 1, (rows, 10, 50)), rng.uniform(-1, 1, (rows, 10, 1)))
+            assert np.isfinite(loss)
+            assert set(_blas_threads().values()) == {2}   # given back
+    assert set(seen[0].values()) == {1}   # one row: one thread
+    assert set(seen[1].values()) == {2}   # a batch of 64: BLAS as the user set it
+
+
+@needs_numba
+def test_a_native_step_holds_blas_to_one_thread_only_where_it_calls_blas():
+    cell = gr.cells.from_spec("lstm_nico", 50, 100)   # primes: its product goes to BLAS
+    step = gr.compile_step(cell, cell.init_params(seed=0), head=gr.Columns(0, 1), engine="native")
+    step._choose(np.zeros((1, 10, 50)))
+    assert step.engine == "native" and step._one_thread is not None and step._one_thread.libs
+    loaded = {lib.filepath for lib in step._one_thread.libs}
+    step(np.zeros((1, 10, 50)), np.zeros((1, 10, 1)))   # loads (or compiles) the kernel, and SciPy's BLAS
+    assert set(_blas_threads()) <= {lib.filepath for lib in step._one_thread.libs}   # every BLAS now loaded
+    assert loaded <= set(_blas_threads())
+    small = gr.cells.get("rnn")(2, 16)   # binary addition's size: no BLAS in the step
+    bare = gr.compile_step(small, small.init_params(seed=0), head=gr.Columns(0, 1), engine="native")
+    bare._choose(np.zeros((1, 8, 2)))
+    assert bare.engine == "native" and bare._one_thread is None
+
+
 @needs_numba
 def test_a_native_step_allocates_nothing_per_call():
     cell = gr.cells.rnn(2, 16, activation="sigmoid", bias=False)

@@ -3,7 +3,6 @@ checks of cells, functions, engines and primitives (``graphrnn.testing``
 re-exports every public name; see its docstring)."""
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -315,18 +314,14 @@ def _check_array(name, f, x, analytic, mode, sample, directions, rng, atol, rtol
 
 
 def _one_blas_thread():
-    """A context in which BLAS runs on one thread, when threadpoolctl is installed.
+    """A context in which BLAS runs on one thread (``backend.OneBlasThread``).
 
     A check makes thousands of small products (2 rows at a time). OpenBLAS's
     threads spin-wait for a core another process holds: on two busy cores
     ``graphrnn gradcheck gru --hidden-size 1000`` took 98 s with the default
     threads and 5.4 s with one (4.9 s of CPU either way when the cores are free).
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return backend.OneBlasThread()
 
 
 class _Progress:
