@@ -169,6 +169,28 @@ def test_backward_twice_is_bit_identical_and_leaves_dhs_alone(name):
     assert np.array_equal(dhs, keep[0]) and all(np.array_equal(dstate[k], keep[1][k]) for k in dstate)
 
 
+def test_the_after_loop_runs_as_code_recorded_once_and_writes_slices_into_their_parent():
+    """The GRU's gate slices of dWh are written straight into their columns of
+    one zero-filled dWh: the recording keeps _Acc's decisions, not a copy and add."""
+    from graphrnn.unroll import _programs
+    cell = gr.cells.gru(3, 4)
+    rng = np.random.default_rng(0)
+    params = cell.init_params(seed=0)
+    xs, dhs = rng.uniform(-1, 1, (2, 5, 3)), rng.uniform(-1, 1, (2, 5, 4))
+    g1 = gr.unroll(cell, params, xs).backward(dhs)
+    plan = gr.compile_cell(cell)
+    prog = _programs[plan][(True, True)]
+    g2 = gr.unroll(cell, params, xs[:, :3]).backward(dhs[:, :3])  # another T: the same code
+    assert _programs[plan][(True, True)] is prog
+    src = prog.source
+    assert src.count("Z(") == 1 and "+=" not in src and "for " not in src, src
+    assert [line.split("=")[1].strip() for line in src.splitlines() if "[..., " in line] == ["v2[..., 0:8]", "v2[..., 8:12]"], src
+    naive = gr.unroll_naive(cell, params, xs).backward(dhs)
+    for k in params:
+        np.testing.assert_allclose(g1.params[k], naive.params[k], rtol=1e-12, atol=1e-14)
+    assert g2.xs.shape == (2, 3, 3)
+
+
 @pytest.mark.parametrize("name", sorted(gr.cells.CELLS))
 def test_need_xs_false_skips_dxs_and_keeps_param_gradients(name):
     cell = gr.cells.CELLS[name](3, 4)
