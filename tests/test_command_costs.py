@@ -61,3 +61,25 @@ def test_the_command_runs_its_exit_handlers_flushes_and_keeps_its_status(tmp_pat
     assert (out / "metrics.json").exists() and (out / "loss.png").exists()
     again = _python(code, "train", "binary-addition", "--out", str(out))   # the folder holds a run
     assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+def test_a_log_axis_over_many_decades_labels_its_decades_only():
+    """Minor labels (2e-05, 3e-05, ...) over seven decades piled onto each other;
+    over one decade they are what the reader reads (200, 300 on a perplexity)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    from graphrnn import plots
+    labels = {}
+    for name, (lo, hi) in {"seven decades": (1e-7, 0.3), "one decade": (80, 600)}.items():
+        fig, ax = plt.subplots()
+        ax.plot(np.geomspace(hi, lo, 50))
+        plots.log_y(ax)
+        fig.canvas.draw()
+        labels[name] = [t.get_text() for t in ax.yaxis.get_minorticklabels() if t.get_text()
+                        and lo <= t.get_position()[1] <= hi]
+        plt.close(fig)
+    assert labels["seven decades"] == []
+    assert {"200", "300", "500"} <= set(labels["one decade"]), labels
