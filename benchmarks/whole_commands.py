@@ -31,7 +31,10 @@ HAND = ("import sys; sys.path.insert(0, {here!r}); from tasks_vs_handwritten imp
 
 
 def _env(cache):
-    env = {k: v for k, v in os.environ.items() if k not in ("GRAPHRNN_ENGINE", "GRAPHRNN_BACKGROUND_BUILD")}
+    # PYTHONDONTWRITEBYTECODE is this sandbox's, not a user's: with it every command
+    # compiled graphrnn's own modules from source again (imports 0.30-0.44 s against 0.23-0.26)
+    drop = ("GRAPHRNN_ENGINE", "GRAPHRNN_BACKGROUND_BUILD", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["GRAPHRNN_CACHE_DIR"] = cache
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
