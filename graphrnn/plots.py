@@ -117,17 +117,42 @@ class CurveInChild:
 
 
 def _idle_core():
-    """Is a core free beside this process (the load over the last minute, this
-    process included, below the cores it may run on less one)?"""
+    """Is a core free beside this process now?
+
+    On Linux: the threads runnable at this moment (``/proc/loadavg``'s fourth
+    field, this process included), the fewest of three looks a millisecond
+    apart, fewer than the cores this process may run on. The load over the
+    last minute, used before, still counted the user's previous command for a
+    minute after it ended, so back-to-back runs drew their curve in-process
+    (binary addition 1.45-1.55 s against 1.15-1.33 with the child). Elsewhere,
+    that load, below the cores less one."""
+    import time
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
+    if cores < 2:
+        return False
+    try:
+        fewest = None
+        for look in range(3):
+            if look:
+                time.sleep(0.001)
+            n = _runnable()
+            fewest = n if fewest is None else min(fewest, n)
+        return fewest < cores
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         load = 0.0
-    return cores >= 2 and load < cores - 1
+    return load < cores - 1
+
+
+def _runnable():
+    with open("/proc/loadavg") as f:
+        return int(f.read().split()[3].split("/")[0])
 
 
 def _child():

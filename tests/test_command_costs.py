@@ -83,3 +83,24 @@ def test_a_log_axis_over_many_decades_labels_its_decades_only():
         plt.close(fig)
     assert labels["seven decades"] == []
     assert {"200", "300", "500"} <= set(labels["one decade"]), labels
+
+
+def test_a_core_counts_as_free_when_nothing_else_runs_now_not_over_the_last_minute(monkeypatch):
+    from graphrnn import plots
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        assert not plots._idle_core()
+        return
+    monkeypatch.setattr(plots, "_runnable", lambda: 1)      # this process alone, whatever the load was
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores * 3.0,) * 3)
+    assert plots._idle_core()
+    monkeypatch.undo()
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        import time
+        time.sleep(0.3)
+        assert not plots._idle_core()   # every core held: the curve is drawn in-process
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
