@@ -197,6 +197,12 @@ class _Sym:
         return self.tape.sym(f"{self}.copy()")
 
 
+def _wrong_destination(op, i):
+    raise GraphError(f"primitive {op!r}: backward_into returned input {i}'s gradient somewhere other than "
+                     f"out[{i}]; a gradient given a destination must be written there and returned "
+                     "(Primitive.backward_into does this for a primitive that only defines backward)")
+
+
 def _record_after_loop(plan, need_xs, buffers):
     tape = _Tape()
     slices, shape = plan.outer_slices, plan.shape
@@ -223,6 +229,10 @@ def _record_after_loop(plan, need_xs, buffers):
                    for i, (p, need) in enumerate(zip(args, needs))]
             r = tape.sym(f"{o}.backward_into(xp, {d}, {listed(xs)}, {y}, {needs!r}, {listed(out)})")
             # backward_into's contract: a gradient given a destination is that destination
+            # (checked: a primitive that wrote elsewhere would leave the buffer's garbage)
+            for i, need in enumerate(needs):
+                if need and out[i] is not None:
+                    tape.emit(f"if {r}[{i}] is not {out[i]}: wrong_destination({o}, {i})")
             res = [None if not need else out[i] if out[i] is not None else tape.sym(f"{r}[{i}]")
                    for i, need in enumerate(needs)]
         for p, need, r, o in zip(args, needs, res, out):
@@ -256,7 +266,7 @@ def _record_after_loop(plan, need_xs, buffers):
     gradients = ", ".join(f"{node!r}: {d}" for node, d in acc.g.items())
     source = "\n".join(["def after_loop(xp, dt, tn, A, S, H, V, E, Z):", *tape.lines,
                         f"    return {{{gradients}}}", ""])
-    scope = dict(tape.names)
+    scope = dict(tape.names, wrong_destination=_wrong_destination)
     exec(compile(source, f"<after-loop of cell {plan.cell.name!r}>", "exec"), scope)
     prog = scope["after_loop"]
     prog.own, prog.source = frozenset(acc.own), source

@@ -405,6 +405,28 @@ def test_a_user_primitive_runs_in_a_cell_is_checked_and_drawn(registered):
     assert "softsign_test" in dot and "round_st_test" in dot
 
 
+def test_a_user_backward_into_that_ignores_its_destination_is_named_not_read_as_garbage(registered):
+    """The after-loop is recorded on backward_into's contract (a gradient given a
+    destination is that destination); one that writes elsewhere is refused by name."""
+    from graphrnn.primitives import MatMul
+
+    class Elsewhere(MatMul):
+        name = "matmul_elsewhere_test"
+
+        def backward_into(self, xp, dy, xs, y, needs, out):
+            return self.backward(xp, dy, xs, y, needs)   # fresh arrays: out left as it was
+
+    mm = registered(Elsewhere)
+    c = gr.CellBuilder("elsewhere")
+    x, h = c.input("x", 2), c.state("h", 3)
+    c.update(h=gr.tanh(mm(x, c.param("W", (2, 3))) + h @ c.param("U", (3, 3))))
+    cell = c.build()
+    params, xs, state0 = gr.testing.random_inputs(cell, np.random.default_rng(0))
+    run = gr.unroll(cell, params, xs, state0, engine="numpy")
+    with pytest.raises(GraphError, match="matmul_elsewhere_test.*input 0.*out\\[0\\]"):
+        run.backward(np.ones_like(run.hs))
+
+
 def test_a_wrong_user_rule_is_named_by_the_checker(registered):
     class Bad(Softsign):
         name = "softsign_bad_test"
