@@ -134,13 +134,12 @@ def _idle_core():
     if cores < 2:
         return False
     try:
-        fewest = None
+        looks = []
         for look in range(3):
             if look:
                 time.sleep(0.001)
-            n = _runnable()
-            fewest = n if fewest is None else min(fewest, n)
-        return fewest < cores
+            looks.append(_runnable())
+        return min(looks) < cores
     except (OSError, ValueError, IndexError):
         pass
     try:

@@ -125,7 +125,7 @@ class _Acc:
 _programs = weakref.WeakKeyDictionary()  # plan -> {(need_xs, has_dhs): program}
 
 
-def _after_loop_program(plan, need_xs, has_dhs, buffers):
+def _after_loop_program(plan, need_xs, has_dhs):
     """The after-loop of ``plan`` as one generated Python function, made on first use.
 
     Which node's gradient is written where, which arrays the accumulator owns and
@@ -139,7 +139,7 @@ def _after_loop_program(plan, need_xs, has_dhs, buffers):
     progs = _programs.setdefault(plan, {})
     prog = progs.get(key)
     if prog is None:
-        prog = progs[key] = _record_after_loop(plan, key[0], buffers)
+        prog = progs[key] = _record_after_loop(plan, *key)
     return prog
 
 
@@ -203,8 +203,8 @@ def _wrong_destination(op, i):
                      "(Primitive.backward_into does this for a primitive that only defines backward)")
 
 
-def _record_after_loop(plan, need_xs, buffers):
-    tape = _Tape()
+def _record_after_loop(plan, need_xs, has_dhs):
+    tape, buffers = _Tape(), plan.backward_buffers(need_xs, has_dhs)
     slices, shape = plan.outer_slices, plan.shape
     in_hv = set(plan.hoisted_ops) | {plan.input_node}
 
@@ -447,9 +447,9 @@ class Run:
         dL/d(final state); either may be None. With ``need_xs=False`` the input
         gradient is skipped (one GEMM less for data inputs).
         """
-        env, buffers = self._backward_environment(dhs, dstate, need_xs)
+        env = self._backward_environment(dhs, dstate, need_xs)
         carries = self.loops.backward(env, bool(need_xs), dhs is not None)
-        g, own = self._after_loop(need_xs, env, buffers, dhs is not None)
+        g, own = self._after_loop(need_xs, env, dhs is not None)
         return self._gradients(g, own, need_xs, carries)
 
     def _backward_environment(self, dhs, dstate, need_xs):
@@ -488,13 +488,13 @@ class Run:
                 if b.zero:
                     a.fill(0)
             arrays[b.name] = a
-        return LoopEnv(xp, t, n, dtype, arrays), buffers
+        return LoopEnv(xp, t, n, dtype, arrays)
 
-    def _after_loop(self, need_xs, env, buffers, has_dhs):
+    def _after_loop(self, need_xs, env, has_dhs):
         """The static gradients of per-step nodes, then the hoisted and static
         part: one batched call per node over all T*N rows. Runs the plan's
         recorded program (``_after_loop_program``); returns (gradients, owned)."""
-        prog = _after_loop_program(self.plan, need_xs, has_dhs, buffers)
+        prog = _after_loop_program(self.plan, need_xs, has_dhs)
         ws, xp, dtype = self.workspace, self.xp, self.dtype
         return prog(xp, dtype, self.t * self.n, env.arrays, self._stacked, self.hv, self.sv,
                     ws.empty, ws.zeros), prog.own
